@@ -154,8 +154,9 @@ class ValidationFailed(UsageError):
 
     code = "validation"
 
-    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, fields: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
         details = dict(kwargs.pop("details", None) or {})
         if fields:
             details["fields"] = dict(fields)
@@ -185,7 +186,8 @@ class StepUpRequired(AuthorizationRequired):
 
 class CallbackRejected(TetherError):
     """An OAuth callback was refused: unknown/expired/replayed state, ``iss`` mismatch,
-    a wrong user, or an error returned by the authorization server (RFC 6749 §4.1.2.1)."""
+    a wrong user, or an error returned by the authorization server (RFC 6749 §4.1.2.1).
+    """
 
     code = "callback_rejected"
 
@@ -232,9 +234,15 @@ class OAuthError(RemoteError):
         if cls.oauth_code:
             OAuthError.registry[cls.oauth_code] = cls
 
-    def __init__(self, message: str, *, error: str | None = None,
-                 error_description: str | None = None, error_uri: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.error = error or self.oauth_code or "unknown_error"
         self.error_description = error_description
         self.error_uri = error_uri
@@ -247,15 +255,25 @@ class OAuthError(RemoteError):
         super().__init__(message, details=details, **kwargs)
 
     @classmethod
-    def from_response(cls, error: str, error_description: str | None = None,
-                      error_uri: str | None = None, **kwargs: Any) -> OAuthError:
+    def from_response(
+        cls,
+        error: str,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        **kwargs: Any,
+    ) -> OAuthError:
         """Build the most specific subclass for an RFC 6749 §5.2 ``error`` code."""
         klass = OAuthError.registry.get(error, OAuthError)
         text = f"the authorization server answered '{error}'"
         if error_description:
             text += f": {error_description}"
-        return klass(text, error=error, error_description=error_description,
-                     error_uri=error_uri, **kwargs)
+        return klass(
+            text,
+            error=error,
+            error_description=error_description,
+            error_uri=error_uri,
+            **kwargs,
+        )
 
 
 class InvalidRequest(OAuthError):
@@ -409,12 +427,13 @@ EXIT_CODES: Final[Mapping[type[TetherError], int]] = {
 }
 
 
-def _lookup(error: TetherError | type[TetherError],
-            table: Mapping[type[TetherError], int]) -> int:
+def _lookup(
+    error: TetherError | type[TetherError], table: Mapping[type[TetherError], int]
+) -> int:
     klass = error if isinstance(error, type) else type(error)
     for base in klass.__mro__:
         if base in table:
-            return table[base]  # type: ignore[index]
+            return table[base]
     return table[TetherError]
 
 

@@ -203,7 +203,7 @@ class Connection:
     status: ConnectionStatus = "disconnected"
     access_token: SecretStr | None = None
     refresh_token: SecretStr | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_at: datetime | None = None
     scopes: tuple[str, ...] = ()
     required_scopes: tuple[str, ...] = ()

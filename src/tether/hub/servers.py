@@ -1,0 +1,416 @@
+"""Server registry use cases (reference-behaviour §2.1, §3.3; design.md §1).
+
+Validation follows the reference: a unique name of at most 100 characters, a description of
+at most 1000, a URL of at most 1000 that must be public HTTPS (or reachable through the
+server's or the installation's allowlist), a timeout of 1–300 seconds, credential
+references that exist, and params that are JSON objects. Tether adds: params may not
+override the security-critical OAuth parameters (checked again when a URL is built), and a
+change to any re-authorization trigger clears the old grant (reference gap G-29).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tether.errors import NotFound, ValidationFailed
+from tether.hub.audit import Auditor, server_view
+from tether.hub.clock import Clock
+from tether.store.base import (
+    AuthMode,
+    OAuthSettings,
+    RegistrationMode,
+    ServerRecord,
+    Stores,
+    TokenAuthMethod,
+)
+
+__all__ = ["REAUTH_TRIGGERS", "OAuthSpec", "ServerService", "ServerSpec", "UrlCheck"]
+
+UrlCheck = Callable[[str, Sequence[str]], Awaitable[None]]
+"""Checks a server URL against the network policy; raises ``BlockedDestination``."""
+
+#: Fields whose change invalidates every grant of the server (reference §3.3 + G-29).
+REAUTH_TRIGGERS: Final = (
+    "url",
+    "auth_mode",
+    "oauth.registration",
+    "oauth.client_id",
+    "oauth.client_secret_credential_id",
+    "oauth.token_auth_method",
+    "oauth.scopes",
+    "oauth.authorization_params",
+    "oauth.token_params",
+    "oauth.authorization_server",
+    "oauth.per_user",
+)
+
+#: Authorization and token parameters that custom params may never set or remove.
+PROTECTED_PARAMS: Final = frozenset(
+    {
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "redirect_uri",
+        "client_id",
+        "response_type",
+        "grant_type",
+        "code",
+        "code_verifier",
+        "refresh_token",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+    }
+)
+
+
+class OAuthSpec(BaseModel):
+    """An admin's OAuth settings for one server, as submitted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registration: RegistrationMode = "auto"
+    client_id: str | None = Field(default=None, max_length=1000)
+    client_secret_credential_id: str | None = None
+    token_auth_method: TokenAuthMethod | None = None
+    scopes: str | None = Field(default=None, max_length=2000)
+    authorization_params: dict[str, str | None] = Field(default_factory=dict)
+    token_params: dict[str, str | None] = Field(default_factory=dict)
+    require_refresh_token: bool = False
+    allow_missing_pkce_metadata: bool = False
+    authorization_server: str | None = Field(default=None, max_length=1000)
+    per_user: bool = False
+
+    @field_validator("authorization_params", "token_params", mode="before")
+    @classmethod
+    def _object_of_strings(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a JSON object mapping names to strings or null")
+        out: dict[str, str | None] = {}
+        for key, item in value.items():
+            if item is not None and not isinstance(item, str | int | float | bool):
+                raise ValueError(f"value of '{key}' must be a string or null")
+            out[str(key)] = None if item is None else str(item)
+        return out
+
+    @field_validator("authorization_params", "token_params")
+    @classmethod
+    def _no_protected(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        bad = sorted(k for k in value if k in PROTECTED_PARAMS)
+        if bad:
+            raise ValueError(
+                f"may not set or remove {', '.join(bad)}: Tether controls these "
+                "parameters for security (PKCE, state, client authentication)"
+            )
+        return value
+
+    @field_validator("client_id", "scopes", "authorization_server")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+
+class ServerSpec(BaseModel):
+    """A server as an admin submits it (create, or the full state after an update)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(min_length=1, max_length=1000)
+    description: str = Field(default="", max_length=1000)
+    enabled: bool = True
+    timeout_seconds: int = Field(default=30, ge=1, le=300)
+    auth_mode: AuthMode = "none"
+    header_name: str | None = Field(default=None, max_length=100)
+    header_scheme: str | None = Field(default=None, max_length=100)
+    credential_id: str | None = None
+    oauth: OAuthSpec = Field(default_factory=OAuthSpec)
+    allow_networks: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+    @field_validator("name", "url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    def normalised(self) -> ServerSpec:
+        """Apply the reference's save-time defaults (reference-behaviour §3.3)."""
+        changes: dict[str, Any] = {}
+        if self.auth_mode == "header":
+            changes["header_name"] = self.header_name or "Authorization"
+            if self.header_scheme is None:
+                changes["header_scheme"] = "Bearer"
+        else:
+            changes.update(header_name=None, header_scheme=None, credential_id=None)
+        return self.model_copy(update=changes)
+
+    @classmethod
+    def from_record(cls, server: ServerRecord) -> ServerSpec:
+        """The spec that produced a stored record."""
+        o = server.oauth
+        return cls(
+            name=server.name,
+            url=server.url,
+            description=server.description,
+            enabled=server.enabled,
+            timeout_seconds=int(server.timeout_seconds),
+            auth_mode=server.auth_mode,
+            header_name=server.header_name,
+            header_scheme=server.header_scheme,
+            credential_id=server.credential_id,
+            oauth=OAuthSpec(
+                registration=o.registration,
+                client_id=o.client_id,
+                client_secret_credential_id=o.client_secret_credential_id,
+                token_auth_method=o.token_auth_method,
+                scopes=o.scopes,
+                authorization_params=dict(o.authorization_params),
+                token_params=dict(o.token_params),
+                require_refresh_token=o.require_refresh_token,
+                allow_missing_pkce_metadata=o.allow_missing_pkce_metadata,
+                authorization_server=o.authorization_server,
+                per_user=o.per_user,
+            ),
+            allow_networks=server.allow_networks,
+            ca_bundle=server.ca_bundle,
+        )
+
+
+def parse_spec(data: Mapping[str, Any]) -> ServerSpec:
+    """Validate raw input into a :class:`ServerSpec`.
+
+    Raises:
+        ValidationFailed: with one message per offending field.
+    """
+    try:
+        return ServerSpec.model_validate(dict(data)).normalised()
+    except ValidationError as exc:
+        fields = {
+            ".".join(str(p) for p in err["loc"]) or "server": err["msg"]
+            for err in exc.errors()
+        }
+        raise ValidationFailed(
+            "the server settings are invalid: "
+            + "; ".join(f"{k}: {v}" for k, v in fields.items()),
+            fields=fields,
+            hint="correct the named fields and save again",
+        ) from None
+
+
+def _record_from_spec(spec: ServerSpec, base: ServerRecord) -> ServerRecord:
+    o = spec.oauth
+    return base.replace(
+        name=spec.name,
+        url=spec.url,
+        description=spec.description,
+        enabled=spec.enabled,
+        timeout_seconds=float(spec.timeout_seconds),
+        auth_mode=spec.auth_mode,
+        header_name=spec.header_name,
+        header_scheme=spec.header_scheme,
+        credential_id=spec.credential_id,
+        oauth=OAuthSettings(
+            registration=o.registration,
+            client_id=o.client_id,
+            client_secret_credential_id=o.client_secret_credential_id,
+            token_auth_method=o.token_auth_method,
+            scopes=o.scopes,
+            authorization_params=dict(o.authorization_params),
+            token_params=dict(o.token_params),
+            require_refresh_token=o.require_refresh_token,
+            allow_missing_pkce_metadata=o.allow_missing_pkce_metadata,
+            authorization_server=o.authorization_server,
+            per_user=o.per_user,
+        ),
+        allow_networks=tuple(spec.allow_networks),
+        ca_bundle=spec.ca_bundle,
+    )
+
+
+def changed_triggers(before: ServerRecord, after: ServerRecord) -> list[str]:
+    """Names of the re-authorization trigger fields that differ."""
+    changed = []
+    for name in REAUTH_TRIGGERS:
+        owner_before: Any = before.oauth if name.startswith("oauth.") else before
+        owner_after: Any = after.oauth if name.startswith("oauth.") else after
+        key = name.removeprefix("oauth.")
+        if getattr(owner_before, key) != getattr(owner_after, key):
+            changed.append(name)
+    return changed
+
+
+Invalidate = Callable[[ServerRecord, str], Awaitable[None]]
+
+
+class ServerService:
+    """Create, read, update and delete servers, with validation and audit."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        clock: Clock,
+        auditor: Auditor,
+        url_check: UrlCheck,
+        on_reauth: Invalidate,
+    ) -> None:
+        self._stores = stores
+        self._clock = clock
+        self._audit = auditor
+        self._url_check = url_check
+        self._on_reauth = on_reauth
+
+    async def _validate_refs(self, spec: ServerSpec) -> None:
+        fields: dict[str, str] = {}
+        if spec.auth_mode == "header" and not spec.credential_id:
+            fields["credential_id"] = "header authentication needs a credential"
+        refs = {
+            "credential_id": spec.credential_id,
+            "oauth.client_secret_credential_id": spec.oauth.client_secret_credential_id,
+        }
+        for field, ref in refs.items():
+            if ref and await self._stores.credentials.get(ref) is None:
+                fields[field] = f"credential '{ref}' does not exist"
+        if (
+            spec.auth_mode == "oauth"
+            and spec.oauth.registration == "manual"
+            and not spec.oauth.client_id
+        ):
+            fields["oauth.client_id"] = "manual client registration needs a client id"
+        if fields:
+            raise ValidationFailed(
+                "the server settings are invalid: "
+                + "; ".join(f"{k}: {v}" for k, v in fields.items()),
+                fields=fields,
+                hint="correct the named fields and save again",
+            )
+        try:
+            await self._url_check(spec.url, spec.allow_networks)
+        except ValidationFailed:
+            raise
+        except Exception as exc:  # BlockedDestination and friends become field errors
+            message = getattr(exc, "message", str(exc))
+            raise ValidationFailed(
+                f"the server URL is not allowed: {message}",
+                fields={"url": message},
+                hint="use a public https URL, or add the host to the server's "
+                "allow_networks for a self-hosted server",
+            ) from exc
+
+    async def create(
+        self, data: Mapping[str, Any], *, actor: str | None
+    ) -> ServerRecord:
+        """Validate and store a new server; audit ``server.create``."""
+        spec = parse_spec(data)
+        await self._validate_refs(spec)
+        await self._ensure_unique(spec.name, None)
+        now = self._clock.now()
+        record = _record_from_spec(
+            spec,
+            ServerRecord(
+                id=uuid.uuid4().hex,
+                name=spec.name,
+                url=spec.url,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+        stored = await self._stores.servers.add(record)
+        await self._audit.record(
+            "server.create",
+            actor=actor,
+            target_type="server",
+            target_id=stored.id,
+            server_id=stored.id,
+            after=server_view(stored),
+        )
+        return stored
+
+    async def _ensure_unique(self, name: str, server_id: str | None) -> None:
+        other = await self._stores.servers.get_by_name(name)
+        if other is not None and other.id != server_id:
+            raise ValidationFailed(
+                f"a server named '{name}' already exists",
+                fields={"name": "is already taken"},
+                hint="choose another name",
+            )
+
+    async def get(self, ref: str) -> ServerRecord:
+        """Find a server by id or name.
+
+        Raises:
+            NotFound: no such server.
+        """
+        server = await self._stores.servers.get(ref)
+        if server is None:
+            server = await self._stores.servers.get_by_name(ref)
+        if server is None:
+            raise NotFound(
+                f"no server '{ref}'", hint="list servers with `tether servers list`"
+            )
+        return server
+
+    async def list(self) -> list[ServerRecord]:
+        """All servers by name."""
+        return await self._stores.servers.list()
+
+    async def update(
+        self, ref: str, changes: Mapping[str, Any], *, actor: str | None
+    ) -> ServerRecord:
+        """Apply ``changes`` (top-level fields; ``oauth`` merged key by key)."""
+        current = await self.get(ref)
+        merged = ServerSpec.from_record(current).model_dump()
+        for key, value in changes.items():
+            if key == "oauth" and isinstance(value, Mapping):
+                merged["oauth"] = {**merged["oauth"], **value}
+            else:
+                merged[key] = value
+        spec = parse_spec(merged)
+        await self._validate_refs(spec)
+        await self._ensure_unique(spec.name, current.id)
+        updated = _record_from_spec(spec, current).replace(updated_at=self._clock.now())
+        stored = await self._stores.servers.update(
+            updated, expected_version=current.version
+        )
+        triggers = changed_triggers(current, stored)
+        await self._audit.record(
+            "server.update",
+            actor=actor,
+            target_type="server",
+            target_id=stored.id,
+            server_id=stored.id,
+            before=server_view(current),
+            after=server_view(stored),
+            detail=("re-authorization required: " + ", ".join(triggers))
+            if triggers
+            else None,
+        )
+        if triggers:
+            await self._on_reauth(stored, ", ".join(triggers))
+        else:
+            await self._stores.tools.delete(stored.id)
+        return stored
+
+    async def delete(self, ref: str, *, actor: str | None) -> None:
+        """Delete a server and everything keyed by it; audit ``server.delete``."""
+        current = await self.get(ref)
+        await self._stores.servers.delete(current.id)
+        await self._audit.record(
+            "server.delete",
+            actor=actor,
+            target_type="server",
+            target_id=current.id,
+            server_id=current.id,
+            before={"id": current.id, "name": current.name},
+        )
