@@ -185,8 +185,10 @@ class StepUpRequired(AuthorizationRequired):
 
 
 class CallbackRejected(TetherError):
-    """An OAuth callback was refused: unknown/expired/replayed state, ``iss`` mismatch,
-    a wrong user, or an error returned by the authorization server (RFC 6749 §4.1.2.1).
+    """An OAuth callback was refused.
+
+    Unknown, expired or replayed state, an ``iss`` mismatch (RFC 9207 §2.4), a wrong user,
+    or an error returned by the authorization server (RFC 6749 §4.1.2.1).
     """
 
     code = "callback_rejected"
