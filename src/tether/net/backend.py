@@ -1,0 +1,164 @@
+"""A network backend for httpcore2 that resolves, checks and pins addresses (SSRF-5).
+
+httpcore2's connection calls ``connect_tcp(host, port)`` with the URL's host name, and
+then ``start_tls(server_hostname=host)`` on the stream it gets back (see
+``httpcore2/_async/connection.py``, ``AsyncHTTPConnection._connect``). So this backend
+can resolve the name once, check *every* answer with the :class:`NetworkPolicy`, and
+open the socket to an address it checked, while TLS still sends SNI for, and verifies
+the certificate against, the original host name. There is no second lookup for a
+rebinding resolver to answer differently (reference behaviour §3.1 5).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+import anyio
+import httpcore2
+
+from tether.net.policy import Address, NetworkPolicy
+
+__all__ = ["GuardedBackend", "Resolver", "system_resolver"]
+
+#: ``(host, port) -> addresses``; injectable so tests never touch real DNS.
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+_SocketOption = (
+    tuple[int, int, int]
+    | tuple[int, int, bytes | bytearray]
+    | tuple[int, int, None, int]
+)
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve a host with the system resolver, without blocking the event loop.
+
+    Args:
+        host: Host name or IP literal.
+        port: Port (some resolvers filter by service).
+
+    Returns:
+        The distinct addresses, in the resolver's order.
+    """
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore2.AsyncNetworkBackend):
+    """An ``httpcore2`` backend that connects only to addresses the policy allowed.
+
+    One backend serves one scheme, because plain ``http`` is allowed to fewer
+    addresses than ``https`` (SSRF-2).
+
+    Args:
+        policy: The SSRF policy.
+        scheme: ``"http"`` or ``"https"``: the scheme of the pool this backend serves.
+        resolver: Name resolution; :func:`system_resolver` by default.
+    """
+
+    def __init__(
+        self,
+        policy: NetworkPolicy,
+        *,
+        scheme: str,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self._policy = policy
+        self._scheme = scheme
+        self._resolver = resolver
+        self._sockets = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+        local_address: str | None = None,
+        socket_options: Iterable[_SocketOption] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        """Resolve ``host``, check every address, and connect to the first that answers.
+
+        Args:
+            host: The URL's host name, as httpcore2 passes it.
+            port: The port.
+            timeout: Connect timeout in seconds, covering resolution too.
+            local_address: Local address to bind, passed through.
+            socket_options: Socket options, passed through.
+
+        Returns:
+            A stream connected to a checked address.
+
+        Raises:
+            BlockedDestination: The policy refused an address (SSRF-3, SSRF-5).
+            httpcore2.ConnectTimeout: Resolution and connection took too long.
+            httpcore2.ConnectError: Resolution failed or no address accepted.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await self._resolve(host, port)
+                checked = self._policy.check_addresses(
+                    host, addresses, scheme=self._scheme
+                )
+        except TimeoutError as exc:
+            raise httpcore2.ConnectTimeout(f"resolving {host} timed out") from exc
+        return await self._connect_first(
+            host, checked, port, timeout, local_address, socket_options
+        )
+
+    async def _resolve(self, host: str, port: int) -> Sequence[str]:
+        try:
+            return await self._resolver(host, port)
+        except OSError as exc:  # socket.gaierror included
+            raise httpcore2.ConnectError(f"could not resolve {host}: {exc}") from exc
+
+    async def _connect_first(
+        self,
+        host: str,
+        addresses: Sequence[Address],
+        port: int,
+        connect_timeout: float | None,
+        local_address: str | None,
+        socket_options: Iterable[_SocketOption] | None,
+    ) -> httpcore2.AsyncNetworkStream:
+        failures: list[str] = []
+        for address in addresses:
+            try:
+                return await self._sockets.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=connect_timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore2.ConnectError as exc:
+                failures.append(f"{address}: {exc or type(exc).__name__}")
+        raise httpcore2.ConnectError(
+            f"could not connect to {host} port {port} ({'; '.join(failures)})"
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+        socket_options: Iterable[_SocketOption] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        """Refuse: Tether only speaks TCP to remote servers.
+
+        Args:
+            path: Ignored.
+            timeout: Ignored.
+            socket_options: Ignored.
+
+        Raises:
+            httpcore2.UnsupportedProtocol: Always.
+        """
+        raise httpcore2.UnsupportedProtocol("Unix sockets are not supported")
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep between connection retries (httpcore2 calls this).
+
+        Args:
+            seconds: How long.
+        """
+        await anyio.sleep(seconds)
