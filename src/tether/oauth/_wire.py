@@ -1,0 +1,138 @@
+"""Private helpers shared by the ``oauth`` modules: decoding response bodies, URL checks.
+
+Every body that reaches ``oauth/`` was fetched by ``net/`` with a size cap, so these
+functions only decide what the bytes *mean*. They never put body text, tokens or secrets
+into an error message; they name the URL and what was wrong with the shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from tether.errors import RemoteError
+
+__all__ = [
+    "decode_form_or_json",
+    "decode_json_object",
+    "first_str",
+    "is_http_url",
+    "media_type",
+]
+
+
+def media_type(content_type: str | None) -> str:
+    """Return the lower-cased media type of a ``Content-Type`` value, without params."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _looks_like_html(body: bytes, kind: str) -> bool:
+    if kind in ("text/html", "application/xhtml+xml"):
+        return True
+    head = body.lstrip()[:15].lower()
+    return head.startswith((b"<!doctype", b"<html"))
+
+
+def decode_json_object(
+    body: bytes,
+    content_type: str | None,
+    *,
+    url: str,
+    error: type[RemoteError],
+    what: str,
+) -> dict[str, Any]:
+    """Decode a JSON object body, tolerating a missing or generic content type.
+
+    Args:
+        body: The raw response body.
+        content_type: The ``Content-Type`` header, if any.
+        url: Where the body came from (named in error messages).
+        error: The exception class to raise on failure.
+        what: What the body should be, e.g. ``"protected resource metadata"``.
+
+    Returns:
+        The decoded JSON object.
+
+    Raises:
+        RemoteError: ``error`` when the body is HTML, not JSON, or not a JSON object.
+    """
+    kind = media_type(content_type)
+    if _looks_like_html(body, kind):
+        raise error(f"{url} returned HTML where JSON {what} was expected", server=url)
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise error(
+            f"{url} returned a body that is not valid JSON {what}", server=url
+        ) from exc
+    if not isinstance(value, dict):
+        raise error(f"{url} returned JSON that is not an object ({what})", server=url)
+    return value
+
+
+def decode_form_or_json(
+    body: bytes,
+    content_type: str | None,
+    *,
+    url: str,
+    error: type[RemoteError],
+    what: str,
+) -> dict[str, Any]:
+    """Decode a JSON object, or an ``application/x-www-form-urlencoded`` body.
+
+    Some token endpoints (GitHub) answer form-encoded unless asked for JSON (TOK-4).
+
+    Args:
+        body: The raw response body.
+        content_type: The ``Content-Type`` header, if any.
+        url: Where the body came from (named in error messages).
+        error: The exception class to raise on failure.
+        what: What the body should be.
+
+    Returns:
+        The decoded members; form values are strings.
+
+    Raises:
+        RemoteError: ``error`` when the body cannot be decoded.
+    """
+    if media_type(content_type) == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise error(
+                f"{url} returned a form body that cannot be decoded ({what})",
+                server=url,
+            ) from exc
+        return dict(pairs)
+    return decode_json_object(body, content_type, url=url, error=error, what=what)
+
+
+def is_http_url(value: str, *, allow_http: bool) -> bool:
+    """Whether ``value`` is an absolute ``https`` (or allowed ``http``) URL with a host.
+
+    Userinfo and fragments are refused: neither belongs in an OAuth endpoint.
+    """
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    schemes = ("https", "http") if allow_http else ("https",)
+    return (
+        parts.scheme in schemes
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and not parts.fragment
+        and "#" not in value
+    )
+
+
+def first_str(members: Mapping[str, Any], name: str) -> str | None:
+    """Return ``members[name]`` when it is a non-empty string, else ``None``."""
+    value = members.get(name)
+    return value if isinstance(value, str) and value else None
