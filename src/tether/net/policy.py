@@ -97,6 +97,7 @@ _LOOPBACK: Final[dict[int, Network]] = {4: _net("127.0.0.0/8"), 6: _net("::1/128
 _IPV4_COMPATIBLE: Final = _net("::/96")
 _NAT64: Final = _net("64:ff9b::/96")
 _NUMERIC_LABEL: Final = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+_HOST_NAME: Final = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
 _SCHEMES: Final = frozenset({"http", "https"})
 _HINT: Final = (
     "if this is a self-hosted server on a private network, add its host or network "
@@ -168,13 +169,17 @@ def normalise_host(host: str) -> str:
         ConfigurationError: The host is not a valid host name.
     """
     candidate = host.strip()
+    if any(c in candidate for c in "/?#@\\"):
+        raise ConfigurationError(f"'{host}' is not a valid host name")
     if ":" in candidate and not candidate.startswith("["):
         candidate = f"[{candidate}]"
     try:
-        raw = httpx2.URL(f"https://{candidate}/").raw_host
+        name = httpx2.URL(f"https://{candidate}/").raw_host.decode("ascii").rstrip(".")
     except httpx2.InvalidURL as exc:
         raise ConfigurationError(f"'{host}' is not a valid host name") from exc
-    return raw.decode("ascii").rstrip(".")
+    if _ip_literal(name) is None and not _HOST_NAME.match(name):
+        raise ConfigurationError(f"'{host}' is not a valid host name")
+    return name
 
 
 def _parse_address(value: str | Address) -> Address:
@@ -295,6 +300,8 @@ class NetworkPolicy:
         literal = _ip_literal(host)
         if literal is not None:
             self.check_addresses(host, [literal], scheme=parsed.scheme)
+        elif not _HOST_NAME.match(host):
+            raise self._refuse(host, "the host is not a valid host name")
         elif _NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]):
             raise self._refuse(
                 host, "a numeric host name is read as a legacy IPv4 form"
