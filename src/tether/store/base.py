@@ -67,10 +67,12 @@ SHARED: str = "shared"
 AuthMode = Literal["none", "header", "oauth"]
 RegistrationMode = Literal["auto", "metadata_document", "dynamic", "manual"]
 RegistrationSource = Literal["manual", "dynamic", "metadata_document", "pre_registered"]
-ConnectionStatus = Literal["disconnected", "connected", "refresh_failed", "needs_reauth",
-                           "error"]
-TokenAuthMethod = Literal["none", "client_secret_basic", "client_secret_post",
-                          "private_key_jwt"]
+ConnectionStatus = Literal[
+    "disconnected", "connected", "refresh_failed", "needs_reauth", "error"
+]
+TokenAuthMethod = Literal[
+    "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
+]
 
 
 def _empty_params() -> dict[str, str | None]:
@@ -101,7 +103,9 @@ class OAuthSettings:
     client_secret_credential_id: str | None = None
     token_auth_method: TokenAuthMethod | None = None
     scopes: str | None = None
-    authorization_params: Mapping[str, str | None] = field(default_factory=_empty_params)
+    authorization_params: Mapping[str, str | None] = field(
+        default_factory=_empty_params
+    )
     token_params: Mapping[str, str | None] = field(default_factory=_empty_params)
     require_refresh_token: bool = False
     allow_missing_pkce_metadata: bool = False
@@ -312,7 +316,9 @@ class ServerStore(Protocol):
         """All servers ordered by name."""
         ...
 
-    async def update(self, server: ServerRecord, *, expected_version: int) -> ServerRecord:
+    async def update(
+        self, server: ServerRecord, *, expected_version: int
+    ) -> ServerRecord:
         """Compare-and-set write; raise ``VersionConflict`` / ``NotFound``."""
         ...
 
@@ -388,7 +394,9 @@ class ConnectionStore(Protocol):
         """All connections, or one server's."""
         ...
 
-    async def save(self, connection: Connection, *, expected_version: int) -> Connection:
+    async def save(
+        self, connection: Connection, *, expected_version: int
+    ) -> Connection:
         """Write if the stored version equals ``expected_version`` (0: must not exist).
 
         Returns the stored record with ``version = expected_version + 1``; raises
@@ -420,8 +428,9 @@ class AuditLog(Protocol):
         """Record one event."""
         ...
 
-    async def list(self, *, server_id: str | None = None, limit: int = 100
-                   ) -> list[AuditEvent]:
+    async def list(
+        self, *, server_id: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
         """Newest first."""
         ...
 
@@ -481,7 +490,9 @@ class ToolsetStore(Protocol):
 class LockProvider(Protocol):
     """Named mutual exclusion; in-process now, Redis or row locks for scale-out."""
 
-    def lock(self, key: str, *, timeout: float = 30.0) -> AbstractAsyncContextManager[None]:
+    def lock(
+        self, key: str, *, timeout: float = 30.0
+    ) -> AbstractAsyncContextManager[None]:
         """Hold ``key`` exclusively for the ``async with`` block.
 
         Raises ``StorageError`` if the lock cannot be taken within ``timeout`` seconds.
@@ -509,4 +520,3 @@ class Stores:
         """Close engines and pools the backend opened."""
         for closer in reversed(self.closers):
             await closer()
-

@@ -1,0 +1,326 @@
+"""The SQL seam: engine set-up, error translation, atomic-write helpers, key rotation.
+
+``sql.py`` builds the stores on top of this module. Driver exceptions become
+:class:`~tether.errors.StorageError` subtypes here and nowhere else
+(:func:`storage_errors`; style.md example 6).
+
+SQLite runs in WAL mode with foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for
+every transaction, so two writers queue instead of failing on a lock upgrade. PostgreSQL
+uses its defaults (READ COMMITTED); every atomic step is a single statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tether.errors import (
+    ConfigurationError,
+    NotFound,
+    StorageError,
+    TetherError,
+    VersionConflict,
+)
+from tether.store import schema
+from tether.store.crypto import KeyRing, SecretRef
+from tether.store.rules import id_taken, name_taken, server_missing
+from tether.store.sealing import (
+    SECRET_FIELDS,
+    connection_ref,
+    credential_ref,
+    pending_ref,
+    registration_ref,
+)
+
+__all__ = [
+    "SqlBackend",
+    "cas_update",
+    "conflict",
+    "create_engine",
+    "storage_errors",
+    "unique",
+    "upsert",
+]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+IntegrityHandler = Callable[[str], TetherError]
+
+
+def _driver_message(exc: sa_exc.DBAPIError) -> str:
+    # The first line of the driver's message only: SQLAlchemy's own str() appends the
+    # statement and its parameters, which we keep out of errors and logs.
+    return (
+        str(exc.orig).strip().splitlines()[0]
+        if exc.orig is not None
+        else type(exc).__name__
+    )
+
+
+@contextlib.contextmanager
+def storage_errors(on_integrity: IntegrityHandler | None = None) -> Iterator[None]:
+    """Translate SQLAlchemy and driver exceptions into ``StorageError`` subtypes.
+
+    Args:
+        on_integrity: Builds the error for a unique or primary-key violation (the caller
+            knows which field clashed); a foreign-key violation is always "server does
+            not exist".
+
+    Raises:
+        NotFound: A foreign key to ``servers`` failed.
+        ValidationFailed, VersionConflict: Whatever ``on_integrity`` returns.
+        StorageError: Any other database failure.
+    """
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        message = _driver_message(exc)
+        if "foreign key" in message.lower():
+            raise server_missing() from exc
+        if on_integrity is not None:
+            raise on_integrity(message) from exc
+        raise StorageError(f"a database constraint failed: {message}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StorageError(
+            f"the database failed: {_driver_message(exc)}",
+            hint="check that the database is reachable and migrated (`tether migrate`)",
+        ) from exc
+    except sa_exc.SQLAlchemyError as exc:
+        raise StorageError(f"the database layer failed: {type(exc).__name__}") from exc
+    except OSError as exc:
+        raise StorageError(
+            f"cannot reach the database: {exc.strerror or exc}",
+            hint="check the database URL and that the server is running",
+        ) from exc
+
+
+def unique(kind: str, record_id: str, name: str) -> IntegrityHandler:
+    """Map a unique violation to "name taken" or "id taken"."""
+
+    def handler(message: str) -> TetherError:
+        return (
+            name_taken(kind, name)
+            if "name_key" in message
+            else id_taken(kind, record_id)
+        )
+
+    return handler
+
+
+def conflict(what: str) -> IntegrityHandler:
+    """Map a primary-key violation on insert to a lost compare-and-set."""
+
+    def handler(message: str) -> TetherError:
+        return VersionConflict(f"{what} was created by someone else")
+
+    return handler
+
+
+# --------------------------------------------------------------------- engine
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that _on_begin can say IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for a SQLite or PostgreSQL URL, configured for Tether.
+
+    Raises:
+        ConfigurationError: An unsupported URL, an in-memory SQLite database (use
+            ``memory://``), or a missing driver (names the extra to install).
+    """
+    parsed = make_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite":
+        if driver != "aiosqlite":
+            raise ConfigurationError(
+                f"SQLite needs the aiosqlite driver, not {driver!r}",
+                hint="use a URL like sqlite+aiosqlite:///path/to/tether.db",
+            )
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigurationError(
+                "an in-memory SQLite database is not supported",
+                hint="use memory:// for throwaway stores, or a file path",
+            )
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif backend == "postgresql":
+        if driver != "asyncpg":
+            raise ConfigurationError(
+                f"PostgreSQL needs the asyncpg driver, not {driver!r}",
+                hint="use a URL like postgresql+asyncpg://user@host/db",
+            )
+    else:
+        raise ConfigurationError(
+            f"unsupported database URL scheme {parsed.drivername!r}",
+            hint="use memory://, sqlite+aiosqlite:///… or postgresql+asyncpg://…",
+        )
+    try:
+        engine = create_async_engine(parsed)
+    except ModuleNotFoundError as exc:
+        extra = "postgres" if backend == "postgresql" else "sqlite"
+        raise ConfigurationError(
+            f"the database driver {exc.name!r} is not installed",
+            hint=f"pip install 'tether-mcp[{extra}]'",
+        ) from exc
+    if backend == "sqlite":
+        _install_sqlite_pragmas(engine)
+    return engine
+
+
+# --------------------------------------------------------------------- backend
+
+
+def upsert(conn: AsyncConnection, table: sa.Table, row: Mapping[str, Any]) -> Any:
+    """``INSERT … ON CONFLICT (primary key) DO UPDATE`` for either dialect."""
+    keys = [c.name for c in table.primary_key.columns]
+    insert = (
+        postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    )(table).values(**row)
+    changes = {name: insert.excluded[name] for name in row if name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+class SqlBackend:
+    """An engine, the key ring and the clock, shared by the SQL stores."""
+
+    def __init__(
+        self, engine: AsyncEngine, key_ring: KeyRing, now: Callable[[], datetime]
+    ) -> None:
+        self.engine = engine
+        self.key_ring = key_ring
+        self.now = now
+
+    @contextlib.asynccontextmanager
+    async def begin(
+        self, on_integrity: IntegrityHandler | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction, with driver errors translated (:func:`storage_errors`)."""
+        with storage_errors(on_integrity):
+            async with self.engine.begin() as conn:
+                yield conn
+
+    async def fetch_all(self, query: sa.Select[Any]) -> list[Mapping[str, Any]]:
+        """Run a read-only query and return its rows as mappings."""
+        async with self.begin() as conn:
+            return list((await conn.execute(query)).mappings())
+
+    async def fetch_one(self, query: sa.Select[Any]) -> Mapping[str, Any] | None:
+        """The first row of a read-only query, or ``None``."""
+        found = await self.fetch_all(query)
+        return found[0] if found else None
+
+    async def dispose(self) -> None:
+        """Close the connection pool."""
+        await self.engine.dispose()
+
+    async def rotate_secrets(self) -> dict[str, int]:
+        """Re-seal every secret with the newest key; rows changed per record kind.
+
+        Idempotent: values already sealed by the newest key are left alone. Each row is
+        rewritten only if its ciphertext is still what was read, so a concurrent write
+        is never overwritten with older data.
+        """
+        counts: dict[str, int] = {}
+        for kind, (table, key_columns, ref) in _SEALED_TABLES.items():
+            counts[kind] = await self._rotate_table(
+                table, key_columns, SECRET_FIELDS[kind], ref
+            )
+        return counts
+
+    async def _rotate_table(
+        self,
+        table: sa.Table,
+        key_columns: Sequence[str],
+        fields: Sequence[str],
+        ref: Callable[..., SecretRef],
+    ) -> int:
+        columns = [table.c[name] for name in key_columns] + [
+            table.c[f"{f}_enc"] for f in fields
+        ]
+        changed = 0
+        async with self.begin() as conn:
+            for row in (await conn.execute(sa.select(*columns))).mappings():
+                key = [row[name] for name in key_columns]
+                updates = {}
+                for field in fields:
+                    sealed = row[f"{field}_enc"]
+                    new = (
+                        None
+                        if sealed is None
+                        else self.key_ring.reseal(sealed, ref(*key, field))
+                    )
+                    if new is not None:
+                        updates[f"{field}_enc"] = new
+                if not updates:
+                    continue
+                where = [table.c[name] == row[name] for name in key_columns]
+                where += [table.c[name] == row[name] for name in updates]
+                await conn.execute(sa.update(table).where(*where).values(**updates))
+                changed += 1
+        return changed
+
+
+_SEALED_TABLES: Mapping[
+    str, tuple[sa.Table, tuple[str, ...], Callable[..., SecretRef]]
+] = {
+    "credential": (schema.credentials, ("id",), credential_ref),
+    "registration": (
+        schema.client_registrations,
+        ("server_id", "issuer"),
+        registration_ref,
+    ),
+    "connection": (schema.connections, ("server_id", "subject"), connection_ref),
+    "pending": (schema.pending_authorizations, ("state",), pending_ref),
+}
+
+
+async def cas_update(
+    conn: AsyncConnection,
+    table: sa.Table,
+    where: tuple[sa.ColumnElement[bool], ...],
+    expected_version: int,
+    values: Mapping[str, Any],
+    what: str,
+) -> datetime | None:
+    """``UPDATE … WHERE version = :expected``; returns the stored ``created_at``.
+
+    Raises:
+        NotFound: No such row.
+        VersionConflict: The row is at another version.
+    """
+    statement = (
+        sa.update(table)
+        .where(*where, table.c.version == expected_version)
+        .values(**values, version=expected_version + 1)
+        .returning(table.c.created_at)
+    )
+    found = (await conn.execute(statement)).first()
+    if found is not None:
+        created: datetime | None = found[0]
+        return created
+    version = await conn.scalar(sa.select(table.c.version).where(*where))
+    if version is None:
+        raise NotFound(f"{what} does not exist")
+    raise VersionConflict(f"{what} is at version {version}, not {expected_version}")

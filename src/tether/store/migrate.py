@@ -1,0 +1,83 @@
+"""Bring a SQL database to the newest schema (``tether migrate``; first run on SQLite).
+
+The Alembic environment and revisions ship inside the package (``alembic.ini``,
+``migrations/``), so an installed Tether migrates without a source checkout. On
+PostgreSQL the upgrade runs under a transaction-scoped advisory lock, so workers starting
+together do not run it twice.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from tether.store.database import create_engine, storage_errors
+
+__all__ = ["alembic_config", "current_revision", "head_revision", "migrate"]
+
+_MIGRATION_LOCK = 0x7E7E_0001  # pg_advisory_xact_lock id for schema upgrades
+
+
+def alembic_config() -> Config:
+    """The packaged Alembic configuration."""
+    package = Path(str(files("tether.store")))
+    config = Config(str(package / "alembic.ini"))
+    config.set_main_option("script_location", str(package / "migrations"))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of Tether."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships a revision
+        raise RuntimeError("no migrations are packaged")
+    return head
+
+
+def _upgrade(connection: sa.Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _current(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def migrate(url: str, *, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision`` (default: the newest).
+
+    Idempotent: an up-to-date database is left alone.
+
+    Raises:
+        ConfigurationError: Unsupported URL or missing driver.
+        StorageError: The database failed or a migration did.
+    """
+    engine = create_engine(url)
+    try:
+        with storage_errors():
+            async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK))
+                    )
+                await conn.run_sync(_upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+async def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at (``None``: never migrated)."""
+    engine = create_engine(url)
+    try:
+        with storage_errors():
+            async with engine.connect() as conn:
+                return await conn.run_sync(_current)
+    finally:
+        await engine.dispose()

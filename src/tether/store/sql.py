@@ -1,0 +1,521 @@
+"""SQL backend: every Protocol of ``store/base.py`` on SQLAlchemy Core (async).
+
+Two databases are supported: SQLite through ``aiosqlite`` (the default, one process) and
+PostgreSQL through ``asyncpg`` (many workers). The tables are in ``schema.py`` and are
+created by the Alembic migrations (``migrations.py``); engine set-up, error translation and
+key rotation are in ``database.py``.
+
+Atomic steps:
+
+* compare-and-set writes are ``UPDATE … WHERE version = :expected … RETURNING``, and
+  inserts (``expected_version == 0``) rely on the primary key, so of two concurrent
+  writers one loses with :class:`~tether.errors.VersionConflict`;
+* :meth:`SqlPendingStore.take` is one ``DELETE … RETURNING``, so exactly one caller gets
+  a given ``state``;
+* upserts are ``INSERT … ON CONFLICT DO UPDATE`` (both dialects).
+
+Locks: in-process for SQLite (one process owns the file); PostgreSQL session advisory
+locks (``pglock.py``), so refreshes are single-flight across workers. A Redis lock comes
+with the Redis backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tether.errors import NotFound, VersionConflict
+from tether.store import rows, schema
+from tether.store.base import (
+    AuditEvent,
+    ClientRegistration,
+    Connection,
+    CredentialRecord,
+    DiscoveryRecord,
+    LockProvider,
+    PendingAuthorization,
+    ServerHealth,
+    ServerRecord,
+    Stores,
+    ToolCacheEntry,
+    Toolset,
+)
+from tether.store.crypto import KeyRing
+from tether.store.database import (
+    SqlBackend,
+    cas_update,
+    conflict,
+    create_engine,
+    unique,
+    upsert,
+)
+from tether.store.locks import LocalLockProvider
+from tether.store.pglock import PostgresLockProvider
+from tether.store.rules import check_entries, utc_now
+
+__all__ = ["open_sql_stores"]
+
+
+class _Store:
+    def __init__(self, backend: SqlBackend) -> None:
+        self._b = backend
+
+
+# --------------------------------------------------------------------- stores
+
+
+class SqlServerStore(_Store):
+    """:class:`~tether.store.base.ServerStore` on the ``servers`` table."""
+
+    _t = schema.servers
+
+    async def add(self, server: ServerRecord) -> ServerRecord:
+        """Insert; ``ValidationFailed`` if the id or name is taken."""
+        now = self._b.now()
+        stored = server.replace(
+            created_at=server.created_at or now,
+            updated_at=server.updated_at or now,
+            version=1,
+        )
+        async with self._b.begin(unique("server", server.id, server.name)) as conn:
+            await conn.execute(
+                sa.insert(self._t).values(**rows.server_row(stored), version=1)
+            )
+        return stored
+
+    async def get(self, server_id: str) -> ServerRecord | None:
+        """Return the server or ``None``."""
+        row = await self._b.fetch_one(
+            sa.select(self._t).where(self._t.c.id == server_id)
+        )
+        return None if row is None else rows.server_record(row)
+
+    async def get_by_name(self, name: str) -> ServerRecord | None:
+        """Case-insensitive lookup."""
+        query = sa.select(self._t).where(self._t.c.name_key == name.lower())
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.server_record(row)
+
+    async def list(self) -> list[ServerRecord]:
+        """All servers ordered by name."""
+        query = sa.select(self._t).order_by(self._t.c.name_key, self._t.c.id)
+        return [rows.server_record(r) for r in await self._b.fetch_all(query)]
+
+    async def update(
+        self, server: ServerRecord, *, expected_version: int
+    ) -> ServerRecord:
+        """Compare-and-set write."""
+        row = rows.server_row(server)
+        del row["created_at"]
+        row["updated_at"] = server.updated_at or self._b.now()
+        t = self._t
+        async with self._b.begin(unique("server", server.id, server.name)) as conn:
+            created = await cas_update(
+                conn,
+                t,
+                (t.c.id == server.id,),
+                expected_version,
+                row,
+                f"server {server.id!r}",
+            )
+        return server.replace(
+            created_at=created,
+            updated_at=row["updated_at"],
+            version=expected_version + 1,
+        )
+
+    async def delete(self, server_id: str) -> bool:
+        """Delete the server; foreign keys cascade to everything keyed by it."""
+        async with self._b.begin() as conn:
+            result = await conn.execute(
+                sa.delete(self._t).where(self._t.c.id == server_id)
+            )
+        return bool(result.rowcount)
+
+
+class SqlCredentialStore(_Store):
+    """:class:`~tether.store.base.CredentialStore` on ``credentials``, values sealed."""
+
+    _t = schema.credentials
+
+    async def add(self, credential: CredentialRecord) -> CredentialRecord:
+        """Insert; ``ValidationFailed`` if the id or name is taken."""
+        now = self._b.now()
+        stored = dataclasses.replace(
+            credential,
+            created_at=credential.created_at or now,
+            updated_at=credential.updated_at or now,
+        )
+        handler = unique("credential", credential.id, credential.name)
+        async with self._b.begin(handler) as conn:
+            row = rows.credential_row(self._b.key_ring, stored)
+            await conn.execute(sa.insert(self._t).values(**row))
+        return stored
+
+    async def get(self, credential_id: str) -> CredentialRecord | None:
+        """Return the credential with its value opened, or ``None``."""
+        query = sa.select(self._t).where(self._t.c.id == credential_id)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.credential_record(self._b.key_ring, row)
+
+    async def list(self) -> list[CredentialRecord]:
+        """All credentials ordered by name."""
+        query = sa.select(self._t).order_by(self._t.c.name_key, self._t.c.id)
+        found = await self._b.fetch_all(query)
+        return [rows.credential_record(self._b.key_ring, r) for r in found]
+
+    async def update(self, credential: CredentialRecord) -> CredentialRecord:
+        """Replace name, description and value."""
+        row = rows.credential_row(self._b.key_ring, credential)
+        del row["created_at"]
+        row["updated_at"] = credential.updated_at or self._b.now()
+        t = self._t
+        handler = unique("credential", credential.id, credential.name)
+        async with self._b.begin(handler) as conn:
+            statement = (
+                sa.update(t)
+                .where(t.c.id == credential.id)
+                .values(**row)
+                .returning(t.c.created_at)
+            )
+            found = (await conn.execute(statement)).first()
+        if found is None:
+            raise NotFound(f"credential {credential.id!r} does not exist")
+        return dataclasses.replace(
+            credential, created_at=found[0], updated_at=row["updated_at"]
+        )
+
+    async def delete(self, credential_id: str) -> bool:
+        """Delete; ``False`` if absent."""
+        async with self._b.begin() as conn:
+            result = await conn.execute(
+                sa.delete(self._t).where(self._t.c.id == credential_id)
+            )
+        return bool(result.rowcount)
+
+
+class SqlDiscoveryStore(_Store):
+    """:class:`~tether.store.base.DiscoveryStore` on ``discovery``."""
+
+    _t = schema.discovery
+
+    async def get(self, server_id: str) -> DiscoveryRecord | None:
+        """Return the record or ``None``."""
+        query = sa.select(self._t).where(self._t.c.server_id == server_id)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.discovery_record(row)
+
+    async def put(self, record: DiscoveryRecord) -> None:
+        """Insert or replace."""
+        async with self._b.begin() as conn:
+            await conn.execute(upsert(conn, self._t, rows.discovery_row(record)))
+
+    async def delete(self, server_id: str) -> None:
+        """Forget discovery for the server."""
+        async with self._b.begin() as conn:
+            await conn.execute(
+                sa.delete(self._t).where(self._t.c.server_id == server_id)
+            )
+
+
+class SqlRegistrationStore(_Store):
+    """:class:`~tether.store.base.RegistrationStore` on ``client_registrations``."""
+
+    _t = schema.client_registrations
+
+    async def get(self, server_id: str, issuer: str) -> ClientRegistration | None:
+        """Return the registration (secrets opened) or ``None``."""
+        t = self._t
+        query = sa.select(t).where(t.c.server_id == server_id, t.c.issuer == issuer)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.registration_record(self._b.key_ring, row)
+
+    async def put(self, registration: ClientRegistration) -> None:
+        """Insert or replace."""
+        row = rows.registration_row(self._b.key_ring, registration, self._b.now())
+        async with self._b.begin() as conn:
+            await conn.execute(upsert(conn, self._t, row))
+
+    async def delete(self, server_id: str, issuer: str | None = None) -> None:
+        """Delete one issuer's registration, or all of the server's."""
+        t = self._t
+        where = [t.c.server_id == server_id]
+        if issuer is not None:
+            where.append(t.c.issuer == issuer)
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(t).where(*where))
+
+
+class SqlConnectionStore(_Store):
+    """:class:`~tether.store.base.ConnectionStore` on ``connections``, tokens sealed."""
+
+    _t = schema.connections
+
+    async def get(self, server_id: str, subject: str) -> Connection | None:
+        """Return the connection (tokens opened) or ``None``."""
+        t = self._t
+        query = sa.select(t).where(t.c.server_id == server_id, t.c.subject == subject)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.connection_record(self._b.key_ring, row)
+
+    async def list(self, server_id: str | None = None) -> list[Connection]:
+        """All connections, or one server's, ordered by server and subject."""
+        t = self._t
+        query = sa.select(t).order_by(t.c.server_id, t.c.subject)
+        if server_id is not None:
+            query = query.where(t.c.server_id == server_id)
+        found = await self._b.fetch_all(query)
+        return [rows.connection_record(self._b.key_ring, r) for r in found]
+
+    async def save(
+        self, connection: Connection, *, expected_version: int
+    ) -> Connection:
+        """Compare-and-set write (0: insert; a concurrent insert loses)."""
+        stored = connection.replace(
+            version=expected_version + 1,
+            updated_at=connection.updated_at or self._b.now(),
+        )
+        row = rows.connection_row(self._b.key_ring, stored)
+        t = self._t
+        what = f"connection {connection.server_id}/{connection.subject}"
+        async with self._b.begin(conflict(what)) as conn:
+            if expected_version == 0:
+                await conn.execute(sa.insert(t).values(**row, version=1))
+            else:
+                where = (
+                    t.c.server_id == connection.server_id,
+                    t.c.subject == connection.subject,
+                )
+                try:
+                    await cas_update(conn, t, where, expected_version, row, what)
+                except NotFound:
+                    raise VersionConflict(
+                        f"{what} is at version 0, not {expected_version}"
+                    ) from None
+        return stored
+
+    async def delete(self, server_id: str, subject: str | None = None) -> None:
+        """Delete one connection, or all of the server's."""
+        t = self._t
+        where = [t.c.server_id == server_id]
+        if subject is not None:
+            where.append(t.c.subject == subject)
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(t).where(*where))
+
+
+class SqlPendingStore(_Store):
+    """:class:`~tether.store.base.PendingStore` on ``pending_authorizations``."""
+
+    _t = schema.pending_authorizations
+
+    async def put(self, pending: PendingAuthorization, *, ttl: timedelta) -> None:
+        """Store for ``ttl``; expired entries are purged on the way."""
+        now = self._b.now()
+        row = rows.pending_row(self._b.key_ring, pending, now + ttl)
+        t = self._t
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(t).where(t.c.expires_at <= now))
+            await conn.execute(upsert(conn, t, row))
+
+    async def take(self, state: str) -> PendingAuthorization | None:
+        """``DELETE … RETURNING``: one caller gets the entry; ``None`` if expired."""
+        t = self._t
+        statement = sa.delete(t).where(t.c.state == state).returning(*t.columns)
+        async with self._b.begin() as conn:
+            row = (await conn.execute(statement)).mappings().first()
+        if row is None or row["expires_at"] <= self._b.now():
+            return None
+        return rows.pending_record(self._b.key_ring, row)
+
+
+class SqlAuditLog(_Store):
+    """:class:`~tether.store.base.AuditLog` on ``audit_events``."""
+
+    _t = schema.audit_events
+
+    async def append(self, event: AuditEvent) -> None:
+        """Record one event; the database assigns the id."""
+        async with self._b.begin() as conn:
+            await conn.execute(sa.insert(self._t).values(**rows.audit_row(event)))
+
+    async def list(
+        self, *, server_id: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Newest first."""
+        t = self._t
+        query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        if server_id is not None:
+            query = query.where(t.c.server_id == server_id)
+        return [rows.audit_record(r) for r in await self._b.fetch_all(query)]
+
+
+class SqlToolCacheStore(_Store):
+    """:class:`~tether.store.base.ToolCacheStore` on ``tool_cache`` and ``server_health``."""
+
+    _t = schema.tool_cache
+    _h = schema.server_health
+
+    async def get(self, server_id: str, subject: str) -> ToolCacheEntry | None:
+        """Return the cached list or ``None``."""
+        t = self._t
+        query = sa.select(t).where(t.c.server_id == server_id, t.c.subject == subject)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.tool_cache_record(row)
+
+    async def put(self, entry: ToolCacheEntry) -> None:
+        """Insert or replace."""
+        async with self._b.begin() as conn:
+            await conn.execute(upsert(conn, self._t, rows.tool_cache_row(entry)))
+
+    async def delete(self, server_id: str, subject: str | None = None) -> None:
+        """Invalidate one subject's list, or all of the server's."""
+        t = self._t
+        where = [t.c.server_id == server_id]
+        if subject is not None:
+            where.append(t.c.subject == subject)
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(t).where(*where))
+
+    async def get_health(self, server_id: str, subject: str) -> ServerHealth | None:
+        """Return the last recorded health or ``None``."""
+        h = self._h
+        query = sa.select(h).where(h.c.server_id == server_id, h.c.subject == subject)
+        row = await self._b.fetch_one(query)
+        return None if row is None else rows.health_record(row)
+
+    async def put_health(self, health: ServerHealth) -> None:
+        """Insert or replace."""
+        async with self._b.begin() as conn:
+            await conn.execute(upsert(conn, self._h, rows.health_row(health)))
+
+
+class SqlToolsetStore(_Store):
+    """:class:`~tether.store.base.ToolsetStore` on ``toolsets`` and ``toolset_entries``."""
+
+    _t = schema.toolsets
+    _e = schema.toolset_entries
+
+    async def _load(self, where: sa.ColumnElement[bool] | None) -> list[Toolset]:
+        t, e = self._t, self._e
+        query = sa.select(t).order_by(t.c.name_key, t.c.id)
+        entries_query = sa.select(e).join(t, e.c.toolset_id == t.c.id)
+        if where is not None:
+            query, entries_query = query.where(where), entries_query.where(where)
+        async with self._b.begin() as conn:
+            found = list((await conn.execute(query)).mappings())
+            entries = list((await conn.execute(entries_query)).mappings())
+        by_toolset: dict[str, list[Mapping[Any, Any]]] = {}
+        for entry in entries:
+            by_toolset.setdefault(entry["toolset_id"], []).append(entry)
+        return [rows.toolset_record(r, by_toolset.get(r["id"], [])) for r in found]
+
+    async def add(self, toolset: Toolset) -> Toolset:
+        """Insert; ``ValidationFailed`` if the id or name is taken."""
+        check_entries(toolset)
+        now = self._b.now()
+        stored = dataclasses.replace(
+            toolset,
+            created_at=toolset.created_at or now,
+            updated_at=toolset.updated_at or now,
+            version=1,
+        )
+        async with self._b.begin(unique("toolset", toolset.id, toolset.name)) as conn:
+            await conn.execute(
+                sa.insert(self._t).values(**rows.toolset_row(stored), version=1)
+            )
+            await self._write_entries(conn, stored)
+        return stored
+
+    async def _write_entries(self, conn: AsyncConnection, toolset: Toolset) -> None:
+        await conn.execute(sa.delete(self._e).where(self._e.c.toolset_id == toolset.id))
+        entry_rows = rows.toolset_entry_rows(toolset)
+        if entry_rows:
+            await conn.execute(sa.insert(self._e), entry_rows)
+
+    async def get(self, toolset_id: str) -> Toolset | None:
+        """Return the toolset or ``None``."""
+        found = await self._load(self._t.c.id == toolset_id)
+        return found[0] if found else None
+
+    async def get_by_name(self, name: str) -> Toolset | None:
+        """Case-insensitive lookup."""
+        found = await self._load(self._t.c.name_key == name.lower())
+        return found[0] if found else None
+
+    async def list(self) -> list[Toolset]:
+        """All toolsets ordered by name."""
+        return await self._load(None)
+
+    async def update(self, toolset: Toolset, *, expected_version: int) -> Toolset:
+        """Compare-and-set write of the toolset and its entries."""
+        check_entries(toolset)
+        row = rows.toolset_row(toolset)
+        del row["created_at"]
+        row["updated_at"] = toolset.updated_at or self._b.now()
+        t = self._t
+        what = f"toolset {toolset.id!r}"
+        async with self._b.begin(unique("toolset", toolset.id, toolset.name)) as conn:
+            created = await cas_update(
+                conn, t, (t.c.id == toolset.id,), expected_version, row, what
+            )
+            await self._write_entries(conn, toolset)
+        return dataclasses.replace(
+            toolset,
+            created_at=created,
+            updated_at=row["updated_at"],
+            version=expected_version + 1,
+        )
+
+    async def delete(self, toolset_id: str) -> bool:
+        """Delete; ``False`` if absent (entries cascade)."""
+        async with self._b.begin() as conn:
+            result = await conn.execute(
+                sa.delete(self._t).where(self._t.c.id == toolset_id)
+            )
+        return bool(result.rowcount)
+
+
+def open_sql_stores(
+    url: str, key_ring: KeyRing, *, now: Callable[[], datetime] | None = None
+) -> tuple[Stores, SqlBackend]:
+    """Build every store over one engine (the schema must already be migrated).
+
+    Args:
+        url: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://…``.
+        key_ring: Seals and opens the secrets.
+        now: Clock for timestamps and pending expiry (default: UTC wall clock).
+
+    Returns:
+        The stores (their ``aclose`` disposes the engine) and the backend, for
+        :meth:`SqlBackend.rotate_secrets`.
+
+    Raises:
+        ConfigurationError: See :func:`create_engine`.
+    """
+    engine = create_engine(url)
+    backend = SqlBackend(engine, key_ring, now or utc_now)
+    locks: LockProvider = (
+        PostgresLockProvider(engine)
+        if engine.dialect.name == "postgresql"
+        else LocalLockProvider()
+    )
+    stores = Stores(
+        servers=SqlServerStore(backend),
+        credentials=SqlCredentialStore(backend),
+        discovery=SqlDiscoveryStore(backend),
+        registrations=SqlRegistrationStore(backend),
+        connections=SqlConnectionStore(backend),
+        pending=SqlPendingStore(backend),
+        audit=SqlAuditLog(backend),
+        tools=SqlToolCacheStore(backend),
+        toolsets=SqlToolsetStore(backend),
+        locks=locks,
+        closers=[backend.dispose],
+    )
+    return stores, backend
