@@ -90,9 +90,10 @@ class ConnectGuard:
             return original_connect_ex(sock, address)
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-            if host is not None and not _is_loopback(str(host)):
+            name = host.decode() if isinstance(host, bytes) else host
+            if name is not None and not _is_loopback(str(name)):
                 try:
-                    ipaddress.ip_address(str(host).split("%")[0])
+                    ipaddress.ip_address(str(name).split("%")[0])
                 except ValueError as exc:
                     raise OSError(f"test guard: refused DNS lookup of {host}") from exc
             return original_getaddrinfo(host, *args, **kwargs)

@@ -132,7 +132,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                     socket_options=socket_options,
                 )
             except httpcore2.ConnectError as exc:
-                failures.append(f"{address}: {exc or type(exc).__name__}")
+                failures.append(f"{address}: {str(exc) or type(exc).__name__}")
         raise httpcore2.ConnectError(
             f"could not connect to {host} port {port} ({'; '.join(failures)})"
         )

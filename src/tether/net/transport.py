@@ -11,6 +11,7 @@ translates ``httpcore2`` exceptions into Tether's (style example 6).
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -49,7 +50,9 @@ def _describe_connect_error(host: str, exc: httpcore2.ConnectError) -> TetherErr
         )
     if isinstance(cause, ssl.SSLError):
         return NetworkError(f"TLS handshake with {host} failed: {cause}")
-    return NetworkError(f"could not connect to {host}: {exc or 'connection failed'}")
+    return NetworkError(
+        f"could not connect to {host}: {str(exc) or 'connection failed'}"
+    )
 
 
 @contextmanager
@@ -89,17 +92,33 @@ def map_httpcore_errors(host: str) -> Iterator[None]:
         raise NetworkError(f"connection to {host} failed: {exc}") from exc
 
 
-def _event_end(buffer: bytes) -> int:
-    """Index just past the last blank line (an SSE event boundary) in ``buffer``, or 0.
+#: WHATWG HTML §9.2.6: lines end in CRLF, LF or CR; an empty line ends an event.
+_EVENT_END: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
-    WHATWG HTML §9.2.6: lines end in CRLF, LF or CR; an empty line dispatches the event.
+
+def event_sizes(
+    counted: int, tail: bytes, chunk: bytes
+) -> tuple[list[int], int, bytes]:
+    """Split a chunk of an event stream at event boundaries and measure the events.
+
+    Args:
+        counted: Bytes of the current, unfinished event seen before this chunk.
+        tail: The last few bytes before this chunk (a boundary may straddle chunks).
+        chunk: The new bytes.
+
+    Returns:
+        The sizes of the events this chunk finishes, the size of the unfinished
+        event after it, and the new tail.
     """
-    ends = (buffer.rfind(sep) for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"))
-    best = 0
-    for sep_len, pos in zip((4, 2, 2), ends, strict=True):
-        if pos >= 0:
-            best = max(best, pos + sep_len)
-    return best
+    buffer = tail + chunk
+    start = len(tail)
+    finished: list[int] = []
+    for match in _EVENT_END.finditer(buffer):
+        if match.end() <= start:
+            continue  # a boundary wholly inside the tail was counted already
+        finished.append(counted + match.end() - start)
+        counted, start = 0, match.end()
+    return finished, counted + len(buffer) - start, buffer[-3:]
 
 
 class CappedStream(httpx2.AsyncByteStream):
@@ -144,13 +163,12 @@ class CappedStream(httpx2.AsyncByteStream):
         with map_httpcore_errors(self._host):
             async for chunk in self._inner:
                 if self._per_event:
-                    buffer = tail + chunk
-                    end = _event_end(buffer)
-                    counted = len(buffer) - end if end else counted + len(chunk)
-                    tail = buffer[-3:]
+                    finished, counted, tail = event_sizes(counted, tail, chunk)
+                    largest = max([counted, *finished])
                 else:
                     counted += len(chunk)
-                if self._limit is not None and counted > self._limit:
+                    largest = counted
+                if self._limit is not None and largest > self._limit:
                     what = "an event from" if self._per_event else "the response from"
                     raise ResponseTooLarge(
                         f"{what} {self._host} is larger than {self._limit} bytes",
