@@ -11,7 +11,7 @@
 #                    or $CONFORMANCE_VERSION)
 #   --timeout S      per-scenario client timeout in seconds, given to the suite's
 #                    --timeout (default 30, or $CONFORMANCE_TIMEOUT); the suite process
-#                    itself is hard-killed S+60 seconds later
+#                    itself (with the client's whole process group) is hard-killed S+20 seconds later
 #   --scenario NAME  run only this scenario (repeatable); default: all client scenarios
 #   --out DIR        where the suite writes checks.json/stdout.txt/stderr.txt per scenario
 #                    and where per-scenario suite logs go
@@ -99,7 +99,7 @@ for s in "${SCENARIOS[@]}"; do
   sdir="$OUT/$slug"
   rm -rf "$sdir"; mkdir -p "$sdir"
   start=$(date +%s)
-  (cd "$ROOT" && timeout -k 10 $((TIMEOUT_S + 60)) "$NODE" "$SUITE" client \
+  (cd "$ROOT" && timeout -k 10 $((TIMEOUT_S + 20)) "$NODE" "$SUITE" client \
       --command "$CLIENT_CMD" --scenario "$s" --timeout $((TIMEOUT_S * 1000)) -o "$sdir") \
       >"$sdir/suite.log" 2>&1
   rc=$?
@@ -121,7 +121,7 @@ for c in checks or []:
     n[c.get("status", "INFO")] = n.get(c.get("status", "INFO"), 0) + 1
 notes = []
 if rc in (124, 137):
-    notes.append("suite hard-killed")
+    notes.append("suite hard-killed: client (or a child of it) outlived the suite timeout holding stdout open")
 if checks is None:
     notes.append("checks.json unreadable")
 elif not files:
