@@ -19,6 +19,7 @@ __all__ = [
     "decode_json_object",
     "first_str",
     "is_http_url",
+    "looks_like_html",
     "media_type",
 ]
 
@@ -30,8 +31,9 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _looks_like_html(body: bytes, kind: str) -> bool:
-    if kind in ("text/html", "application/xhtml+xml"):
+def looks_like_html(body: bytes, content_type: str | None) -> bool:
+    """Whether a body is an HTML page (by media type, or a leading doctype/``<html>``)."""
+    if media_type(content_type) in ("text/html", "application/xhtml+xml"):
         return True
     head = body.lstrip()[:15].lower()
     return head.startswith((b"<!doctype", b"<html"))
@@ -44,6 +46,7 @@ def decode_json_object(
     url: str,
     error: type[RemoteError],
     what: str,
+    step: str,
 ) -> dict[str, Any]:
     """Decode a JSON object body, tolerating a missing or generic content type.
 
@@ -53,6 +56,7 @@ def decode_json_object(
         url: Where the body came from (named in error messages).
         error: The exception class to raise on failure.
         what: What the body should be, e.g. ``"protected resource metadata"``.
+        step: The flow step, for the error.
 
     Returns:
         The decoded JSON object.
@@ -60,17 +64,16 @@ def decode_json_object(
     Raises:
         RemoteError: ``error`` when the body is HTML, not JSON, or not a JSON object.
     """
-    kind = media_type(content_type)
-    if _looks_like_html(body, kind):
-        raise error(f"{url} returned HTML where JSON {what} was expected", server=url)
+    if looks_like_html(body, content_type):
+        raise error(f"got HTML where JSON {what} was expected", server=url, step=step)
     try:
         value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise error(
-            f"{url} returned a body that is not valid JSON {what}", server=url
+            f"got a body that is not valid JSON ({what})", server=url, step=step
         ) from exc
     if not isinstance(value, dict):
-        raise error(f"{url} returned JSON that is not an object ({what})", server=url)
+        raise error(f"got JSON that is not an object ({what})", server=url, step=step)
     return value
 
 
@@ -81,6 +84,7 @@ def decode_form_or_json(
     url: str,
     error: type[RemoteError],
     what: str,
+    step: str,
 ) -> dict[str, Any]:
     """Decode a JSON object, or an ``application/x-www-form-urlencoded`` body.
 
@@ -92,6 +96,7 @@ def decode_form_or_json(
         url: Where the body came from (named in error messages).
         error: The exception class to raise on failure.
         what: What the body should be.
+        step: The flow step, for the error.
 
     Returns:
         The decoded members; form values are strings.
@@ -105,11 +110,14 @@ def decode_form_or_json(
             pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
         except (UnicodeDecodeError, ValueError) as exc:
             raise error(
-                f"{url} returned a form body that cannot be decoded ({what})",
+                f"got a form body that cannot be decoded ({what})",
                 server=url,
+                step=step,
             ) from exc
         return dict(pairs)
-    return decode_json_object(body, content_type, url=url, error=error, what=what)
+    return decode_json_object(
+        body, content_type, url=url, error=error, what=what, step=step
+    )
 
 
 def is_http_url(value: str, *, allow_http: bool) -> bool:

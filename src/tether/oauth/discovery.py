@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.errors import DiscoveryError
-from tether.oauth._wire import media_type
+from tether.oauth._wire import looks_like_html
 from tether.oauth.models import (
     AuthorizationServerMetadata,
     ProtectedResourceMetadata,
@@ -152,7 +152,7 @@ def _usable(url: str, fetched: Fetched, tried: list[str]) -> bool:
     if status != 200:
         tried.append(f"{url} → HTTP {status}")
         return False
-    if media_type(fetched.content_type) in ("text/html", "application/xhtml+xml"):
+    if looks_like_html(fetched.body, fetched.content_type):
         tried.append(f"{url} → HTML page")
         return False
     return True

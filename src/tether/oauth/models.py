@@ -106,7 +106,7 @@ def _parse(model: type[_M], body: bytes, content_type: str | None, url: str) -> 
         else "authorization server metadata"
     )
     members = decode_json_object(
-        body, content_type, url=url, error=DiscoveryError, what=what
+        body, content_type, url=url, error=DiscoveryError, what=what, step="discovery"
     )
     try:
         return model.model_validate(members)
@@ -116,7 +116,7 @@ def _parse(model: type[_M], body: bytes, content_type: str | None, url: str) -> 
             for e in exc.errors()
         )
         raise DiscoveryError(
-            f"{url} returned invalid {what}: {problems}", server=url, step="discovery"
+            f"invalid {what}: {problems}", server=url, step="discovery"
         ) from exc
 
 
@@ -141,7 +141,8 @@ def parse_protected_resource_metadata(
     # PRM-7: MCP servers MUST list at least one authorization server.
     if not metadata.authorization_servers:
         raise DiscoveryError(
-            f"{url} lists no authorization_servers (RFC 9728 §2, MCP Authorization)",
+            "the metadata lists no authorization_servers (RFC 9728 §2, MCP "
+            "Authorization)",
             server=url,
             step="discovery",
         )

@@ -372,6 +372,7 @@ def _decode(
             url=url,
             error=InvalidResponse,
             what="registration response",
+            step="registration",
         )
     except InvalidResponse:
         if ok:

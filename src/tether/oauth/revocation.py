@@ -92,7 +92,12 @@ def check_revocation_response(
         return
     try:
         members = decode_json_object(
-            body, content_type, url=url, error=InvalidResponse, what="revocation error"
+            body,
+            content_type,
+            url=url,
+            error=InvalidResponse,
+            what="revocation error",
+            step="revocation",
         )
     except InvalidResponse:
         members = {}

@@ -278,7 +278,12 @@ def parse_token_response(
     """
     try:
         members = decode_form_or_json(
-            body, content_type, url=url, error=InvalidResponse, what="token response"
+            body,
+            content_type,
+            url=url,
+            error=InvalidResponse,
+            what="token response",
+            step="token",
         )
     except InvalidResponse:
         if 200 <= status < 300:
