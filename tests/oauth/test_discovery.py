@@ -235,3 +235,19 @@ def test_as_discovery_retryable() -> None:
 
 def test_fetched_masks_body() -> None:
     assert "secret" not in repr(Fetched(status=200, body=b"secret"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://a.example", "https://a.example/mcp", "https://a.example:8443/v1/mcp"],
+)
+def test_url_orders_agree_with_the_sdk(url: str) -> None:
+    """Cross-check against the MCP SDK's pure helpers (spec-checklist, *Reuse*)."""
+    from mcp.client.auth import utils as sdk
+
+    assert authorization_server_metadata_urls(url) == (
+        sdk.build_oauth_authorization_server_metadata_discovery_urls(url, url)
+    )
+    assert protected_resource_metadata_urls(url) == (
+        sdk.build_protected_resource_metadata_discovery_urls(None, url)
+    )

@@ -35,6 +35,7 @@ from tether.oauth.client_auth import ClientAuth, FormPost
 from tether.oauth.params import merge_params
 
 __all__ = [
+    "FORM_HEADERS",
     "TokenSet",
     "authorization_code_request",
     "client_credentials_request",
@@ -49,6 +50,7 @@ FORM_HEADERS: Mapping[str, str] = {
     "Accept": "application/json",
     "Content-Type": "application/x-www-form-urlencoded",
 }
+"""Headers of every token and revocation POST (TOK-4: ask for JSON)."""
 
 
 class TokenSet(BaseModel):
