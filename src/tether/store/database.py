@@ -304,21 +304,22 @@ async def cas_update(
     values: Mapping[str, Any],
     what: str,
 ) -> datetime | None:
-    """``UPDATE … WHERE version = :expected``; returns the stored ``created_at``.
+    """``UPDATE … WHERE version = :expected``; returns the stored ``created_at``, if any.
 
     Raises:
         NotFound: No such row.
         VersionConflict: The row is at another version.
     """
+    has_created = "created_at" in table.c
     statement = (
         sa.update(table)
         .where(*where, table.c.version == expected_version)
         .values(**values, version=expected_version + 1)
-        .returning(table.c.created_at)
+        .returning(table.c.created_at if has_created else table.c.version)
     )
     found = (await conn.execute(statement)).first()
     if found is not None:
-        created: datetime | None = found[0]
+        created: datetime | None = found[0] if has_created else None
         return created
     version = await conn.scalar(sa.select(table.c.version).where(*where))
     if version is None:

@@ -7,6 +7,7 @@ scale-out implements the same Protocol later.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,10 +19,14 @@ __all__ = ["LocalLockProvider"]
 
 
 class LocalLockProvider:
-    """Per-key :class:`anyio.Lock` objects, dropped when nobody holds or waits."""
+    """Per-key :class:`asyncio.Lock` objects, dropped when nobody holds or waits.
+
+    Not re-entrant: a task that takes a key it already holds waits for the timeout, as
+    it would with the PostgreSQL and Redis providers.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
     async def lock(
@@ -35,7 +40,7 @@ class LocalLockProvider:
         Raises:
             StorageError: The lock was not free within ``timeout`` seconds.
         """
-        lock, users = self._locks.get(key, (anyio.Lock(), 0))
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             try:
