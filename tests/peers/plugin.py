@@ -6,6 +6,8 @@ Fixtures:
     auth_server      (session) AuthServer with defaults (auto-approve, JWT tokens, DCR)
     mcp_server       (session) MCPServer protected by ``auth_server`` (stateful, SSE)
     open_mcp_server  (session) MCPServer without auth
+    mcp_server_2025_03_26 / mcp_server_2025_11_25 / mcp_server_2026_07_28
+                     (session) protected by ``auth_server``, restricted to one revision
     peer_factory     (session) PeerFactory: start differently configured peers,
                      stopped at the end of the session
     tmp_peers        (function) PeerFactory whose peers stop after the test
@@ -142,3 +144,27 @@ def mcp_server(peer_factory: PeerFactory, auth_server: AuthServer) -> MCPServer:
 def open_mcp_server(peer_factory: PeerFactory) -> MCPServer:
     """An MCP server without authentication."""
     return peer_factory.mcp_server()
+
+
+@pytest.fixture(scope="session")
+def mcp_server_2025_03_26(
+    peer_factory: PeerFactory, auth_server: AuthServer
+) -> MCPServer:
+    """Protected, stateful; negotiates only 2025-03-26 (no 2026-07-28 either)."""
+    return peer_factory.mcp_server(auth_server, MCP_PROTOCOL_VERSIONS="2025-03-26")
+
+
+@pytest.fixture(scope="session")
+def mcp_server_2025_11_25(
+    peer_factory: PeerFactory, auth_server: AuthServer
+) -> MCPServer:
+    """Protected, stateful (Mcp-Session-Id); speaks only the 2025-11-25 handshake revision."""
+    return peer_factory.mcp_server(auth_server, MCP_PROTOCOL_VERSIONS="2025-11-25")
+
+
+@pytest.fixture(scope="session")
+def mcp_server_2026_07_28(
+    peer_factory: PeerFactory, auth_server: AuthServer
+) -> MCPServer:
+    """Protected; answers only stateless 2026-07-28 requests (no initialize, no sessions)."""
+    return peer_factory.mcp_server(auth_server, MCP_PROTOCOL_VERSIONS="2026-07-28")

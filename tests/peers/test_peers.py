@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp import Client
 
 from .fixture import AuthServer, MCPServer
 
@@ -618,3 +621,35 @@ def test_tls_and_introspection(tmp_peers: PeerFactory) -> None:
         scope="mcp:tools offline_access",
     )
     assert offline.refresh_token
+
+
+@pytest.mark.parametrize(
+    ("fixture_name", "expected"),
+    [
+        ("mcp_server_2025_03_26", "2025-03-26"),
+        ("mcp_server_2025_11_25", "2025-11-25"),
+        ("mcp_server_2026_07_28", "2026-07-28"),
+    ],
+)
+async def test_sdk_client_negotiates_each_revision(
+    request: pytest.FixtureRequest,
+    auth_server: AuthServer,
+    fixture_name: str,
+    expected: str,
+) -> None:
+    server: MCPServer = request.getfixturevalue(fixture_name)
+    tokens = login(auth_server, server.url)
+    headers = {"authorization": f"Bearer {tokens.access_token}"}
+    async with (
+        httpx2.AsyncClient(
+            headers=headers, trust_env=False, timeout=15.0
+        ) as http_client,
+        Client(streamable_http_client(server.url, http_client=http_client)) as client,
+    ):
+        result = await client.call_tool("whoami")
+        assert result.structured_content is not None
+        assert result.structured_content["client_id"] == "static-basic"
+    call = server.calls()[-1]
+    assert call["tool"] == "whoami"
+    assert call["protocol_version"] == expected
+    assert (call["session_id"] is None) == (expected == "2026-07-28")
