@@ -26,7 +26,13 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
-from tether.net import GuardedBackend, NetworkPolicy, guarded_client, system_resolver
+from tether.net import (
+    GuardedBackend,
+    NetworkPolicy,
+    guarded_client,
+    system_resolver,
+    vet_url,
+)
 from tether.net.transport import CappedStream, event_sizes, map_httpcore_errors
 
 from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
@@ -402,3 +408,34 @@ def test_guarded_client_is_a_plain_httpx2_client() -> None:
     client = make(NetworkPolicy(), timeout=1, follow_redirects=False)
     assert isinstance(client, httpx2.AsyncClient)
     assert client.follow_redirects is False
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://mcp.example.com/mcp", ("93.184.215.14", "2606:4700:4700::1111")),
+        ("http://dev.test:8000/", ("127.0.0.1",)),
+        ("https://[2606:4700:4700::1111]:8443/", ("2606:4700:4700::1111",)),
+    ],
+)
+async def test_vet_url_checks_every_address_without_connecting(
+    url: str, expected: tuple[str, ...], guard: ConnectGuard
+) -> None:
+    dns = FakeDNS(
+        {
+            "mcp.example.com": ["93.184.215.14", "2606:4700:4700::1111"],
+            "dev.test": ["127.0.0.1"],
+        }
+    )
+    policy = NetworkPolicy.from_allowlist(["dev.test"])
+    checked = await vet_url(policy, url, resolver=dns)
+    assert tuple(str(a) for a in checked) == expected
+    assert guard.attempts == []
+
+
+async def test_vet_url_refuses_private_answers_and_unknown_names() -> None:
+    dns = FakeDNS({"sneaky.example.com": ["93.184.215.14", "10.0.0.1"]})
+    with pytest.raises(BlockedDestination, match="private"):
+        await vet_url(NetworkPolicy(), "https://sneaky.example.com/", resolver=dns)
+    with pytest.raises(NetworkError, match="could not resolve"):
+        await vet_url(NetworkPolicy(), "https://gone.example.com/", resolver=dns)

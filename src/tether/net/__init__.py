@@ -5,10 +5,10 @@
 * :class:`GuardedTransport` / :class:`GuardedBackend` — resolve once, check every
   address, connect to the checked address; TLS verifies the original host name.
 * :func:`guarded_client` — the one ``httpx2.AsyncClient`` factory; :func:`deadline` and
-  :func:`mapped_errors` for callers.
+  :func:`mapped_errors` for callers; :func:`vet_url` to check a URL on save.
 """
 
-from tether.net.backend import GuardedBackend, Resolver, system_resolver
+from tether.net.backend import GuardedBackend, Resolver, system_resolver, vet_url
 from tether.net.client import deadline, guarded_client, make_ssl_context, mapped_errors
 from tether.net.policy import NetworkPolicy, refusal_reason
 from tether.net.transport import GuardedTransport
@@ -24,4 +24,5 @@ __all__ = [
     "mapped_errors",
     "refusal_reason",
     "system_resolver",
+    "vet_url",
 ]

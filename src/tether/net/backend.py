@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 import anyio
 import httpcore2
 
+from tether.errors import NetworkError
 from tether.net.policy import Address, NetworkPolicy
 
-__all__ = ["GuardedBackend", "Resolver", "system_resolver"]
+__all__ = ["GuardedBackend", "Resolver", "system_resolver", "vet_url"]
 
 #: ``(host, port) -> addresses``; injectable so tests never touch real DNS.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -43,6 +44,37 @@ async def system_resolver(host: str, port: int) -> list[str]:
     """
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def vet_url(
+    policy: NetworkPolicy, url: str, *, resolver: Resolver = system_resolver
+) -> tuple[Address, ...]:
+    """Check a URL and every address its host resolves to, without connecting.
+
+    For validating a server URL on save (reference behaviour §3.1 4). It proves
+    nothing about later requests: the transport checks every connection again
+    (SSRF-5).
+
+    Args:
+        policy: The SSRF policy.
+        url: The URL to check.
+        resolver: Name resolution; :func:`system_resolver` by default.
+
+    Returns:
+        The checked addresses.
+
+    Raises:
+        BlockedDestination: The URL or one of its addresses is refused.
+        NetworkError: The name could not be resolved.
+    """
+    parsed = policy.check_url(url)
+    host = parsed.raw_host.decode("ascii").rstrip(".")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        addresses = await resolver(host, port)
+    except OSError as exc:
+        raise NetworkError(f"could not resolve {host}: {exc}") from exc
+    return policy.check_addresses(host, addresses, scheme=parsed.scheme)
 
 
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
