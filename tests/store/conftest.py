@@ -143,3 +143,12 @@ async def harness(
             yield Harness(name, url, stores, clock, key_ring)
         finally:
             await stores.aclose()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A private PostgreSQL schema (not migrated); skipped when no server listens."""
+    if not PG_AVAILABLE:
+        pytest.skip(f"PostgreSQL is not listening on {PG_HOST}:{PG_PORT}")
+    async with postgres_schema() as url:
+        yield url
