@@ -1,0 +1,699 @@
+"""The OAuth connection flow: start, complete, refresh, disconnect (design.md §3.1, §3.3).
+
+Two-phase and stateless between requests: :meth:`Connections.start` stores a pending
+authorization under its ``state`` and returns the URL; :meth:`Connections.complete` takes
+it (atomically, once) on whichever worker the callback lands. Protocol rules live in
+``oauth/``; this module orders the steps, sends requests through ``net/`` and writes
+records through ``store/``.
+
+Refresh is single-flight per connection: take the connection's lock, re-read, refresh
+only if nobody else did, write with compare-and-set on ``version`` (RFR-5). The lock
+comes from the store's :class:`~tether.store.base.LockProvider`, in-process today and
+cross-process when scaled out.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+from pydantic import SecretStr
+
+from tether.errors import (
+    AuthorizationRequired,
+    CallbackRejected,
+    ConfigurationError,
+    InvalidClient,
+    InvalidGrant,
+    NetworkError,
+    NotFound,
+    OAuthError,
+    RemoteError,
+    TetherError,
+    UsageError,
+    VersionConflict,
+)
+from tether.hub.context import HubContext, profile_of
+from tether.hub.discovery import Discoverer, as_metadata
+from tether.hub.registration import Registrar, auth_for
+from tether.hub.status import Event, transition
+from tether.oauth.authorize import authorization_url, select_scopes, union_scopes
+from tether.oauth.callback import callback_state, validate_callback
+from tether.oauth.client_auth import FormPost
+from tether.oauth.pkce import code_challenge, code_verifier
+from tether.oauth.revocation import (
+    check_revocation_response,
+    retry_after_seconds,
+    revocation_requests,
+)
+from tether.oauth.tokens import (
+    TokenSet,
+    authorization_code_request,
+    merge_refreshed,
+    parse_token_response,
+    refresh_request,
+    require_refresh_token,
+)
+from tether.store.base import (
+    SHARED,
+    Connection,
+    DiscoveryRecord,
+    PendingAuthorization,
+    ServerRecord,
+)
+
+__all__ = ["Connections", "StartedAuthorization", "subject_for"]
+
+CallbackParams = Mapping[str, str | Sequence[str]]
+_MAX_ERROR = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StartedAuthorization:
+    """The result of starting a connect.
+
+    Attributes:
+        authorization_url: Where to send the user's browser.
+        state: The one-time state (also in the URL).
+        expires_at: When the pending authorization lapses.
+        server_id: The server being connected.
+        subject: ``"shared"`` or the user id.
+    """
+
+    authorization_url: str
+    state: str
+    expires_at: datetime
+    server_id: str
+    subject: str
+
+
+def subject_for(server: ServerRecord, user: str | None) -> str:
+    """The connection subject for a user at a server (design.md §1).
+
+    Raises:
+        UsageError: A per-user server without a user.
+    """
+    if not server.oauth.per_user:
+        return SHARED
+    if not user:
+        raise UsageError(
+            f"server '{server.name}' connects per user; say which user",
+            server=server.name,
+        )
+    return user
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _short(error: BaseException) -> str:
+    return str(error)[:_MAX_ERROR]
+
+
+class Connections:
+    """Connect, refresh and disconnect OAuth grants for (server, subject)."""
+
+    def __init__(self, ctx: HubContext) -> None:
+        self._ctx = ctx
+        self.discoverer = Discoverer(ctx)
+        self.registrar = Registrar(ctx)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _server(self, server_id: str) -> ServerRecord:
+        server = await self._ctx.stores.servers.get(server_id)
+        if server is None:
+            raise NotFound(f"no server '{server_id}'")
+        return server
+
+    @staticmethod
+    def _require_oauth(server: ServerRecord) -> None:
+        if server.auth_mode != "oauth":
+            raise ConfigurationError(
+                f"server '{server.name}' does not use OAuth (auth mode "
+                f"'{server.auth_mode}')",
+                server=server.name,
+                hint="set the server's auth mode to oauth before connecting",
+            )
+
+    async def get(self, server: ServerRecord, subject: str) -> Connection:
+        """The connection record, or an empty disconnected one."""
+        conn = await self._ctx.stores.connections.get(server.id, subject)
+        return conn or Connection(server_id=server.id, subject=subject)
+
+    async def _write(
+        self, current: Connection, event: Event, **changes: object
+    ) -> Connection:
+        """Apply ``event`` and ``changes`` with compare-and-set (TOK-6)."""
+        status = transition(current.status, event)
+        updated = current.replace(
+            status=status, updated_at=self._ctx.clock.now(), **changes
+        )
+        return await self._ctx.stores.connections.save(
+            updated, expected_version=current.version
+        )
+
+    async def _mark_failed(
+        self, server: ServerRecord, subject: str, event: Event, error: TetherError
+    ) -> None:
+        """Record a failure on the connection; never loses a concurrent write."""
+        for _ in range(3):
+            current = await self.get(server, subject)
+            changes: dict[str, object] = {
+                "last_error_code": error.code,
+                "last_error": _short(error),
+                "last_error_at": self._ctx.clock.now(),
+            }
+            if event == "invalid_grant":  # rule 2: only invalid_grant drops tokens
+                changes.update(access_token=None, refresh_token=None, expires_at=None)
+            try:
+                await self._write(current, event, **changes)
+                return
+            except VersionConflict:
+                continue
+            except UsageError:  # event not allowed from this status: leave it
+                return
+
+    # ------------------------------------------------------------------ start
+
+    async def start(
+        self, server: ServerRecord, *, subject: str, user: str | None
+    ) -> StartedAuthorization:
+        """Discover, register, and build the authorization URL (reference §3.6).
+
+        Args:
+            server: An OAuth server.
+            subject: ``"shared"`` or the user id (see :func:`subject_for`).
+            user: The user starting the connect; only they may complete it.
+
+        Returns:
+            The URL to send the browser to, and the state.
+
+        Raises:
+            ConfigurationError: Not an OAuth server, or no usable registration path.
+            DiscoveryError: Discovery or metadata validation failed.
+            OAuthError: Dynamic registration was refused.
+        """
+        self._require_oauth(server)
+        discovery = await self.discoverer.discover(server)
+        metadata = as_metadata(discovery)
+        registration = await self.registrar.ensure(server, metadata)
+        auth_for(registration)  # an unusable client fails now, before any redirect
+        current = await self.get(server, subject)
+        scopes = union_scopes(
+            select_scopes(
+                configured=server.oauth.scopes,
+                prm_scopes_supported=discovery.scopes_supported,
+            ),
+            current.required_scopes,  # step-up (SCP-6): ask for what was missing
+        )
+        state = _b64(self._ctx.random.token(32))
+        verifier = code_verifier(self._ctx.random.token(32))
+        url = authorization_url(
+            metadata.authorization_endpoint or "",
+            client_id=registration.client_id,
+            redirect_uri=self._ctx.config.redirect_uri,
+            state=state,
+            code_challenge=code_challenge(verifier),
+            resource=discovery.resource,
+            scopes=scopes,
+            custom_params=server.oauth.authorization_params,
+        )
+        now = self._ctx.clock.now()
+        await self._ctx.stores.pending.put(
+            PendingAuthorization(
+                state=state,
+                server_id=server.id,
+                subject=subject,
+                user_id=user,
+                code_verifier=_secret(verifier),
+                issuer=metadata.issuer,
+                resource=discovery.resource,
+                redirect_uri=self._ctx.config.redirect_uri,
+                client_id=registration.client_id,
+                scopes=" ".join(scopes) or None,
+                created_at=now,
+                server_version=server.version,
+            ),
+            ttl=self._ctx.config.pending_ttl,
+        )
+        await self._ctx.auditor.record(
+            "connection.start",
+            actor=user,
+            target_type="connection",
+            target_id=f"{server.id}:{subject}",
+            server_id=server.id,
+            after={
+                "issuer": metadata.issuer,
+                "scopes": list(scopes),
+                "client_id": registration.client_id,
+                "registration": registration.source,
+            },
+        )
+        return StartedAuthorization(
+            url, state, now + self._ctx.config.pending_ttl, server.id, subject
+        )
+
+    # ------------------------------------------------------------------ complete
+
+    async def complete(self, params: CallbackParams, *, user: str | None) -> Connection:
+        """Finish a connect from the callback's query parameters (reference §3.7).
+
+        The pending authorization is taken by ``state`` once; the RFC 9207 ``iss`` is
+        checked before ``error`` is read (CB-2 … CB-4) and before the code is used.
+
+        Args:
+            params: The callback's decoded query parameters.
+            user: The user the callback request belongs to.
+
+        Returns:
+            The connected connection.
+
+        Raises:
+            CallbackRejected: Unknown, expired, replayed or foreign state; ``iss``
+                mismatch; no code; the server changed since the start.
+            OAuthError: The AS returned an error, or refused the code exchange.
+            ConfigurationError: ``require_refresh_token`` and none was granted.
+        """
+        state = callback_state(params)
+        pending = await self._ctx.stores.pending.take(state)
+        if pending is None:
+            validate_callback(
+                params,
+                pending_found=False,
+                expected_issuer=None,
+                iss_parameter_supported=False,
+            )
+            raise CallbackRejected("unknown state", step="callback")  # unreachable
+        if pending.user_id is not None and pending.user_id != user:
+            raise CallbackRejected(
+                "this connection was started by another user; start it again yourself",
+                step="callback",
+            )
+        server = await self._ctx.stores.servers.get(pending.server_id)
+        if server is None:
+            raise CallbackRejected(
+                "the server was deleted during the connect", step="callback"
+            )
+        try:
+            return await self._complete(server, pending, params)
+        except TetherError as exc:
+            event: Event = (
+                "invalid_grant" if isinstance(exc, InvalidGrant) else "failed"
+            )
+            if not isinstance(exc, CallbackRejected):
+                await self._mark_failed(server, pending.subject, event, exc)
+            exc.server = exc.server or server.name
+            raise
+
+    async def _complete(
+        self,
+        server: ServerRecord,
+        pending: PendingAuthorization,
+        params: CallbackParams,
+    ) -> Connection:
+        discovery = await self._ctx.stores.discovery.get(server.id)
+        if discovery is None or discovery.issuer != pending.issuer:
+            raise CallbackRejected(
+                "the server's authorization server changed since the connect started",
+                step="callback",
+                hint="start the connection again",
+            )
+        if server.version != pending.server_version:
+            raise CallbackRejected(
+                "the server's settings changed since the connect started",
+                step="callback",
+                hint="start the connection again",
+            )
+        metadata = as_metadata(discovery)
+        code = validate_callback(
+            params,
+            pending_found=True,
+            expected_issuer=pending.issuer,
+            iss_parameter_supported=metadata.authorization_response_iss_parameter_supported,
+        )
+        registration = await self.registrar.current(server, pending.issuer)
+        if registration.client_id != pending.client_id:
+            raise CallbackRejected(
+                "the client registration changed during the connect",
+                step="callback",
+                hint="start the connection again",
+            )
+        post = authorization_code_request(
+            metadata.token_endpoint or "",
+            code=code,
+            code_verifier=pending.code_verifier.get_secret_value(),
+            redirect_uri=pending.redirect_uri,
+            resource=pending.resource,
+            auth=auth_for(registration),
+            custom_params=server.oauth.token_params,
+        )
+        tokens = await self._token_call(server, post, discovery, (pending.scopes or ""))
+        require_refresh_token(tokens, required=server.oauth.require_refresh_token)
+        current = await self.get(server, pending.subject)
+        now = self._ctx.clock.now()
+        conn = await self._write(
+            current,
+            "authorized",
+            **_token_fields(tokens),  # replaces the whole set (G-11)
+            required_scopes=(),
+            issuer=pending.issuer,
+            client_id=registration.client_id,
+            resource=pending.resource,
+            connected_by=pending.user_id,
+            connected_at=now,
+            refreshed_at=now,
+            last_error_code=None,
+            last_error=None,
+            last_error_at=None,
+        )
+        await self._ctx.stores.tools.delete(server.id, pending.subject)
+        await self._ctx.auditor.record(
+            "connection.connect",
+            actor=pending.user_id,
+            target_type="connection",
+            target_id=f"{server.id}:{pending.subject}",
+            server_id=server.id,
+            after={
+                "status": conn.status,
+                "scopes": list(conn.scopes),
+                "expires_at": conn.expires_at.isoformat() if conn.expires_at else None,
+                "refresh_token": conn.refresh_token is not None,
+            },
+        )
+        return conn
+
+    async def _token_call(
+        self,
+        server: ServerRecord,
+        post: FormPost,
+        discovery: DiscoveryRecord,
+        requested_scopes: str,
+    ) -> TokenSet:
+        response = await self._ctx.fetcher.request(
+            "POST",
+            post.url,
+            profile=profile_of(server),
+            server=server.name,
+            step="token",
+            headers=post.headers,
+            form=post.body,
+        )
+        try:
+            return parse_token_response(
+                response.status,
+                response.body,
+                response.content_type,
+                now=self._ctx.clock.now(),
+                url=post.url,
+                requested_scopes=requested_scopes.split(),
+            )
+        except InvalidClient:
+            # REG-11: a dynamic client the AS no longer knows is registered afresh.
+            await self._forget_dynamic(server, discovery.issuer)
+            raise
+
+    async def _forget_dynamic(self, server: ServerRecord, issuer: str) -> None:
+        registration = await self._ctx.stores.registrations.get(server.id, issuer)
+        if registration is not None and registration.source == "dynamic":
+            await self._ctx.stores.registrations.delete(server.id, issuer)
+
+    # ------------------------------------------------------------------ tokens
+
+    def needs_refresh(self, conn: Connection) -> bool:
+        """True when the access token expires within the refresh margin (RFR-2)."""
+        if conn.expires_at is None:
+            return False
+        return (
+            conn.expires_at - self._ctx.config.refresh_margin <= self._ctx.clock.now()
+        )
+
+    async def usable(self, server: ServerRecord, subject: str) -> Connection:
+        """A connection with an access token, refreshed proactively (RFR-2).
+
+        Raises:
+            AuthorizationRequired: Not connected, or the grant is dead; names the issuer.
+        """
+        conn = await self.get(server, subject)
+        if conn.access_token is None or conn.status in ("disconnected", "needs_reauth"):
+            raise self._auth_required(server, conn)
+        if self.needs_refresh(conn) and conn.refresh_token is not None:
+            return await self.refresh(server, subject, stale=conn)
+        return conn
+
+    def _auth_required(
+        self, server: ServerRecord, conn: Connection, why: str | None = None
+    ) -> AuthorizationRequired:
+        issuer = conn.issuer or "its authorization server"
+        return AuthorizationRequired(
+            why or f"server '{server.name}' needs to be connected at {issuer}",
+            server=server.name,
+            hint="connect it (tether connect) and try again",
+            details={
+                "issuer": conn.issuer,
+                "status": conn.status,
+                "required_scopes": list(conn.required_scopes),
+            },
+        )
+
+    async def refresh(
+        self,
+        server: ServerRecord,
+        subject: str,
+        *,
+        stale: Connection | None = None,
+        force: bool = False,
+    ) -> Connection:
+        """Refresh the grant once for all concurrent callers (RFR-5).
+
+        Args:
+            server: The server.
+            subject: The connection subject.
+            stale: The connection the caller saw; if the stored one already has another
+                access token, a peer refreshed and that one is returned.
+            force: Refresh even when the token is not close to expiry.
+
+        Returns:
+            The connection after the refresh (or a peer's).
+
+        Raises:
+            AuthorizationRequired: No refresh token, or the AS said ``invalid_grant``.
+            NetworkError: The AS could not be reached (tokens are kept).
+            OAuthError: The AS refused for another reason.
+        """
+        async with self._ctx.stores.locks.lock(f"refresh:{server.id}:{subject}"):
+            conn = await self.get(server, subject)
+            if stale is not None and conn.access_token != stale.access_token:
+                return conn  # a peer refreshed while we waited for the lock
+            if conn.access_token is None and conn.refresh_token is None:
+                raise self._auth_required(server, conn)
+            if not force and stale is None and not self.needs_refresh(conn):
+                return conn
+            if conn.refresh_token is None:
+                raise self._auth_required(
+                    server,
+                    conn,
+                    f"server '{server.name}' holds no refresh token; connect it again",
+                )
+            try:
+                return await self._refresh(server, conn)
+            except InvalidGrant as exc:
+                await self._mark_failed(server, subject, "invalid_grant", exc)
+                raise self._auth_required(
+                    server,
+                    conn,
+                    f"the authorization server refused the refresh "
+                    f"token of server '{server.name}' ({exc.error})",
+                ) from exc
+            except (NetworkError, RemoteError, ConfigurationError) as exc:
+                await self._mark_failed(
+                    server, subject, "unreachable" if _retryable(exc) else "failed", exc
+                )
+                raise
+
+    async def _refresh(self, server: ServerRecord, conn: Connection) -> Connection:
+        discovery = await self.discoverer.stored_or_fresh(server)
+        metadata = as_metadata(discovery)
+        registration = await self.registrar.current(
+            server, conn.issuer or discovery.issuer
+        )
+        post = refresh_request(
+            metadata.token_endpoint or "",
+            refresh_token=conn.refresh_token or _secret(""),
+            resource=conn.resource,
+            auth=auth_for(registration),
+            custom_params=server.oauth.token_params,
+        )
+        tokens = await self._token_call(server, post, discovery, " ".join(conn.scopes))
+        tokens = merge_refreshed(tokens, current_refresh_token=conn.refresh_token)
+        require_refresh_token(tokens, required=server.oauth.require_refresh_token)
+        fields = _token_fields(tokens)
+        if not tokens.scopes:
+            fields["scopes"] = (
+                conn.scopes
+            )  # reference §3.3: keep the old granted scopes
+        return await self._write(
+            conn,
+            "refreshed",
+            **fields,
+            refreshed_at=self._ctx.clock.now(),
+            last_error_code=None,
+            last_error=None,
+            last_error_at=None,
+        )
+
+    async def record_step_up(
+        self,
+        server: ServerRecord,
+        subject: str,
+        scopes: Sequence[str],
+    ) -> Connection:
+        """Record the scopes a 403 ``insufficient_scope`` asked for (SCP-6).
+
+        The connection keeps its tokens (other tools may still work) and turns
+        ``needs_reauth`` with the union of granted and required scopes, which the next
+        :meth:`start` requests.
+        """
+        for _ in range(3):
+            conn = await self.get(server, subject)
+            needed = union_scopes(conn.scopes, conn.required_scopes, scopes)
+            try:
+                return await self._write(conn, "step_up", required_scopes=needed)
+            except VersionConflict:
+                continue
+        raise VersionConflict("the connection kept changing; try again")
+
+    # ------------------------------------------------------------------ disconnect
+
+    async def disconnect(
+        self,
+        server: ServerRecord,
+        subject: str,
+        *,
+        actor: str | None,
+        reason: str = "disconnect",
+    ) -> list[str]:
+        """Revoke (RFC 7009) and clear the grant, whatever revocation says (REV-5).
+
+        Returns:
+            One line per revocation attempt, for the audit log and the caller.
+        """
+        conn = await self._ctx.stores.connections.get(server.id, subject)
+        if conn is None:
+            return []
+        outcomes = await self._revoke(server, conn)
+        for _ in range(3):
+            current = await self.get(server, subject)
+            try:
+                await self._write(
+                    current,
+                    "config_changed" if reason != "disconnect" else "disconnect",
+                    access_token=None,
+                    refresh_token=None,
+                    expires_at=None,
+                    scopes=(),
+                    required_scopes=(),
+                    last_error_code=None,
+                    last_error=None if reason == "disconnect" else reason[:_MAX_ERROR],
+                    last_error_at=None,
+                )
+                break
+            except VersionConflict:
+                continue
+        await self._ctx.stores.tools.delete(server.id, subject)
+        await self._ctx.auditor.record(
+            "connection.disconnect",
+            actor=actor,
+            target_type="connection",
+            target_id=f"{server.id}:{subject}",
+            server_id=server.id,
+            detail="; ".join([reason, *outcomes]),
+        )
+        return outcomes
+
+    async def _revoke(self, server: ServerRecord, conn: Connection) -> list[str]:
+        discovery = await self._ctx.stores.discovery.get(server.id)
+        if discovery is None or conn.issuer is None:
+            return []
+        metadata = as_metadata(discovery)
+        registration = await self._ctx.stores.registrations.get(server.id, conn.issuer)
+        if metadata.revocation_endpoint is None or registration is None:
+            return ["no revocation endpoint: tokens cleared locally only"]
+        outcomes = []
+        for post in revocation_requests(
+            metadata.revocation_endpoint,
+            auth=auth_for(registration),
+            access_token=conn.access_token,
+            refresh_token=conn.refresh_token,
+        ):
+            hint = post.body.get("token_type_hint", "token")
+            try:
+                await self._revoke_one(server, post)
+                outcomes.append(f"{hint} revoked")
+            except TetherError as exc:  # REV-5: clear locally whatever happens
+                outcomes.append(f"{hint} not revoked: {exc.message}")
+        return outcomes
+
+    async def _revoke_one(self, server: ServerRecord, post: FormPost) -> None:
+        for attempt in range(2):
+            response = await self._ctx.fetcher.request(
+                "POST",
+                post.url,
+                profile=profile_of(server),
+                server=server.name,
+                step="revocation",
+                headers=post.headers,
+                form=post.body,
+            )
+            try:
+                check_revocation_response(
+                    response.status, response.body, response.content_type, url=post.url
+                )
+                return
+            except OAuthError as exc:
+                wait = retry_after_seconds(
+                    response.header("retry-after"), now=self._ctx.clock.now()
+                )
+                if response.status != 503 or attempt or wait is None:
+                    raise
+                await anyio.sleep(min(wait, 5.0))  # REV-4: MAY retry after Retry-After
+                del exc
+
+    async def clear_server(self, server: ServerRecord, reason: str) -> None:
+        """Revoke and clear every grant of a server.
+
+        Also forgets discovery and dynamic registrations (reference §3.3 after-save
+        effects, G-29, REV).
+        """
+        for conn in await self._ctx.stores.connections.list(server.id):
+            if conn.access_token is not None or conn.refresh_token is not None:
+                await self.disconnect(server, conn.subject, actor=None, reason=reason)
+        await self._ctx.stores.discovery.delete(server.id)
+        if server.oauth.registration != "manual":
+            await self._ctx.stores.registrations.delete(server.id)
+        await self._ctx.stores.tools.delete(server.id)
+
+
+def _retryable(exc: TetherError) -> bool:
+    if isinstance(exc, NetworkError):
+        return True
+    status = exc.details.get("status")
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _secret(value: str) -> SecretStr:
+    return SecretStr(value)
+
+
+def _token_fields(tokens: TokenSet) -> dict[str, object]:
+    return {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": tokens.token_type,
+        "expires_at": tokens.expires_at,
+        "scopes": tuple(tokens.scopes),
+    }

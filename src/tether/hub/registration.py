@@ -1,0 +1,179 @@
+"""Getting a client id at an authorization server (RFC 7591; CIMD; manual; REG-*).
+
+Which path to take is decided by :func:`tether.oauth.registration.choose_registration`
+(manual, client ID metadata document, dynamic); this module performs it and stores the
+result keyed by ``(server_id, issuer)``, so a new issuer means a new registration
+(design.md §1, REG-9) and a registration is never reused at another AS.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from tether.errors import NotFound
+from tether.hub.context import HubContext, profile_of
+from tether.oauth.client_auth import ClientAuth, choose_auth_method, client_auth
+from tether.oauth.models import AuthorizationServerMetadata
+from tether.oauth.registration import (
+    choose_registration,
+    parse_registration_response,
+    registration_request,
+)
+from tether.store.base import ClientRegistration, ServerRecord
+
+__all__ = ["Registrar"]
+
+
+class Registrar:
+    """Ensures a usable client registration for a server at its current issuer."""
+
+    def __init__(self, ctx: HubContext) -> None:
+        self._ctx = ctx
+
+    async def _manual_secret(self, server: ServerRecord) -> SecretStr | None:
+        ref = server.oauth.client_secret_credential_id
+        if not ref:
+            return None
+        credential = await self._ctx.stores.credentials.get(ref)
+        if credential is None:
+            raise NotFound(
+                f"the client secret credential of server '{server.name}' is gone",
+                server=server.name,
+                hint="edit the server and choose an existing credential",
+            )
+        return credential.value
+
+    async def ensure(
+        self, server: ServerRecord, metadata: AuthorizationServerMetadata
+    ) -> ClientRegistration:
+        """Return the registration to use, registering dynamically when needed.
+
+        Raises:
+            ConfigurationError: No registration path works (the hint names the redirect
+                URI to register manually), or only unsupported auth methods exist.
+            OAuthError: The registration endpoint refused (RFC 7591 §3.2.2).
+        """
+        cfg = self._ctx.config
+        path = choose_registration(
+            server.oauth.registration,
+            metadata=metadata,
+            has_manual_client=server.oauth.client_id is not None,
+            client_metadata_url=cfg.client_metadata_url,
+            redirect_uri=cfg.redirect_uri,
+        )
+        issuer = metadata.issuer
+        now = self._ctx.clock.now()
+        if path == "manual":
+            secret = await self._manual_secret(server)
+            method = choose_auth_method(
+                supported=metadata.token_endpoint_auth_methods_supported,
+                has_secret=secret is not None,
+                issuer=issuer,
+                override=server.oauth.token_auth_method,
+            )
+            registration = ClientRegistration(
+                server_id=server.id,
+                issuer=issuer,
+                client_id=server.oauth.client_id or "",
+                source="manual",
+                auth_method=method,
+                client_secret=secret,
+                redirect_uri=cfg.redirect_uri,
+                created_at=now,
+            )
+            await self._ctx.stores.registrations.put(registration)
+            return registration
+        existing = await self._ctx.stores.registrations.get(server.id, issuer)
+        if existing is not None and self._reusable(existing, path):
+            return existing
+        if path == "metadata_document":
+            registration = ClientRegistration(
+                server_id=server.id,
+                issuer=issuer,
+                client_id=cfg.client_metadata_url or "",
+                source="metadata_document",
+                auth_method="none",
+                redirect_uri=cfg.redirect_uri,
+                created_at=now,
+            )
+        else:
+            registration = await self._register(server, metadata)
+        await self._ctx.stores.registrations.put(registration)
+        return registration
+
+    def _reusable(self, existing: ClientRegistration, path: str) -> bool:
+        cfg = self._ctx.config
+        if existing.source != path or existing.redirect_uri != cfg.redirect_uri:
+            return False
+        if path == "metadata_document":
+            return existing.client_id == cfg.client_metadata_url
+        expires = existing.client_secret_expires_at
+        return expires is None or expires > self._ctx.clock.now()
+
+    async def _register(
+        self, server: ServerRecord, metadata: AuthorizationServerMetadata
+    ) -> ClientRegistration:
+        cfg = self._ctx.config
+        endpoint = metadata.registration_endpoint or ""
+        body = registration_request(
+            metadata,
+            client_name=cfg.client_name,
+            redirect_uris=[cfg.redirect_uri],
+            scopes=(server.oauth.scopes or "").split(),
+        )
+        response = await self._ctx.fetcher.request(
+            "POST",
+            endpoint,
+            profile=profile_of(server),
+            server=server.name,
+            step="registration",
+            json_body=body,
+        )
+        client = parse_registration_response(
+            response.status,
+            response.body,
+            response.content_type,
+            url=endpoint,
+            redirect_uri=cfg.redirect_uri,
+            requested_auth_method=body["token_endpoint_auth_method"],
+        )
+        return ClientRegistration(
+            server_id=server.id,
+            issuer=metadata.issuer,
+            client_id=client.client_id,
+            source="dynamic",
+            auth_method=client.token_endpoint_auth_method,
+            client_secret=client.client_secret,
+            redirect_uri=cfg.redirect_uri,
+            client_secret_expires_at=client.client_secret_expires_at,
+            registration_access_token=client.registration_access_token,
+            registration_client_uri=client.registration_client_uri,
+            created_at=self._ctx.clock.now(),
+        )
+
+    async def current(self, server: ServerRecord, issuer: str) -> ClientRegistration:
+        """The stored registration at ``issuer``.
+
+        Raises:
+            AuthorizationRequired-like NotFound: none is stored; connect again.
+        """
+        registration = await self._ctx.stores.registrations.get(server.id, issuer)
+        if registration is None:
+            raise NotFound(
+                f"no client registration for server '{server.name}' at {issuer}",
+                server=server.name,
+                hint="connect the server again",
+            )
+        return registration
+
+
+def auth_for(registration: ClientRegistration) -> ClientAuth:
+    """Client authentication for the token and revocation endpoints (TOK-3, REV-2)."""
+    method = registration.auth_method
+    if method == "private_key_jwt":  # not negotiated by the authorization-code flow
+        method = "none"
+    return client_auth(
+        method,
+        client_id=registration.client_id,
+        client_secret=registration.client_secret,
+    )

@@ -1,0 +1,276 @@
+"""The ``Tether`` facade (design.md §4).
+
+The async Python API that embedding apps, the CLI and the web service all call.
+
+Build one with :meth:`Tether.open` (plain arguments, no settings object) and close it with
+:meth:`Tether.aclose` or ``async with``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from tether.errors import UsageError
+from tether.hub.audit import Auditor
+from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
+from tether.hub.connections import Connections, StartedAuthorization, subject_for
+from tether.hub.context import HubConfig, HubContext
+from tether.hub.credentials import CredentialService
+from tether.hub.servers import ServerService
+from tether.net.backend import Resolver, system_resolver, vet_url
+from tether.net.fetch import Fetcher
+from tether.net.policy import NetworkPolicy
+from tether.oauth.registration import client_metadata_document
+from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
+from tether.store.crypto import KeyRing
+from tether.store.factory import open_stores
+
+__all__ = ["ConnectionInfo", "Tether"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What may be shown about a connection: never a token.
+
+    Attributes mirror :class:`~tether.store.base.Connection`, with ``has_refresh_token``
+    instead of the token itself.
+    """
+
+    server_id: str
+    server_name: str
+    subject: str
+    status: str
+    issuer: str | None
+    client_id: str | None
+    scopes: tuple[str, ...]
+    required_scopes: tuple[str, ...]
+    expires_at: datetime | None
+    has_refresh_token: bool
+    connected_at: datetime | None
+    refreshed_at: datetime | None
+    last_error_code: str | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, server: ServerRecord, conn: Connection) -> ConnectionInfo:
+        """Strip the tokens from a connection."""
+        return cls(
+            server.id,
+            server.name,
+            conn.subject,
+            conn.status,
+            conn.issuer,
+            conn.client_id,
+            conn.scopes,
+            conn.required_scopes,
+            conn.expires_at,
+            conn.refresh_token is not None,
+            conn.connected_at,
+            conn.refreshed_at,
+            conn.last_error_code,
+            conn.last_error,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+class Tether:
+    """Servers, credentials, connections (and, later, tools and toolsets) in one place.
+
+    Args:
+        stores: The storage backend (see :func:`tether.store.factory.open_stores`).
+        fetcher: The guarded HTTP façade for the OAuth steps.
+        config: Callback URL, metadata document URL, client name.
+        clock: Time source (tests inject a fake).
+        random: Randomness source.
+        resolver: DNS resolution for URL checks (tests inject a fake).
+    """
+
+    def __init__(
+        self,
+        *,
+        stores: Stores,
+        fetcher: Fetcher,
+        config: HubConfig,
+        clock: Clock | None = None,
+        random: Random | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.stores = stores
+        self.fetcher = fetcher
+        clock = clock or SystemClock()
+        self.ctx = HubContext(
+            stores=stores,
+            clock=clock,
+            random=random or SystemRandom(),
+            fetcher=fetcher,
+            auditor=Auditor(stores.audit, clock),
+            config=config,
+        )
+        self._resolver = resolver
+        self.connections = Connections(self.ctx)
+        self.servers = ServerService(
+            stores, clock, self.ctx.auditor, self._check_url, self._server_changed
+        )
+        self.credentials = CredentialService(stores, clock, self.ctx.auditor)
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        database_url: str,
+        key_ring: KeyRing,
+        redirect_uri: str,
+        client_metadata_url: str | None = None,
+        client_name: str = "Tether",
+        allow_networks: Sequence[str] = (),
+        resolver: Resolver = system_resolver,
+        clock: Clock | None = None,
+    ) -> Tether:
+        """Open the stores (migrating SQL databases) and build a ready facade."""
+        stores = await open_stores(database_url, key_ring)
+        policy = NetworkPolicy.from_allowlist(allow_networks)
+        fetcher = Fetcher(
+            policy, resolver=resolver, user_agent=f"{client_name} (Tether)"
+        )
+        config = HubConfig(
+            redirect_uri=redirect_uri,
+            client_metadata_url=client_metadata_url,
+            client_name=client_name,
+        )
+        return cls(
+            stores=stores,
+            fetcher=fetcher,
+            config=config,
+            clock=clock,
+            resolver=resolver,
+        )
+
+    async def aclose(self) -> None:
+        """Close network clients and storage."""
+        await self.fetcher.aclose()
+        await self.stores.aclose()
+
+    async def __aenter__(self) -> Tether:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ hooks
+
+    async def _check_url(self, url: str, allow_networks: Sequence[str]) -> None:
+        policy = self.fetcher.policy.merged(
+            NetworkPolicy.from_allowlist(
+                allow_networks, require_https=self.fetcher.policy.require_https
+            )
+        )
+        await vet_url(policy, url, resolver=self._resolver)
+
+    async def _server_changed(self, server: ServerRecord, reason: str) -> None:
+        await self.connections.clear_server(
+            server, f"configuration changed ({reason}); connect again"
+        )
+
+    # ------------------------------------------------------------------ connections
+
+    async def connect(
+        self, server_ref: str, *, user: str | None = None
+    ) -> StartedAuthorization:
+        """Start connecting a server; send the user to ``authorization_url``.
+
+        For a shared server the connection belongs to the server; for a per-user
+        server (``oauth.per_user``) to ``user``.
+        """
+        server = await self.servers.get(server_ref)
+        if not server.enabled:
+            raise UsageError(
+                f"server '{server.name}' is disabled",
+                server=server.name,
+                hint="enable it first",
+            )
+        subject = subject_for(server, user)
+        return await self.connections.start(server, subject=subject, user=user)
+
+    async def complete(
+        self, params: Mapping[str, str | Sequence[str]], *, user: str | None = None
+    ) -> ConnectionInfo:
+        """Finish a connect with the callback's query parameters."""
+        conn = await self.connections.complete(params, user=user)
+        server = await self.servers.get(conn.server_id)
+        return ConnectionInfo.of(server, conn)
+
+    async def connection(
+        self, server_ref: str, *, user: str | None = None
+    ) -> ConnectionInfo:
+        """The connection of a server for the user (or the shared one)."""
+        server = await self.servers.get(server_ref)
+        subject = subject_for(server, user) if server.oauth.per_user else "shared"
+        return ConnectionInfo.of(server, await self.connections.get(server, subject))
+
+    async def refresh(
+        self, server_ref: str, *, user: str | None = None
+    ) -> ConnectionInfo:
+        """Refresh the connection's tokens now."""
+        server = await self.servers.get(server_ref)
+        subject = subject_for(server, user)
+        conn = await self.connections.refresh(server, subject, force=True)
+        return ConnectionInfo.of(server, conn)
+
+    async def disconnect(
+        self, server_ref: str, *, user: str | None = None, actor: str | None = None
+    ) -> list[str]:
+        """Revoke and forget the connection's tokens; returns the revocation outcomes."""
+        server = await self.servers.get(server_ref)
+        subject = subject_for(server, user)
+        return await self.connections.disconnect(server, subject, actor=actor or user)
+
+    async def delete_server(self, server_ref: str, *, actor: str | None) -> None:
+        """Revoke every grant of a server, then delete it."""
+        server = await self.servers.get(server_ref)
+        await self.connections.clear_server(server, "server deleted")
+        await self.servers.delete(server.id, actor=actor)
+
+    async def audit(
+        self, *, server_ref: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Newest audit events, optionally for one server."""
+        server_id = (await self.servers.get(server_ref)).id if server_ref else None
+        return await self.stores.audit.list(server_id=server_id, limit=limit)
+
+    def client_metadata_document(self) -> dict[str, Any]:
+        """The client ID metadata document Tether serves (CIMD-1 … CIMD-4).
+
+        Raises:
+            UsageError: No metadata document URL is configured.
+        """
+        url = self.ctx.config.client_metadata_url
+        if url is None:
+            raise UsageError(
+                "no client metadata document URL is configured",
+                hint="set a public https base URL",
+            )
+        return client_metadata_document(
+            url,
+            client_name=self.ctx.config.client_name,
+            redirect_uris=[self.ctx.config.redirect_uri],
+        )

@@ -1,0 +1,93 @@
+"""Headless completion of an authorization request, for servers that approve at once.
+
+Used by ``tether connect --follow-redirects``, ``tether probe`` and the test suite: it
+plays the user agent, following the authorization server's redirects (with a cookie jar,
+as a browser would) until one points at Tether's redirect URI, and returns that URI's
+query parameters without requesting it. Every hop goes through the guarded transport.
+An authorization server that shows a login or consent page cannot be completed this way;
+the error says so.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import httpx2
+
+from tether.errors import RemoteError, UsageError
+from tether.net.backend import Resolver, system_resolver
+from tether.net.client import deadline, guarded_client, mapped_errors
+from tether.net.policy import NetworkPolicy
+
+__all__ = ["follow_authorization"]
+
+
+def _same_endpoint(location: str, redirect_uri: str) -> bool:
+    a, b = urlsplit(location), urlsplit(redirect_uri)
+    return (a.scheme, a.netloc, a.path) == (b.scheme, b.netloc, b.path)
+
+
+async def follow_authorization(
+    authorization_url: str,
+    redirect_uri: str,
+    policy: NetworkPolicy,
+    *,
+    timeout: float = 30.0,
+    max_hops: int = 12,
+    ca_bundle: str | None = None,
+    resolver: Resolver = system_resolver,
+) -> dict[str, str]:
+    """Follow an authorization request's redirects to the callback.
+
+    Args:
+        authorization_url: From the start of a connect.
+        redirect_uri: Tether's callback URL; the hop that reaches it ends the walk.
+        policy: SSRF policy for every hop.
+        timeout: Overall deadline in seconds.
+        max_hops: Redirects to follow at most.
+        ca_bundle: CA bundle for a server with a private CA.
+        resolver: Name resolution (tests).
+
+    Returns:
+        The callback's query parameters (``code``, ``state``, ``iss`` or ``error``).
+
+    Raises:
+        RemoteError: The AS answered with a page instead of a redirect (it wants a
+            person), or too many hops.
+        BlockedDestination / NetworkError: A hop was refused or failed.
+    """
+    if _same_endpoint(authorization_url, redirect_uri):
+        raise UsageError("the authorization URL is the redirect URI itself")
+    url = authorization_url
+    async with guarded_client(
+        policy,
+        timeout=timeout,
+        follow_redirects=False,
+        ca_bundle=ca_bundle,
+        resolver=resolver,
+    ) as client:
+        with mapped_errors(step="authorize"):
+            async with deadline(timeout, step="authorize"):
+                for _ in range(max_hops):
+                    response = await client.get(url)
+                    await response.aread()
+                    location = response.headers.get("location")
+                    if not response.is_redirect or location is None:
+                        raise _needs_person(url, response)
+                    url = urljoin(url, location)
+                    if _same_endpoint(url, redirect_uri):
+                        return dict(parse_qsl(urlsplit(url).query))
+    raise RemoteError(
+        f"no redirect to the callback after {max_hops} hops", step="authorize"
+    )
+
+
+def _needs_person(url: str, response: httpx2.Response) -> RemoteError:
+    host = urlsplit(url).hostname
+    return RemoteError(
+        f"{host} answered HTTP {response.status_code} instead of redirecting back; "
+        "it needs a person to log in or consent",
+        step="authorize",
+        hint="open the authorization URL in a browser instead",
+        details={"status": response.status_code},
+    )

@@ -1,0 +1,185 @@
+"""Plain-typed HTTP for the hub's OAuth steps (discovery, registration, token, revocation).
+
+The hub may not import ``httpx2`` (import-linter), so it talks to this small façade that
+takes and returns plain values. Every request goes through :func:`guarded_client`
+(SSRF-1 … SSRF-9), never follows redirects (reference behaviour §3.1 6), is bounded by
+the server's timeout as an overall deadline, and has its body capped (G-22). Clients are
+pooled per network profile so TLS connections are reused across steps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+
+from tether.net.backend import Resolver, system_resolver
+from tether.net.client import DEFAULT_MAX_BODY, deadline, guarded_client, mapped_errors
+from tether.net.policy import NetworkPolicy
+
+__all__ = ["Fetcher", "HttpResponse", "NetworkProfile"]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkProfile:
+    """How one server may be reached: its timeout and relaxations (design §3.6).
+
+    Attributes:
+        timeout: Seconds for the whole exchange (reference §2.1 ``timeout_seconds``).
+        allow_networks: The server's own allowlist, added to the installation's.
+        ca_bundle: PEM file of CAs to trust for this server.
+    """
+
+    timeout: float = 30.0
+    allow_networks: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete, size-capped response.
+
+    Attributes:
+        status: HTTP status code.
+        headers: Header values by lower-cased name, repeated headers kept in order.
+        body: The body bytes.
+        url: The requested URL.
+    """
+
+    status: int
+    headers: Mapping[str, Sequence[str]]
+    body: bytes
+    url: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` header, or ``""``."""
+        values = self.headers.get("content-type", ())
+        return values[0] if values else ""
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or ``None``."""
+        values = self.headers.get(name.lower(), ())
+        return values[0] if values else None
+
+    def header_list(self, name: str) -> list[str]:
+        """Every value of a header (e.g. several ``WWW-Authenticate``)."""
+        return list(self.headers.get(name.lower(), ()))
+
+
+class Fetcher:
+    """Sends the OAuth steps' requests through guarded, pooled clients.
+
+    Args:
+        policy: The installation's SSRF policy (its allowlist applies to every server).
+        resolver: Name resolution; injectable for tests.
+        user_agent: ``User-Agent`` header.
+        max_body: Response size cap in bytes.
+    """
+
+    def __init__(
+        self,
+        policy: NetworkPolicy,
+        *,
+        resolver: Resolver = system_resolver,
+        user_agent: str = "Tether",
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._user_agent = user_agent
+        self._max_body = max_body
+        self._clients: dict[NetworkProfile, httpx2.AsyncClient] = {}
+
+    @property
+    def policy(self) -> NetworkPolicy:
+        """The installation-wide SSRF policy."""
+        return self._policy
+
+    def policy_for(self, profile: NetworkProfile) -> NetworkPolicy:
+        """The installation policy merged with a server's own allowlist."""
+        if not profile.allow_networks:
+            return self._policy
+        return self._policy.merged(
+            NetworkPolicy.from_allowlist(
+                profile.allow_networks, require_https=self._policy.require_https
+            )
+        )
+
+    def client(self, profile: NetworkProfile) -> httpx2.AsyncClient:
+        """The pooled guarded client for a profile (no redirects)."""
+        client = self._clients.get(profile)
+        if client is None:
+            client = guarded_client(
+                self.policy_for(profile),
+                timeout=profile.timeout,
+                follow_redirects=False,
+                max_body=self._max_body,
+                ca_bundle=profile.ca_bundle,
+                resolver=self._resolver,
+                headers={"User-Agent": self._user_agent},
+            )
+            self._clients[profile] = client
+        return client
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        profile: NetworkProfile,
+        server: str | None,
+        step: str,
+        headers: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> HttpResponse:
+        """Send one request and read the whole (capped) body.
+
+        Args:
+            method: ``GET`` or ``POST``.
+            url: Absolute URL; checked by the SSRF policy before connecting.
+            profile: The server's network profile.
+            server: Server name for error messages.
+            step: Flow step for error messages (``"discovery"``, ``"token"``, …).
+            headers: Extra headers.
+            form: ``application/x-www-form-urlencoded`` body.
+            json_body: JSON body.
+
+        Returns:
+            The response, whatever its status.
+
+        Raises:
+            BlockedDestination: The SSRF policy refused the URL or an address.
+            NetworkError: Connection failure, timeout (``RequestTimeout``) or a body
+                over the cap (``ResponseTooLarge``).
+        """
+        send_headers = {"Accept": "application/json", **(headers or {})}
+        content: bytes | None = None
+        if form is not None:
+            content = httpx2.QueryParams(dict(form)).__str__().encode("ascii")
+            send_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        elif json_body is not None:
+            content = json.dumps(json_body).encode("utf-8")
+            send_headers.setdefault("Content-Type", "application/json")
+        client = self.client(profile)
+        with mapped_errors(server=server, step=step):
+            async with deadline(profile.timeout, server=server, step=step):
+                response = await client.request(
+                    method, url, headers=send_headers, content=content
+                )
+                body = await response.aread()
+        collected: dict[str, list[str]] = {}
+        for name, value in response.headers.multi_items():
+            collected.setdefault(name.lower(), []).append(value)
+        return HttpResponse(response.status_code, collected, body, url)
+
+    async def aclose(self) -> None:
+        """Close every pooled client."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
