@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,9 +10,8 @@ pytest_plugins = ["peers.plugin"]
 
 
 @pytest.fixture(autouse=True)
-def _clean_tether_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_tether_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Library code never reads the environment; tests must not depend on it either."""
     for name in list(os.environ):
         if name.startswith("TETHER_"):
             monkeypatch.delenv(name, raising=False)
-    yield

@@ -32,7 +32,7 @@ async def follow_authorization(
     redirect_uri: str,
     policy: NetworkPolicy,
     *,
-    timeout: float = 30.0,
+    seconds: float = 30.0,
     max_hops: int = 12,
     ca_bundle: str | None = None,
     resolver: Resolver = system_resolver,
@@ -43,7 +43,7 @@ async def follow_authorization(
         authorization_url: From the start of a connect.
         redirect_uri: Tether's callback URL; the hop that reaches it ends the walk.
         policy: SSRF policy for every hop.
-        timeout: Overall deadline in seconds.
+        seconds: Overall deadline.
         max_hops: Redirects to follow at most.
         ca_bundle: CA bundle for a server with a private CA.
         resolver: Name resolution (tests).
@@ -61,13 +61,13 @@ async def follow_authorization(
     url = authorization_url
     async with guarded_client(
         policy,
-        timeout=timeout,
+        timeout=seconds,
         follow_redirects=False,
         ca_bundle=ca_bundle,
         resolver=resolver,
     ) as client:
         with mapped_errors(step="authorize"):
-            async with deadline(timeout, step="authorize"):
+            async with deadline(seconds, step="authorize"):
                 for _ in range(max_hops):
                     response = await client.get(url)
                     await response.aread()
