@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,17 @@ from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from tether.errors import ConfigurationError, DecryptionError, StorageError
+from tether.errors import (
+    ConfigurationError,
+    DecryptionError,
+    StorageError,
+    TetherError,
+    ValidationFailed,
+    VersionConflict,
+)
 from tether.store.base import SHARED, CredentialRecord, Stores
 from tether.store.crypto import KeyRing, generate_key
-from tether.store.database import create_engine, storage_errors
+from tether.store.database import conflict, create_engine, storage_errors, unique
 from tether.store.factory import open_stores
 from tether.store.migrate import current_revision, head_revision, migrate
 from tether.store.rotate import rotate_keys
@@ -316,3 +323,39 @@ async def test_postgres_lock_spans_processes(postgres_url: str) -> None:
     finally:
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.parametrize(
+    ("handler", "message", "expected"),
+    [
+        (
+            unique("server", "s1", "One"),
+            "UNIQUE constraint failed: servers.name_key",
+            ValidationFailed,
+        ),
+        (
+            unique("server", "s1", "One"),
+            'duplicate key value violates unique constraint "pk_servers"',
+            ValidationFailed,
+        ),
+        (
+            unique("server", "s1", "One"),
+            "NOT NULL constraint failed: servers.url",
+            StorageError,
+        ),
+        (
+            conflict("connection s1/shared"),
+            "UNIQUE constraint failed: connections.server_id",
+            VersionConflict,
+        ),
+        (
+            conflict("connection s1/shared"),
+            "NOT NULL constraint failed: connections.status",
+            StorageError,
+        ),
+    ],
+)
+def test_integrity_handlers(
+    handler: Callable[[str], TetherError], message: str, expected: type[TetherError]
+) -> None:
+    assert type(handler(message)) is expected

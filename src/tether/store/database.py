@@ -102,15 +102,21 @@ def storage_errors(on_integrity: IntegrityHandler | None = None) -> Iterator[Non
         ) from exc
 
 
+def _is_duplicate(message: str) -> bool:
+    # SQLite: "UNIQUE constraint failed: t.c"; PostgreSQL: "duplicate key value …".
+    lowered = message.lower()
+    return "unique" in lowered or "duplicate" in lowered
+
+
 def unique(kind: str, record_id: str, name: str) -> IntegrityHandler:
     """Map a unique violation to "name taken" or "id taken"."""
 
     def handler(message: str) -> TetherError:
-        return (
-            name_taken(kind, name)
-            if "name_key" in message
-            else id_taken(kind, record_id)
-        )
+        if not _is_duplicate(message):
+            return StorageError(f"a database constraint failed: {message}")
+        if "name_key" in message:
+            return name_taken(kind, name)
+        return id_taken(kind, record_id)
 
     return handler
 
@@ -119,6 +125,8 @@ def conflict(what: str) -> IntegrityHandler:
     """Map a primary-key violation on insert to a lost compare-and-set."""
 
     def handler(message: str) -> TetherError:
+        if not _is_duplicate(message):
+            return StorageError(f"a database constraint failed: {message}")
         return VersionConflict(f"{what} was created by someone else")
 
     return handler
