@@ -187,10 +187,11 @@ def create_engine(url: str) -> AsyncEngine:
     try:
         engine = create_async_engine(parsed)
     except ModuleNotFoundError as exc:
-        extra = "postgres" if backend == "postgresql" else "sqlite"
+        # aiosqlite is a core dependency; asyncpg comes with the postgres extra.
+        package = "'tether-mcp[postgres]'" if backend == "postgresql" else "aiosqlite"
         raise ConfigurationError(
             f"the database driver {exc.name!r} is not installed",
-            hint=f"pip install 'tether-mcp[{extra}]'",
+            hint=f"pip install {package}",
         ) from exc
     if backend == "sqlite":
         _install_sqlite_pragmas(engine)
