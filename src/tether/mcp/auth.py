@@ -1,0 +1,175 @@
+"""Credentials on MCP requests, as ``httpx2.Auth`` flows (style example 1, design §3.2).
+
+Two modes from reference-behaviour §3.2:
+
+* :class:`BearerAuth` (``oauth``): attaches ``Authorization: Bearer <token>`` from a
+  :class:`TokenSource`; on 401/403 it parses the ``WWW-Authenticate`` challenge (RFC 6750
+  §3, RFC 9728 §5.1), asks the source for a fresh token once and repeats the request once.
+  A second refusal raises :class:`~tether.errors.AuthorizationRequired` (401) or
+  :class:`~tether.errors.StepUpRequired` (403 ``insufficient_scope``, RFC 6750 §3.1).
+* :class:`HeaderAuth` (``header_secret``): one static header, ``<scheme> <secret>`` or the
+  raw secret when the scheme is blank; a 401 is left to the caller.
+
+The token source (implemented by ``hub/``) owns storage, the cross-process lock, the
+proactive refresh 60 s before expiry and the reactive refresh (design §3.3). These flows
+never run discovery, registration or a browser redirect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import httpx2
+
+from tether.errors import AuthorizationRequired, StepUpRequired
+from tether.oauth.challenge import BearerChallenge, bearer_challenge
+
+__all__ = ["AccessToken", "BearerAuth", "HeaderAuth", "TokenSource"]
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token to present to one MCP server for one subject.
+
+    Attributes:
+        access_token: The token value; never shown in ``repr``.
+        expires_at: When it expires (timezone-aware), or ``None`` when unknown.
+        scopes: The scopes it was granted, when known.
+    """
+
+    access_token: str = field(repr=False)
+    expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        expiry = self.expires_at.isoformat() if self.expires_at else None
+        return f"AccessToken(access_token='***', expires_at={expiry!r})"
+
+
+class TokenSource(Protocol):
+    """Where :class:`BearerAuth` gets tokens; ``hub/`` implements it per (server, subject)."""
+
+    async def current(self) -> AccessToken:
+        """Return a usable token, refreshed first if it expires within 60 s.
+
+        Raises:
+            AuthorizationRequired: There is no usable grant.
+        """
+        ...
+
+    async def rejected(
+        self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
+    ) -> AccessToken:
+        """The server refused ``token``: refresh once and return the new token, or raise.
+
+        Args:
+            token: The token the server refused.
+            challenge: The server's ``Bearer`` challenge, if it sent one.
+            status: 401 or 403.
+
+        Raises:
+            AuthorizationRequired: No refresh is possible; a user must connect again.
+            StepUpRequired: The challenge says ``insufficient_scope``; the error lists
+                the scopes to request (``details["required_scopes"]``).
+        """
+        ...
+
+
+class BearerAuth(httpx2.Auth):
+    """Attach the connection's bearer token; turn 401/403 into one refresh and one retry."""
+
+    def __init__(self, source: TokenSource, *, server: str | None = None) -> None:
+        """Create the flow.
+
+        Args:
+            source: The token source for one (server, subject).
+            server: Server name for error messages.
+        """
+        self._source = source
+        self._server = server
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        """Send with the current token; after a 401/403, refresh once and resend once.
+
+        Raises:
+            AuthorizationRequired: From the source, or when the resent request is
+                refused with 401.
+            StepUpRequired: From the source, or a second 403 ``insufficient_scope``.
+        """
+        token = await self._source.current()  # refreshed 60 s before expiry
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        response = yield request
+        if response.status_code not in (401, 403):
+            return
+        challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+        status = response.status_code
+        token = await self._source.rejected(token, challenge, status=status)
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        response = yield request
+        if response.status_code in (401, 403):
+            challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+            raise _refusal(response.status_code, challenge, self._server)
+
+
+def _refusal(
+    status: int, challenge: BearerChallenge | None, server: str | None
+) -> AuthorizationRequired:
+    """The error for a refusal that survived one refresh (RFC 6750 §3.1)."""
+    details: dict[str, object] = {"status": status}
+    if challenge is not None and challenge.error:
+        details["error"] = challenge.error
+    if challenge is not None and challenge.error == "insufficient_scope":
+        details["required_scopes"] = list(challenge.scope)
+        return StepUpRequired(
+            "the server needs more scope than the user granted",
+            server=server,
+            step="mcp",
+            hint="reconnect the server and approve the extra permissions",
+            details=details,
+        )
+    return AuthorizationRequired(
+        f"the server refused the access token (HTTP {status}) after a refresh",
+        server=server,
+        step="mcp",
+        hint="connect the server again",
+        details=details,
+    )
+
+
+class HeaderAuth(httpx2.Auth):
+    """One static credential header (reference-behaviour §3.2 ``header_secret``).
+
+    Sends ``<header>: <scheme> <secret>``, or the raw secret when ``scheme`` is blank
+    (API-key headers such as ``X-API-Key``); sends nothing when there is no secret.
+    """
+
+    def __init__(
+        self, secret: str | None, *, header: str = "Authorization", scheme: str = ""
+    ) -> None:
+        """Create the flow.
+
+        Args:
+            secret: The credential; ``None`` or empty sends no header.
+            header: Header name.
+            scheme: Scheme put before the secret, e.g. ``"Bearer"``; blank for none.
+        """
+        self._secret = secret
+        self._header = header
+        self._scheme = scheme.strip()
+
+    def __repr__(self) -> str:
+        return f"HeaderAuth(header={self._header!r}, scheme={self._scheme!r}, secret='***')"
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        """Add the header (if there is a secret) and send once."""
+        if self._secret:
+            value = f"{self._scheme} {self._secret}" if self._scheme else self._secret
+            request.headers[self._header] = value
+        yield request

@@ -1,0 +1,657 @@
+"""One MCP connection per (server, subject), over the official SDK (design §3.2).
+
+:class:`MCPSession` wraps ``mcp.Client`` on ``streamable_http_client(url,
+http_client=...)``. It speaks every revision the SDK speaks: the stateful handshake
+revisions 2025-03-26, 2025-06-18 and 2025-11-25 (``initialize``, ``Mcp-Session-Id``) and
+the stateless 2026-07-28 revision (``server/discover``, no session). ``mode="auto"``
+probes ``server/discover`` and falls back to ``initialize`` (HTTP7-8, reference-behaviour
+§6.1); the negotiated :attr:`~MCPSession.protocol_version` can be stored per server and
+given back as ``mode`` (``"legacy"`` for a handshake revision, or the modern version
+itself) so the next connection does not probe again (§6.4.3).
+
+What Tether adds to the SDK at this seam:
+
+* **Session expiry** (HTTP-8): an HTTP 404 to a request carrying ``Mcp-Session-Id`` makes
+  a fresh connection (new ``initialize``) and repeats the request once; a second expiry
+  raises :class:`~tether.errors.SessionExpired` (§6.4.2).
+* **An overall deadline** per request (the server's timeout, TOOL-5): a server that
+  streams keep-alives forever still ends in :class:`~tether.errors.RequestTimeout`.
+* **A broken response stream** in the stateless revision is re-issued once with a new
+  request id (HTTP7-1, §6.2.5).
+* **Errors become Tether errors** (style example 6): a JSON-RPC error is
+  :class:`~tether.errors.MCPProtocolError` with its ``code`` and ``message`` in
+  ``details``; HTTP failures and Tether errors raised below (the guarded transport,
+  :class:`~tether.mcp.auth.BearerAuth`) keep their type. A result with ``isError: true``
+  is returned, not raised (TOOL-1).
+* **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11).
+
+Why the SDK is wrapped the way it is. The SDK's transport runs each POST in a task of a
+task group entered by whoever opened the connection; an exception from ``httpx2``
+(a refused connection, a timeout, an error raised by an ``httpx2.Auth``) crashes that
+group, cancels the opener's task and fails every request in flight. So (1) each
+connection lives in its own runner task, and (2) the SDK gets a thin client,
+:class:`_ObservingClient`, that sends through the caller's ``httpx2.AsyncClient`` (so
+connections are pooled and every hop stays guarded) but never lets an exception reach
+the SDK: it records the exception, and any HTTP 404 on a session, in a per-request
+:class:`_Probe` (a context variable, which the SDK carries into its POST tasks) and
+answers the SDK with a local 502. The SDK then fails only that request, and this module
+raises the recorded cause.
+
+Left out: resources, prompts, sampling and elicitation callbacks (``InputRequiredResult``
+rounds get the SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to
+hear ``list_changed``), and the HTTP+SSE 2024-11-05 fallback (HTTP-10, optional).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import anyio
+import anyio.abc
+import httpx2
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
+    Implementation,
+)
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ValidationError
+
+from tether.errors import (
+    MCPProtocolError,
+    NetworkError,
+    RequestTimeout,
+    SessionExpired,
+    TetherError,
+    UsageError,
+)
+from tether.net.client import deadline, mapped_errors
+
+__all__ = [
+    "DEFAULT_MAX_PAGES",
+    "DEFAULT_TIMEOUT",
+    "MCPSession",
+    "ProgressCallback",
+    "ToolsChangedCallback",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds for one request, reconnects included (reference-behaviour §3.12 4e)."""
+DEFAULT_MAX_PAGES: Final = 100
+"""``tools/list`` pages followed before giving up on a paginator that never ends."""
+_CLOSE_TIMEOUT: Final = 5.0
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+"""``(progress, total, message)`` for each ``notifications/progress`` of a call."""
+ToolsChangedCallback = Callable[[], Awaitable[None]]
+"""Called after ``notifications/tools/list_changed``; invalidate the tool cache."""
+
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------- the HTTP seam
+
+
+@dataclass
+class _Probe:
+    """What the HTTP layer saw while one operation ran.
+
+    Attributes:
+        error: The first exception raised by ``httpx2``, the transport or the auth flow.
+        expired: An HTTP 404 answered a POST carrying ``Mcp-Session-Id`` (HTTP-8).
+        status: The last HTTP error status seen.
+        sealed: The operation is over; later traffic in the same context (the SDK's
+            GET stream started during ``initialize``) is not recorded.
+    """
+
+    error: Exception | None = None
+    expired: bool = False
+    status: int | None = None
+    sealed: bool = False
+
+
+_PROBE: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
+    "tether_mcp_probe", default=None
+)
+
+
+def _active_probe() -> _Probe | None:
+    probe = _PROBE.get()
+    return None if probe is None or probe.sealed else probe
+
+
+def _local_failure(request: httpx2.Request) -> httpx2.Response:
+    """What the SDK receives instead of an exception: the request fails, nothing else."""
+    return httpx2.Response(502, request=request)
+
+
+class _ObservedStream(httpx2.AsyncByteStream):
+    """A response body whose read errors are recorded, then raised as ``StreamError``.
+
+    The SDK catches ``StreamError`` while reading a body and fails only that request.
+    """
+
+    def __init__(self, inner: httpx2.AsyncByteStream, probe: _Probe) -> None:
+        self._inner = inner
+        self._probe = probe
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            self._probe.error = self._probe.error or exc
+            raise httpx2.StreamError(f"reading the response failed: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _ObservingClient(httpx2.AsyncClient):
+    """Hands the SDK's requests to the caller's client and records what happens."""
+
+    def __init__(self, inner: httpx2.AsyncClient, auth: httpx2.Auth | None) -> None:
+        super().__init__(
+            transport=httpx2.MockTransport(_local_failure),  # never used
+            max_redirects=inner.max_redirects,
+        )
+        self._inner = inner
+        self._auth = auth
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
+        """Build with the caller's client: its headers, timeouts and base URL."""
+        return self._inner.build_request(*args, **kwargs)
+
+    async def send(
+        self,
+        request: httpx2.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx2.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT,
+    ) -> httpx2.Response:
+        """Send through the caller's client; never raise (cancellation aside)."""
+        probe = _active_probe()
+        if probe is not None and probe.error is not None:
+            return _local_failure(request)  # the first failure decides the operation
+        if self._auth is not None and auth is httpx2.USE_CLIENT_DEFAULT:
+            auth = self._auth
+        try:
+            response = await self._inner.send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        except Exception as exc:
+            if probe is None:
+                logger.debug(
+                    "MCP %s %s failed", request.method, request.url, exc_info=True
+                )
+            else:
+                probe.error = exc
+            return _local_failure(request)
+        if probe is not None:
+            if response.status_code >= 400:
+                probe.status = response.status_code
+            if (
+                response.status_code == 404
+                and request.method == "POST"
+                and "mcp-session-id" in request.headers
+            ):
+                probe.expired = True
+            if stream and isinstance(response.stream, httpx2.AsyncByteStream):
+                response.stream = _ObservedStream(response.stream, probe)
+        return response
+
+
+# --------------------------------------------------------------------- connections
+
+
+@dataclass(eq=False)
+class _Link:
+    """One SDK connection, owned by one runner task."""
+
+    stop: anyio.Event = field(default_factory=anyio.Event)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    client: Client | None = None
+    failure: Exception | None = None
+
+
+class MCPSession:
+    """An MCP connection to one server for one subject, made on first use.
+
+    Use ``async with MCPSession(...)``, or pass the ``task_group`` of a longer-lived
+    owner (:class:`~tether.mcp.pool.SessionPool`) and call :meth:`aclose`. Concurrent
+    requests share the connection and run in parallel; no lock is held across a request.
+
+    Args:
+        url: The MCP endpoint.
+        http_client: The guarded client from ``tether.net``. It may be shared by many
+            sessions (one connection pool) and is not closed here.
+        auth: The credential flow for this session (:class:`~tether.mcp.auth.BearerAuth`
+            for one subject, or :class:`~tether.mcp.auth.HeaderAuth`); overrides the
+            client's own ``auth``.
+        server: Server name for errors; defaults to ``url``.
+        timeout: The overall deadline in seconds for each request, reconnects included.
+        mode: ``"auto"`` (probe, then fall back), ``"legacy"`` (``initialize`` only), or
+            a stateless revision such as ``"2026-07-28"`` (no probe).
+        on_tools_changed: Called (in a task of its own) after
+            ``notifications/tools/list_changed``.
+        max_pages: Cap on ``tools/list`` pages.
+        client_info: ``clientInfo`` sent to the server.
+        task_group: Where connection tasks run; without it, enter the session.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        http_client: httpx2.AsyncClient,
+        *,
+        auth: httpx2.Auth | None = None,
+        server: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        mode: str = "auto",
+        on_tools_changed: ToolsChangedCallback | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        client_info: Implementation | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+    ) -> None:
+        if timeout <= 0 or max_pages <= 0:
+            raise UsageError("timeout and max_pages must be positive")
+        if mode not in ("auto", "legacy") and mode not in MODERN_PROTOCOL_VERSIONS:
+            raise UsageError(f"unknown MCP connect mode {mode!r}")
+        self.url = url
+        self.server = server or url
+        self.timeout = timeout
+        self._mode = mode
+        self._http = _ObservingClient(http_client, auth)
+        self._on_tools_changed = on_tools_changed
+        self._max_pages = max_pages
+        self._client_info = client_info or Implementation(name="tether", version="0")
+        self._tg = task_group
+        self._own_tg: anyio.abc.TaskGroup | None = None
+        self._current: _Link | None = None
+        self._links: set[_Link] = set()
+        self._connect_lock = anyio.Lock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._tg is None:
+            self._own_tg = anyio.create_task_group()
+            self._tg = await self._own_tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.aclose()
+        finally:
+            if self._own_tg is not None:
+                own, self._own_tg, self._tg = self._own_tg, None, None
+                # Connections are closed; end stragglers and let the body's exception
+                # propagate as itself, not wrapped in an ExceptionGroup.
+                own.cancel_scope.cancel()
+                await own.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        """Close the connection (``DELETE`` for a stateful session); idempotent."""
+        self._closed = True
+        self._current = None
+        with anyio.CancelScope(shield=True):
+            for link in list(self._links):
+                link.stop.set()
+            with anyio.move_on_after(_CLOSE_TIMEOUT):
+                for link in list(self._links):
+                    await link.finished.wait()
+            await self._http.aclose()
+
+    async def connect(self) -> None:
+        """Connect now instead of on the first request (probe or ``initialize``).
+
+        Raises:
+            TetherError: As for :meth:`list_tools`.
+        """
+        async with deadline(self.timeout, server=self.server, step="connect"):
+            await self._link("connect")
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def connected(self) -> bool:
+        """Whether a live connection exists."""
+        return self._client() is not None
+
+    @property
+    def protocol_version(self) -> str | None:
+        """The negotiated protocol version, once connected."""
+        client = self._client()
+        return client.protocol_version if client is not None else None
+
+    @property
+    def stateless(self) -> bool | None:
+        """Whether the server speaks a stateless revision (2026-07-28), once connected."""
+        version = self.protocol_version
+        return None if version is None else version in MODERN_PROTOCOL_VERSIONS
+
+    @property
+    def capabilities(self) -> dict[str, Any] | None:
+        """The server's capabilities as a wire dict, once connected."""
+        client = self._client()
+        return _wire(client.server_capabilities) if client is not None else None
+
+    @property
+    def server_info(self) -> dict[str, Any] | None:
+        """The server's ``serverInfo`` as a wire dict, if it sent one."""
+        client = self._client()
+        info = client.server_info if client is not None else None
+        return _wire(info) if info is not None else None
+
+    @property
+    def instructions(self) -> str | None:
+        """The server's instructions, if any."""
+        client = self._client()
+        return client.instructions if client is not None else None
+
+    def _client(self) -> Client | None:
+        link = self._current
+        if link is None or link.finished.is_set():
+            return None
+        return link.client
+
+    # ----------------------------------------------------------------- requests
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        """Every tool the server offers, following ``nextCursor`` across pages.
+
+        Returns:
+            Tool definitions as wire dicts (``name``, ``inputSchema``, …).
+
+        Raises:
+            MCPProtocolError: A JSON-RPC error, a repeated cursor, or more than
+                ``max_pages`` pages.
+            SessionExpired: The session expired twice.
+            RequestTimeout: The deadline passed.
+            NetworkError: The server could not be reached.
+            AuthorizationRequired: From the auth flow.
+        """
+
+        async def walk(client: Client) -> list[dict[str, Any]]:
+            tools: list[dict[str, Any]] = []
+            cursor: str | None = None
+            seen: set[str] = set()
+            for _ in range(self._max_pages):
+                page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+                tools.extend(_wire(tool) for tool in page.tools)
+                cursor = page.next_cursor
+                if not cursor:
+                    return tools
+                if cursor in seen:
+                    raise MCPProtocolError(
+                        "tools/list repeated a cursor",
+                        server=self.server,
+                        step="tools/list",
+                    )
+                seen.add(cursor)
+            raise MCPProtocolError(
+                f"tools/list did not end within {self._max_pages} pages",
+                server=self.server,
+                step="tools/list",
+            )
+
+        return await self._request("tools/list", walk)
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        progress_callback: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Call a tool and return its ``CallToolResult`` as a wire dict.
+
+        A result with ``isError: true`` is returned like any other (TOOL-1).
+
+        Args:
+            name: The tool's name on the server.
+            arguments: Its arguments.
+            progress_callback: Receives the call's progress notifications.
+
+        Returns:
+            The result (``content``, ``structuredContent``, ``isError``, …).
+
+        Raises:
+            TetherError: As for :meth:`list_tools`.
+        """
+
+        async def relay(
+            progress: float, total: float | None, message: str | None
+        ) -> None:
+            if progress_callback is not None:
+                await progress_callback(progress, total, message)
+
+        async def call(client: Client) -> dict[str, Any]:
+            result = await client.call_tool(
+                name,
+                arguments or {},
+                progress_callback=relay if progress_callback is not None else None,
+            )
+            return _wire(result)
+
+        return await self._request("tools/call", call)
+
+    async def _request(
+        self, step: str, operation: Callable[[Client], Awaitable[_T]]
+    ) -> _T:
+        """Run one operation under the deadline, renewing an expired session once."""
+        async with deadline(self.timeout, server=self.server, step=step):
+            renewed = resent = False
+            while True:
+                link = await self._link(step)
+                probe = _Probe()
+                token = _PROBE.set(probe)
+                try:
+                    assert link.client is not None
+                    return await operation(link.client)
+                except TetherError:
+                    raise
+                except Exception as exc:
+                    if probe.expired:
+                        if renewed:
+                            raise SessionExpired(
+                                "the server forgot the new MCP session too",
+                                server=self.server,
+                                step=step,
+                            ) from exc
+                        logger.info(
+                            "MCP session at %s expired; starting a new one", self.url
+                        )
+                        renewed = True
+                        await self._retire(link)
+                        continue
+                    if not resent and self._stream_broke(link, exc, probe):
+                        resent = True  # HTTP7-1: re-issue once, the SDK picks a new id
+                        continue
+                    raise self._translate(exc, probe, link, step) from exc
+                finally:
+                    probe.sealed = True
+                    _PROBE.reset(token)
+
+    # ----------------------------------------------------------------- connecting
+
+    async def _link(self, step: str) -> _Link:
+        link = self._current
+        if link is not None and not link.finished.is_set():
+            return link
+        async with self._connect_lock:  # held while connecting, never across a request
+            link = self._current
+            if link is not None and not link.finished.is_set():
+                return link
+            if self._closed:
+                raise UsageError("the MCP session is closed", server=self.server)
+            if self._tg is None:
+                raise UsageError(
+                    "enter the MCP session (async with) or give it a task group"
+                )
+            link, probe = _Link(), _Probe()
+            self._links.add(link)
+            try:
+                await self._tg.start(self._run, link, probe)
+            except Exception as exc:
+                self._links.discard(link)
+                raise self._translate(exc, probe, None, step) from exc
+            self._current = link
+            return link
+
+    async def _retire(self, link: _Link) -> None:
+        """Drop a connection the server forgot; the next request makes a new one."""
+        async with self._connect_lock:
+            if self._current is link:
+                self._current = None
+        link.stop.set()
+
+    async def _run(
+        self,
+        link: _Link,
+        probe: _Probe,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Own one SDK connection from connect to close (see the module docstring)."""
+        _PROBE.set(probe)
+        started = False
+        try:
+            transport = streamable_http_client(self.url, http_client=self._http)
+            async with Client(
+                transport,
+                mode=self._mode,
+                cache=None,  # the tool registry caches; every list hits the server
+                message_handler=self._on_message,
+                client_info=self._client_info,
+            ) as client:
+                probe.sealed = True
+                link.client = client
+                started = True
+                task_status.started()
+                await link.stop.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            link.failure = _leaf(exc)
+            logger.warning("MCP connection to %s failed: %r", self.url, link.failure)
+        finally:
+            link.finished.set()
+            self._links.discard(link)
+
+    async def _on_message(self, message: Any) -> None:
+        """The SDK's message handler: server notifications and transport exceptions."""
+        if isinstance(message, Exception):
+            logger.debug("MCP transport at %s reported %r", self.url, message)
+            return
+        changed = getattr(message, "method", None) == "notifications/tools/list_changed"
+        if changed and self._on_tools_changed is not None and self._tg is not None:
+            self._tg.start_soon(self._tools_changed)
+
+    async def _tools_changed(self) -> None:
+        assert self._on_tools_changed is not None
+        try:
+            await self._on_tools_changed()
+        except Exception:
+            logger.exception("the tools/list_changed callback for %s failed", self.url)
+
+    # ----------------------------------------------------------------- errors
+
+    def _stream_broke(self, link: _Link, exc: Exception, probe: _Probe) -> bool:
+        """A stateless request whose response stream ended before the answer."""
+        if (
+            link.client is None
+            or link.client.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        ):
+            return False
+        if not isinstance(exc, MCPError) or exc.error.code != CONNECTION_CLOSED:
+            return False
+        return probe.error is None or isinstance(
+            probe.error, httpx2.ReadError | httpx2.RemoteProtocolError
+        )
+
+    def _translate(
+        self, exc: BaseException, probe: _Probe, link: _Link | None, step: str
+    ) -> TetherError:
+        """Map what the SDK raised, preferring the cause the HTTP layer recorded."""
+        exc = _leaf(exc)
+        cause = probe.error or (link.failure if link is not None else None)
+        if cause is not None:
+            return _from_http(cause, self.server, step)
+        if isinstance(exc, TetherError):
+            return exc
+        if isinstance(exc, MCPError):
+            return self._from_jsonrpc(exc, probe, step)
+        if isinstance(exc, ValidationError):
+            return MCPProtocolError(
+                f"the server's {step} result is malformed: {exc.error_count()} errors",
+                server=self.server,
+                step=step,
+            )
+        if isinstance(exc, RuntimeError):  # the SDK's version and output-schema checks
+            return MCPProtocolError(str(exc), server=self.server, step=step)
+        return _from_http(exc, self.server, step)
+
+    def _from_jsonrpc(self, exc: MCPError, probe: _Probe, step: str) -> TetherError:
+        code, message = exc.error.code, exc.error.message
+        if code == REQUEST_TIMEOUT:
+            return RequestTimeout(message, server=self.server, step=step)
+        if code == CONNECTION_CLOSED:
+            return NetworkError(
+                f"the connection closed: {message}", server=self.server, step=step
+            )
+        details: dict[str, Any] = {"code": code, "message": message}
+        if probe.status is not None:
+            details["status"] = probe.status
+        text = f"JSON-RPC error {code}: {message}"
+        if probe.status is not None:
+            text = f"HTTP {probe.status}, {text}"
+        return MCPProtocolError(text, server=self.server, step=step, details=details)
+
+
+def _leaf(exc: BaseException) -> Exception:
+    """The first real exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [
+            e
+            for e in exc.exceptions
+            if not isinstance(e, anyio.get_cancelled_exc_class())
+        ]
+        exc = (inner or list(exc.exceptions))[0]
+    if isinstance(exc, Exception):
+        return exc
+    return NetworkError(f"{type(exc).__name__}: {exc}")
+
+
+def _from_http(cause: Exception, server: str, step: str) -> TetherError:
+    """A Tether error for an exception from ``httpx2``, ``tether.net`` or the auth flow."""
+    try:
+        with mapped_errors(server=server, step=step):
+            raise cause
+    except TetherError as mapped:
+        return mapped
+    except Exception as other:
+        return NetworkError(
+            f"{type(other).__name__}: {other}", server=server, step=step
+        )
+
+
+def _wire(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

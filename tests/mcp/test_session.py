@@ -1,0 +1,607 @@
+"""MCPSession against real MCP servers built with the official SDK, on loopback.
+
+One uvicorn server runs in a background thread for the module. It mounts several MCP
+endpoints, each a lowlevel ``Server`` behind a ``StreamableHTTPSessionManager`` and a
+small ASGI gate that records the JSON-RPC methods it sees and can expire sessions, pin
+the protocol revision to 2025-03-26 or demand a bearer token:
+
+=============  =========================================================================
+``/sse/``      stateful, SSE responses (2025-11-25 with ``mode="legacy"``)
+``/json/``     stateful, JSON responses
+``/legacy/``   only 2025-03-26: refuses ``server/discover`` and modern headers
+``/stateless/`` stateless manager; ``mode="auto"`` negotiates 2026-07-28
+``/expiring/`` answers 404 to every request that carries a session id
+``/auth/``     401 unless ``Bearer good``; 403 ``insufficient_scope`` for ``narrow``
+=============  =========================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+import mcp.types as types
+import pytest
+import uvicorn
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import Message, Receive, Scope, Send
+
+from tether.errors import (
+    AuthorizationRequired,
+    MCPProtocolError,
+    NetworkError,
+    RequestTimeout,
+    SessionExpired,
+    StepUpRequired,
+)
+from tether.mcp.auth import AccessToken, BearerAuth
+from tether.mcp.pool import SessionPool
+from tether.mcp.session import MCPSession
+from tether.net.client import guarded_client
+from tether.net.policy import NetworkPolicy
+from tether.oauth.challenge import BearerChallenge
+
+# --------------------------------------------------------------------- the server
+
+EXTRA_TOOLS = [f"extra_{i}" for i in range(4)]
+TOOL_NAMES = ["echo", "slow", "progress", "notify_changed", "fail", "boom", "forever"]
+ALL_TOOLS = TOOL_NAMES + EXTRA_TOOLS
+PAGE_SIZE = 4
+
+
+async def list_tools(
+    ctx: Any, params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    start = int(params.cursor) if params is not None and params.cursor else 0
+    page = [
+        types.Tool(name=name, input_schema={"type": "object"})
+        for name in ALL_TOOLS[start : start + PAGE_SIZE]
+    ]
+    more = start + PAGE_SIZE < len(ALL_TOOLS)
+    return types.ListToolsResult(
+        tools=page, next_cursor=str(start + PAGE_SIZE) if more else None
+    )
+
+
+def text(value: str, *, is_error: bool = False) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=value)], is_error=is_error
+    )
+
+
+async def call_tool(
+    ctx: Any, params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    args = params.arguments or {}
+    name = params.name
+    if name == "slow":
+        await anyio.sleep(float(args.get("seconds", 1)))
+    elif name == "progress":
+        for step in range(3):
+            await ctx.session.report_progress(step + 1, 3, f"step {step + 1}")
+    elif name == "notify_changed":
+        await ctx.session.send_tool_list_changed()
+    elif name == "fail":
+        return text("the tool failed", is_error=True)
+    elif name == "boom":
+        raise MCPError(code=-32042, message="boom")
+    elif name == "forever":
+        while True:  # keep-alives that never end
+            await ctx.session.report_progress(0, None, "still working")
+            await anyio.sleep(0.05)
+    return text(f"{name}:{args.get('text', '')}:{ctx.protocol_version}")
+
+
+@dataclass
+class Gate:
+    """ASGI layer in front of one session manager."""
+
+    manager: StreamableHTTPSessionManager
+    only_version: str | None = None
+    bearer: bool = False
+    expire_always: bool = False
+    methods: list[str] = field(default_factory=list)
+    sessions: set[str] = field(default_factory=set)
+    expired: set[str] = field(default_factory=set)
+    tokens: list[str] = field(default_factory=list)
+
+    def expire_all(self) -> None:
+        self.expired |= self.sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.manager.handle_request(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        msg: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(body) if body else {}
+            msg = parsed if isinstance(parsed, dict) else {}
+        method = str(msg.get("method", scope["method"]))
+        self.methods.append(method)
+        refusal = self._refusal(headers, msg, method)
+        if refusal is not None:
+            status, payload, extra = refusal
+            await _respond(send, status, payload, extra)
+            return
+        if self.only_version and method == "initialize":
+            msg["params"]["protocolVersion"] = self.only_version
+            body = json.dumps(msg).encode()
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # blocks until the client disconnects
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"mcp-session-id":
+                        self.sessions.add(value.decode())
+            await send(message)
+
+        await self.manager.handle_request(scope, replay, watch)
+
+    def _refusal(
+        self, headers: dict[str, str], msg: dict[str, Any], method: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        sid = headers.get("mcp-session-id")
+        if sid is not None and (self.expire_always or sid in self.expired):
+            return 404, _rpc_error(msg, -32600, "Session not found"), {}
+        if self.bearer:
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            self.tokens.append(token)
+            if token not in ("good", "narrow"):
+                challenge = (
+                    'Bearer error="invalid_token", resource_metadata="https://x/prm"'
+                )
+                return 401, None, {"www-authenticate": challenge}
+            if token == "narrow" and method == "tools/call":
+                challenge = 'Bearer error="insufficient_scope", scope="tools.write"'
+                return 403, None, {"www-authenticate": challenge}
+        version = headers.get("mcp-protocol-version")
+        if self.only_version and version is not None and version != self.only_version:
+            text = f"Bad Request: Unsupported protocol version: {version}"
+            return 400, _rpc_error(msg, -32600, text), {}
+        return None
+
+
+def _rpc_error(msg: dict[str, Any], code: int, message: str) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": msg.get("id"),
+        "error": {"code": code, "message": message},
+    }
+
+
+async def _respond(
+    send: Send, status: int, payload: Any, headers: dict[str, str]
+) -> None:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    if payload is not None:
+        raw.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_gates() -> dict[str, Gate]:
+    def manager(**kwargs: Any) -> StreamableHTTPSessionManager:
+        server: Server[Any] = Server(
+            "peer", on_list_tools=list_tools, on_call_tool=call_tool
+        )
+        return StreamableHTTPSessionManager(server, **kwargs)
+
+    return {
+        "sse": Gate(manager()),
+        "json": Gate(manager(json_response=True)),
+        "legacy": Gate(manager(), only_version="2025-03-26"),
+        "stateless": Gate(manager(stateless=True)),
+        "expiring": Gate(manager(), expire_always=True),
+        "auth": Gate(manager(), bearer=True),
+    }
+
+
+@dataclass
+class Peer:
+    port: int
+    gates: dict[str, Gate]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}/"
+
+
+@pytest.fixture(scope="module")
+def peer() -> Iterator[Peer]:
+    gates = build_gates()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for gate in gates.values():
+                await stack.enter_async_context(gate.manager.run())
+            yield
+
+    app = Starlette(
+        routes=[Mount(f"/{name}", app=gate) for name, gate in gates.items()],
+        lifespan=lifespan,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_level="warning", ws="none", loop="asyncio", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "server died"
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield Peer(sock.getsockname()[1], gates)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=5) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _reset_gates(peer: Peer) -> None:
+    for gate in peer.gates.values():
+        gate.methods.clear()
+        gate.tokens.clear()
+
+
+# --------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("path", ["sse", "json"])
+async def test_stateful_2025_11_25_initialize_list_call(
+    peer: Peer, http: httpx2.AsyncClient, path: str
+) -> None:
+    async with MCPSession(peer.url(path), http, mode="legacy") as session:
+        assert not session.connected  # lazy
+        tools = await session.list_tools()
+        assert session.protocol_version == "2025-11-25"
+        assert session.stateless is False
+        assert session.capabilities is not None
+        assert "tools" in session.capabilities
+        assert session.server_info is not None
+        assert session.server_info["name"] == "peer"
+        assert [tool["name"] for tool in tools] == ALL_TOOLS
+        assert tools[0]["inputSchema"] == {"type": "object"}
+        result = await session.call_tool("echo", {"text": "hi"})
+    assert result["content"] == [{"type": "text", "text": "echo:hi:2025-11-25"}]
+    assert not result.get("isError")
+    methods = peer.gates[path].methods
+    assert methods.count("initialize") == 1
+    assert methods.count("tools/list") >= 3  # three pages
+    assert "DELETE" in methods  # the session is terminated on close (HTTP-8)
+
+
+@pytest.mark.parametrize(("path", "mode"), [("sse", "legacy"), ("stateless", "auto")])
+async def test_progress_arrives_before_the_result(
+    peer: Peer, http: httpx2.AsyncClient, path: str, mode: str
+) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(
+        progress: float, total: float | None, message: str | None
+    ) -> None:
+        seen.append((progress, total, message))
+
+    async with MCPSession(peer.url(path), http, mode=mode) as session:
+        result = await session.call_tool("progress", {}, progress_callback=on_progress)
+        assert len(seen) == 3  # all delivered by the time the result is returned
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert result["content"][0]["text"].startswith("progress:")
+
+
+async def test_tool_error_is_a_result_not_an_exception(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        result = await session.call_tool("fail", {})
+    assert result["isError"] is True
+    assert result["content"][0]["text"] == "the tool failed"
+
+
+@pytest.mark.parametrize(("path", "mode"), [("sse", "legacy"), ("stateless", "auto")])
+async def test_jsonrpc_error_becomes_mcp_protocol_error(
+    peer: Peer, http: httpx2.AsyncClient, path: str, mode: str
+) -> None:
+    async with MCPSession(peer.url(path), http, mode=mode, server="peer") as session:
+        with pytest.raises(MCPProtocolError) as caught:
+            await session.call_tool("boom", {})
+        assert (await session.call_tool("echo", {}))["content"]  # the session lives on
+    assert caught.value.details["code"] == -32042
+    assert caught.value.details["message"] == "boom"
+    assert caught.value.server == "peer"
+    assert caught.value.step == "tools/call"
+
+
+async def test_list_changed_notification_calls_back(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    changed = anyio.Event()
+
+    async def on_tools_changed() -> None:
+        changed.set()
+
+    async with MCPSession(
+        peer.url("sse"), http, mode="legacy", on_tools_changed=on_tools_changed
+    ) as session:
+        await session.call_tool("notify_changed", {})
+        with anyio.fail_after(5):
+            await changed.wait()
+
+
+async def test_expired_session_is_recreated_once(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    gate = peer.gates["sse"]
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        await session.call_tool("echo", {})
+        gate.expire_all()
+        result = await session.call_tool("echo", {"text": "again"})
+        assert result["content"][0]["text"] == "echo:again:2025-11-25"
+        assert gate.methods.count("initialize") == 2
+        await session.call_tool("echo", {})  # the new session is reused
+    assert gate.methods.count("initialize") == 2
+
+
+async def test_second_expiry_raises_session_expired(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    gate = peer.gates["expiring"]
+    async with MCPSession(peer.url("expiring"), http, mode="legacy") as session:
+        await session.connect()
+        with pytest.raises(SessionExpired):
+            await session.call_tool("echo", {})
+    assert gate.methods.count("initialize") == 2
+    assert gate.methods.count("tools/call") == 2
+
+
+async def test_server_that_only_speaks_2025_03_26(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    async with MCPSession(peer.url("legacy"), http) as session:  # mode="auto"
+        tools = await session.list_tools()
+        result = await session.call_tool("echo", {"text": "old"})
+        assert session.protocol_version == "2025-03-26"
+        assert session.stateless is False
+    assert len(tools) == len(ALL_TOOLS)
+    assert result["content"][0]["text"] == "echo:old:2025-03-26"
+    methods = peer.gates["legacy"].methods
+    assert methods[:2] == ["server/discover", "initialize"]  # probe, then fall back
+
+
+async def test_stateless_2026_07_28(peer: Peer, http: httpx2.AsyncClient) -> None:
+    gate = peer.gates["stateless"]
+    async with MCPSession(peer.url("stateless"), http) as session:
+        tools = await session.list_tools()
+        result = await session.call_tool("echo", {"text": "new"})
+        assert session.protocol_version == "2026-07-28"
+        assert session.stateless is True
+    assert [tool["name"] for tool in tools] == ALL_TOOLS
+    assert result["content"][0]["text"] == "echo:new:2026-07-28"
+    assert "initialize" not in gate.methods
+    assert gate.methods[0] == "server/discover"
+
+    gate.methods.clear()
+    async with MCPSession(peer.url("stateless"), http, mode="2026-07-28") as session:
+        await session.call_tool("echo", {})  # a remembered era skips the probe (§6.4.3)
+    assert gate.methods == ["tools/call", "tools/list"]  # the SDK lists to check output
+
+
+async def test_slow_tool_times_out(peer: Peer, http: httpx2.AsyncClient) -> None:
+    async with MCPSession(peer.url("sse"), http, mode="legacy", timeout=0.5) as session:
+        await session.connect()
+        started = anyio.current_time()
+        with pytest.raises(RequestTimeout) as caught:
+            await session.call_tool("slow", {"seconds": 5})
+        assert anyio.current_time() - started < 2
+        assert caught.value.step == "tools/call"
+        assert (await session.call_tool("echo", {}))["content"]  # still usable
+
+
+@pytest.mark.parametrize(("path", "mode"), [("sse", "legacy"), ("stateless", "auto")])
+async def test_endless_keepalives_still_time_out(
+    peer: Peer, path: str, mode: str
+) -> None:
+    # The read timeout (0.3 s) never fires: progress arrives every 50 ms.
+    ticks: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        ticks.append(progress)
+
+    async with (
+        httpx2.AsyncClient(timeout=0.3) as http,
+        MCPSession(peer.url(path), http, mode=mode, timeout=1.0) as session,
+    ):
+        await session.connect()
+        started = anyio.current_time()
+        with pytest.raises(RequestTimeout):
+            await session.call_tool("forever", {}, progress_callback=on_progress)
+        assert 0.9 < anyio.current_time() - started < 3
+        assert len(ticks) > 5
+
+
+async def test_concurrent_calls_run_in_parallel(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    results: list[dict[str, Any]] = []
+
+    async def one() -> None:
+        results.append(await session.call_tool("slow", {"seconds": 1}))
+
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        await session.connect()
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+        elapsed = anyio.current_time() - started
+    assert len(results) == 5
+    assert elapsed < 3, f"5 one-second calls took {elapsed:.1f} s"
+    assert peer.gates["sse"].methods.count("initialize") == 1
+
+
+async def test_unreachable_server_is_a_network_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        async with (
+            httpx2.AsyncClient(timeout=2) as http,
+            MCPSession(f"http://127.0.0.1:{port}/mcp", http) as session,
+        ):
+            with pytest.raises(NetworkError):
+                await session.list_tools()
+            assert not session.connected
+
+
+async def test_guarded_client_from_net(peer: Peer) -> None:
+    policy = NetworkPolicy.from_allowlist(["127.0.0.1"], require_https=False)
+    async with (
+        guarded_client(policy, timeout=5, follow_redirects=False) as http,
+        MCPSession(peer.url("json"), http, mode="legacy") as session,
+    ):
+        assert len(await session.list_tools()) == len(ALL_TOOLS)
+
+
+# --------------------------------------------------------------------- bearer auth
+
+
+@dataclass
+class FakeSource:
+    """A TokenSource: hands out ``first``, then ``refreshed`` after a rejection."""
+
+    first: str
+    refreshed: str | None = None
+    rejections: list[tuple[str, BearerChallenge | None, int]] = field(
+        default_factory=list
+    )
+
+    async def current(self) -> AccessToken:
+        return AccessToken(self.first)
+
+    async def rejected(
+        self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
+    ) -> AccessToken:
+        self.rejections.append((token.access_token, challenge, status))
+        if challenge is not None and challenge.error == "insufficient_scope":
+            raise StepUpRequired(
+                "more scope", details={"required_scopes": challenge.scope}
+            )
+        if self.refreshed is None:
+            raise AuthorizationRequired("no refresh token")
+        self.first = self.refreshed
+        return AccessToken(self.refreshed)
+
+
+async def test_bearer_refresh_then_retry(peer: Peer) -> None:
+    source = FakeSource("stale", refreshed="good")
+    async with (
+        httpx2.AsyncClient(timeout=5, auth=BearerAuth(source)) as http,
+        MCPSession(peer.url("auth"), http, mode="legacy") as session,
+    ):
+        assert len(await session.list_tools()) == len(ALL_TOOLS)
+    assert len(source.rejections) == 1
+    token, challenge, status = source.rejections[0]
+    assert (token, status) == ("stale", 401)
+    assert challenge is not None
+    assert challenge.resource_metadata == "https://x/prm"
+    assert peer.gates["auth"].tokens[:2] == ["stale", "good"]
+
+
+async def test_bearer_refused_after_refresh_is_authorization_required(
+    peer: Peer,
+) -> None:
+    source = FakeSource("bad", refreshed="worse")
+    async with (
+        httpx2.AsyncClient(timeout=5, auth=BearerAuth(source, server="peer")) as http,
+        MCPSession(peer.url("auth"), http) as session,  # mode="auto": probe + fallback
+    ):
+        with pytest.raises(AuthorizationRequired) as caught:
+            await session.list_tools()
+    assert type(caught.value) is AuthorizationRequired
+    assert caught.value.details["status"] == 401
+    assert len(source.rejections) == 1  # the first failure ends the connect
+    assert peer.gates["auth"].tokens == ["bad", "worse"]
+
+
+async def test_bearer_without_refresh_is_authorization_required(peer: Peer) -> None:
+    source = FakeSource("bad")
+    async with (
+        httpx2.AsyncClient(timeout=5, auth=BearerAuth(source)) as http,
+        MCPSession(peer.url("auth"), http, mode="legacy") as session,
+    ):
+        with pytest.raises(AuthorizationRequired, match="no refresh token"):
+            await session.connect()
+
+
+async def test_bearer_insufficient_scope_is_step_up(peer: Peer) -> None:
+    source = FakeSource("narrow")
+    async with (
+        httpx2.AsyncClient(timeout=5, auth=BearerAuth(source)) as http,
+        MCPSession(peer.url("auth"), http, mode="legacy") as session,
+    ):
+        await session.list_tools()  # allowed with the narrow token
+        with pytest.raises(StepUpRequired) as caught:
+            await session.call_tool("echo", {})
+        assert await session.list_tools()  # one refused call does not end the session
+    assert caught.value.details["required_scopes"] == ("tools.write",)
+    assert [status for _, _, status in source.rejections] == [403]
+
+
+# --------------------------------------------------------------------- the pool
+
+
+async def test_pool_reuses_a_connected_session(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    def factory(server_id: str, subject: str, task_group: Any) -> MCPSession:
+        return MCPSession(peer.url("sse"), http, mode="legacy", task_group=task_group)
+
+    async with SessionPool(factory) as pool:
+        first = await pool.get("srv", "alice")
+        await first.call_tool("echo", {})
+        assert await pool.get("srv", "alice") is first
+        await (await pool.get("srv", "alice")).call_tool("echo", {})
+        bob = await pool.get("srv", "bob")
+        assert bob is not first
+        await bob.list_tools()
+    assert peer.gates["sse"].methods.count("initialize") == 2
+    assert peer.gates["sse"].methods.count("DELETE") == 2
