@@ -45,6 +45,7 @@ from tether.errors import (
     RequestTimeout,
     SessionExpired,
     StepUpRequired,
+    UsageError,
 )
 from tether.mcp.auth import AccessToken, BearerAuth
 from tether.mcp.pool import SessionPool
@@ -444,7 +445,9 @@ async def test_endless_keepalives_still_time_out(
     # The read timeout (0.3 s) never fires: progress arrives every 50 ms.
     ticks: list[float] = []
 
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+    async def on_progress(
+        progress: float, total: float | None, message: str | None
+    ) -> None:
         ticks.append(progress)
 
     async with (
@@ -605,3 +608,49 @@ async def test_pool_reuses_a_connected_session(
         await bob.list_tools()
     assert peer.gates["sse"].methods.count("initialize") == 2
     assert peer.gates["sse"].methods.count("DELETE") == 2
+
+
+# --------------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"timeout": 0}, {"max_pages": 0}, {"mode": "2025-11-25"}, {"mode": "modern"}],
+)
+async def test_rejects_bad_settings(
+    http: httpx2.AsyncClient, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(UsageError):
+        MCPSession("https://mcp.example/mcp", http, **kwargs)
+
+
+async def test_needs_a_task_group(http: httpx2.AsyncClient) -> None:
+    session = MCPSession("https://mcp.example/mcp", http)
+    with pytest.raises(UsageError, match="async with"):
+        await session.list_tools()
+    await session.aclose()
+
+
+async def test_body_exceptions_are_not_wrapped(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    async def body() -> None:
+        async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+            await session.connect()
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        await body()
+
+
+async def test_per_session_auth_on_a_shared_client(peer: Peer) -> None:
+    alice, bob = FakeSource("good"), FakeSource("bad")
+    async with (
+        httpx2.AsyncClient(timeout=5) as http,  # one connection pool for both subjects
+        MCPSession(peer.url("auth"), http, auth=BearerAuth(alice), mode="legacy") as a,
+        MCPSession(peer.url("auth"), http, auth=BearerAuth(bob), mode="legacy") as b,
+    ):
+        assert len(await a.list_tools()) == len(ALL_TOOLS)
+        with pytest.raises(AuthorizationRequired):
+            await b.list_tools()
+    assert alice.rejections == []
