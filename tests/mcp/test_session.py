@@ -11,6 +11,8 @@ the protocol revision to 2025-03-26 or demand a bearer token:
 ``/legacy/``   only 2025-03-26: refuses ``server/discover`` and modern headers
 ``/stateless/`` stateless manager; ``mode="auto"`` negotiates 2026-07-28
 ``/expiring/`` answers 404 to every request that carries a session id
+``/flaky/``    stateful, for cutting response streams (``Gate.break_calls``)
+``/flaky-stateless/`` the same, stateless
 ``/auth/``     401 unless ``Bearer good``; 403 ``insufficient_scope`` for ``narrow``
 =============  =========================================================================
 """
@@ -49,7 +51,7 @@ from tether.errors import (
 )
 from tether.mcp.auth import AccessToken, BearerAuth
 from tether.mcp.pool import SessionPool
-from tether.mcp.session import MCPSession
+from tether.mcp.session import MCPSession, connect_mode
 from tether.net.client import guarded_client
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge
@@ -113,6 +115,7 @@ class Gate:
     only_version: str | None = None
     bearer: bool = False
     expire_always: bool = False
+    break_calls: int = 0  # cut this many tools/call response streams before the answer
     methods: list[str] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
     expired: set[str] = field(default_factory=set)
@@ -126,18 +129,13 @@ class Gate:
             await self.manager.handle_request(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        msg: dict[str, Any] = {}
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(body) if body else {}
-            msg = parsed if isinstance(parsed, dict) else {}
+        body, msg = await _read_json(receive)
         method = str(msg.get("method", scope["method"]))
         self.methods.append(method)
+        if method == "tools/call" and self.break_calls > 0:
+            self.break_calls -= 1
+            await _cut_stream(send)
+            return
         refusal = self._refusal(headers, msg, method)
         if refusal is not None:
             status, payload, extra = refusal
@@ -189,6 +187,27 @@ class Gate:
         return None
 
 
+async def _read_json(receive: Receive) -> tuple[bytes, dict[str, Any]]:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            return body, parsed
+    return body, {}
+
+
+async def _cut_stream(send: Send) -> None:
+    """Open an SSE response, send a comment, and end it without an answer."""
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b": working\n\n"})
+
+
 def _rpc_error(msg: dict[str, Any], code: int, message: str) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
@@ -222,6 +241,8 @@ def build_gates() -> dict[str, Gate]:
         "stateless": Gate(manager(stateless=True)),
         "expiring": Gate(manager(), expire_always=True),
         "auth": Gate(manager(), bearer=True),
+        "flaky": Gate(manager()),
+        "flaky-stateless": Gate(manager(stateless=True)),
     }
 
 
@@ -283,6 +304,7 @@ def _reset_gates(peer: Peer) -> None:
     for gate in peer.gates.values():
         gate.methods.clear()
         gate.tokens.clear()
+        gate.break_calls = 0
 
 
 # --------------------------------------------------------------------- tests
@@ -425,6 +447,32 @@ async def test_stateless_2026_07_28(peer: Peer, http: httpx2.AsyncClient) -> Non
     async with MCPSession(peer.url("stateless"), http, mode="2026-07-28") as session:
         await session.call_tool("echo", {})  # a remembered era skips the probe (§6.4.3)
     assert gate.methods == ["tools/call", "tools/list"]  # the SDK lists to check output
+
+
+async def test_broken_stateless_stream_is_reissued_once(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    gate = peer.gates["flaky-stateless"]
+    async with MCPSession(peer.url("flaky-stateless"), http) as session:
+        gate.break_calls = 1
+        result = await session.call_tool("echo", {"text": "again"})
+        assert result["content"][0]["text"] == "echo:again:2026-07-28"
+        gate.break_calls = 2
+        with pytest.raises(NetworkError, match="closed"):
+            await session.call_tool("echo", {})
+    assert gate.methods.count("tools/call") == 4
+
+
+async def test_broken_stateful_stream_is_not_reissued(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    gate = peer.gates["flaky"]
+    async with MCPSession(peer.url("flaky"), http, mode="legacy") as session:
+        gate.break_calls = 1
+        with pytest.raises(NetworkError):
+            await session.call_tool("echo", {})
+        assert (await session.call_tool("echo", {}))["content"]
+    assert gate.methods.count("tools/call") == 2
 
 
 async def test_slow_tool_times_out(peer: Peer, http: httpx2.AsyncClient) -> None:
@@ -654,3 +702,17 @@ async def test_per_session_auth_on_a_shared_client(peer: Peer) -> None:
         with pytest.raises(AuthorizationRequired):
             await b.list_tools()
     assert alice.rejections == []
+
+
+@pytest.mark.parametrize(
+    ("version", "mode"),
+    [
+        ("2026-07-28", "2026-07-28"),
+        ("2025-11-25", "legacy"),
+        ("2025-03-26", "legacy"),
+        (None, "auto"),
+        ("1999-01-01", "auto"),
+    ],
+)
+def test_connect_mode_from_a_remembered_version(version: str | None, mode: str) -> None:
+    assert connect_mode(version) == mode

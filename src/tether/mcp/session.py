@@ -62,7 +62,7 @@ from mcp.types import (
     REQUEST_TIMEOUT,
     Implementation,
 )
-from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from tether.errors import (
@@ -81,6 +81,7 @@ __all__ = [
     "MCPSession",
     "ProgressCallback",
     "ToolsChangedCallback",
+    "connect_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,25 @@ ToolsChangedCallback = Callable[[], Awaitable[None]]
 """Called after ``notifications/tools/list_changed``; invalidate the tool cache."""
 
 _T = TypeVar("_T")
+
+
+def connect_mode(protocol_version: str | None) -> str:
+    """The ``mode`` to connect with, given the version last negotiated with a server.
+
+    Remembering the era saves the ``server/discover`` probe on later connections
+    (reference-behaviour §6.4.3); an unknown or missing version probes again.
+
+    Args:
+        protocol_version: :attr:`MCPSession.protocol_version` from an earlier session.
+
+    Returns:
+        The modern version itself, ``"legacy"`` for a handshake revision, else ``"auto"``.
+    """
+    if protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return str(protocol_version)
+    if protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+        return "legacy"
+    return "auto"
 
 
 # --------------------------------------------------------------------- the HTTP seam
