@@ -15,7 +15,7 @@ cross-process when scaled out.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -121,6 +121,13 @@ class Connections:
         self._ctx = ctx
         self.discoverer = Discoverer(ctx)
         self.registrar = Registrar(ctx)
+        self.on_change: Callable[[str, str | None], Awaitable[None]] | None = None
+
+    async def _changed(self, server_id: str, subject: str | None) -> None:
+        """Invalidate tool caches and MCP sessions after a grant changed."""
+        await self._ctx.stores.tools.delete(server_id, subject)
+        if self.on_change is not None:
+            await self.on_change(server_id, subject)
 
     # ------------------------------------------------------------------ helpers
 
@@ -371,7 +378,7 @@ class Connections:
             last_error=None,
             last_error_at=None,
         )
-        await self._ctx.stores.tools.delete(server.id, pending.subject)
+        await self._changed(server.id, pending.subject)
         await self._ctx.auditor.record(
             "connection.connect",
             actor=pending.user_id,
@@ -412,9 +419,14 @@ class Connections:
                 url=post.url,
                 requested_scopes=requested_scopes.split(),
             )
-        except InvalidClient:
-            # REG-11: a dynamic client the AS no longer knows is registered afresh.
-            await self._forget_dynamic(server, discovery.issuer)
+        except TetherError as exc:
+            # GEN-4: name the admin's server; the token endpoint stays in the details
+            if exc.server != server.name:
+                exc.details.setdefault("url", exc.server or post.url)
+                exc.server = server.name
+            if isinstance(exc, InvalidClient):
+                # REG-11: a dynamic client the AS no longer knows is registered afresh.
+                await self._forget_dynamic(server, discovery.issuer)
             raise
 
     async def _forget_dynamic(self, server: ServerRecord, issuer: str) -> None:
@@ -604,7 +616,7 @@ class Connections:
                 break
             except VersionConflict:
                 continue
-        await self._ctx.stores.tools.delete(server.id, subject)
+        await self._changed(server.id, subject)
         await self._ctx.auditor.record(
             "connection.disconnect",
             actor=actor,

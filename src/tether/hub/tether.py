@@ -21,6 +21,9 @@ from tether.hub.connections import Connections, StartedAuthorization, subject_fo
 from tether.hub.context import HubConfig, HubContext
 from tether.hub.credentials import CredentialService
 from tether.hub.servers import ServerService
+from tether.hub.tools import ConnectionTest, ToolRegistry
+from tether.hub.toolsets import ToolsetService, ToolsetView
+from tether.mcp.results import ToolResult
 from tether.net.backend import Resolver, system_resolver, vet_url
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
@@ -127,6 +130,9 @@ class Tether:
             stores, clock, self.ctx.auditor, self._check_url, self._server_changed
         )
         self.credentials = CredentialService(stores, clock, self.ctx.auditor)
+        self.tools = ToolRegistry(self.ctx, self.connections)
+        self.toolsets = ToolsetService(stores, clock, self.ctx.auditor, self.tools)
+        self.connections.on_change = self.tools.invalidate
 
     @classmethod
     async def open(
@@ -142,7 +148,10 @@ class Tether:
         clock: Clock | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade."""
-        stores = await open_stores(database_url, key_ring)
+        # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
+        stores = await open_stores(
+            database_url, key_ring, now=clock.now if clock is not None else None
+        )
         policy = NetworkPolicy.from_allowlist(allow_networks)
         fetcher = Fetcher(
             policy, resolver=resolver, user_agent=f"{client_name} (Tether)"
@@ -161,7 +170,8 @@ class Tether:
         )
 
     async def aclose(self) -> None:
-        """Close network clients and storage."""
+        """Close MCP sessions, network clients and storage."""
+        await self.tools.aclose()
         await self.fetcher.aclose()
         await self.stores.aclose()
 
@@ -189,6 +199,62 @@ class Tether:
     async def _server_changed(self, server: ServerRecord, reason: str) -> None:
         await self.connections.clear_server(
             server, f"configuration changed ({reason}); connect again"
+        )
+        await self.tools.invalidate(server.id)
+
+    # ------------------------------------------------------------------ tools
+
+    async def list_tools(
+        self, server_ref: str, *, user: str | None = None, refresh: bool = False
+    ) -> list[dict[str, Any]]:
+        """A server's tools (cached; see :class:`~tether.hub.tools.ToolRegistry`)."""
+        server = await self.servers.get(server_ref)
+        subject = self.tools.subject(server, user)
+        return await self.tools.list_tools(server, subject, refresh=refresh)
+
+    async def call_tool(
+        self,
+        server_ref: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        raise_errors: bool = False,
+    ) -> ToolResult:
+        """Call one server's tool by its MCP name; errors become error results."""
+        server = await self.servers.get(server_ref)
+        subject = self.tools.subject(server, user)
+        return await self.tools.call(
+            server, subject, tool, arguments, raise_errors=raise_errors
+        )
+
+    async def test_connection(
+        self, server_ref: str, *, user: str | None = None
+    ) -> ConnectionTest:
+        """Connect and list tools without touching the cache or health."""
+        server = await self.servers.get(server_ref)
+        return await self.tools.test_connection(
+            server, self.tools.subject(server, user)
+        )
+
+    async def toolset(
+        self, ref: str, *, user: str | None = None, reserved: Sequence[str] = ()
+    ) -> ToolsetView:
+        """A toolset's model-ready tools for ``user``."""
+        return await self.toolsets.view(ref, user=user, reserved=reserved)
+
+    async def call(
+        self,
+        toolset_ref: str,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        user: str | None = None,
+        raise_errors: bool = False,
+    ) -> ToolResult:
+        """Call a toolset's tool by its exposed name (design.md §3.7)."""
+        return await self.toolsets.call(
+            toolset_ref, tool_name, arguments, user=user, raise_errors=raise_errors
         )
 
     # ------------------------------------------------------------------ connections
@@ -248,6 +314,7 @@ class Tether:
         """Revoke every grant of a server, then delete it."""
         server = await self.servers.get(server_ref)
         await self.connections.clear_server(server, "server deleted")
+        await self.tools.invalidate(server.id)
         await self.servers.delete(server.id, actor=actor)
 
     async def audit(
