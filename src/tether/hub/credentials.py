@@ -107,7 +107,8 @@ class CredentialService:
         record = await self._stores.credentials.get(ref)
         if record is None:
             for other in await self._stores.credentials.list():
-                if other.name == ref:
+                # names are unique case-insensitively, as for servers
+                if other.name.lower() == ref.strip().lower():
                     record = other
         if record is None:
             raise NotFound(

@@ -96,6 +96,8 @@ class OAuthSpec(BaseModel):
         for key, item in value.items():
             if item is not None and not isinstance(item, str | int | float | bool):
                 raise ValueError(f"value of '{key}' must be a string or null")
+            if isinstance(item, bool):  # JSON spelling, not Python's "True"
+                item = "true" if item else "false"
             out[str(key)] = None if item is None else str(item)
         return out
 
@@ -396,10 +398,9 @@ class ServerService:
             if triggers
             else None,
         )
+        await self._stores.tools.delete(stored.id)  # reference §3.3 after-save 1
         if triggers:
             await self._on_reauth(stored, ", ".join(triggers))
-        else:
-            await self._stores.tools.delete(stored.id)
         return stored
 
     async def delete(self, ref: str, *, actor: str | None) -> None:

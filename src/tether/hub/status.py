@@ -54,14 +54,27 @@ TRANSITIONS: Final[Mapping[ConnectionStatus, Mapping[Event, ConnectionStatus]]] 
         "failed": "error",
         **_ALWAYS,
     },
+    # A step-up keeps the tokens (other tools may still work), so a forced refresh can
+    # run here; only a new authorization grants the missing scope.
     "needs_reauth": {
         "authorized": "connected",
+        "refreshed": "needs_reauth",
+        "unreachable": "needs_reauth",
         "step_up": "needs_reauth",
         "invalid_grant": "needs_reauth",
         "failed": "error",
         **_ALWAYS,
     },
-    "error": {"authorized": "connected", "failed": "error", **_ALWAYS},
+    # A failure keeps the tokens (rule 2), so a later refresh or 403 can still arrive.
+    "error": {
+        "authorized": "connected",
+        "refreshed": "connected",
+        "unreachable": "refresh_failed",
+        "invalid_grant": "needs_reauth",
+        "step_up": "needs_reauth",
+        "failed": "error",
+        **_ALWAYS,
+    },
 }
 
 

@@ -161,13 +161,19 @@ class Tether:
             client_metadata_url=client_metadata_url,
             client_name=client_name,
         )
-        return cls(
+        tether = cls(
             stores=stores,
             fetcher=fetcher,
             config=config,
             clock=clock,
             resolver=resolver,
         )
+        await tether.start()
+        return tether
+
+    async def start(self) -> None:
+        """Start background machinery (the MCP session pool)."""
+        await self.tools.start()
 
     async def aclose(self) -> None:
         """Close MCP sessions, network clients and storage."""
@@ -251,10 +257,16 @@ class Tether:
         *,
         user: str | None = None,
         raise_errors: bool = False,
+        reserved: Sequence[str] = (),
     ) -> ToolResult:
         """Call a toolset's tool by its exposed name (design.md §3.7)."""
         return await self.toolsets.call(
-            toolset_ref, tool_name, arguments, user=user, raise_errors=raise_errors
+            toolset_ref,
+            tool_name,
+            arguments,
+            user=user,
+            raise_errors=raise_errors,
+            reserved=reserved,
         )
 
     # ------------------------------------------------------------------ connections

@@ -1,0 +1,814 @@
+"""``tether probe``: run the whole connect flow against one MCP server and explain it.
+
+A headless diagnostic (issue #4). It builds a throw-away :class:`~tether.hub.tether.Tether`
+on an in-memory store and drives the *same* hub code the service runs (discovery,
+registration, the authorization start and callback, the code exchange, the MCP session)
+step by step, recording for each step what happened, which URLs were tried with what
+answer, and — on failure — the Tether error's code, message and hint.
+
+Nothing secret is ever put in a report: no client secret, access or refresh token,
+authorization code, PKCE verifier or ``state``; only method, URL, status and content type
+of each request.
+
+The library never reads the environment; :mod:`tether.cli.probe` turns options and (in
+conformance mode) the suite's variables into :class:`ProbeOptions`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tether.errors import (
+    AuthorizationRequired,
+    StepUpRequired,
+    TetherError,
+    UsageError,
+    exit_code,
+)
+from tether.hub.connections import Connections
+from tether.hub.context import HubConfig, profile_of
+from tether.hub.discovery import Discoverer, as_metadata
+from tether.hub.tether import Tether
+from tether.mcp.auth import AccessToken, BearerAuth
+from tether.mcp.session import MCPSession
+from tether.net.browser import follow_authorization
+from tether.net.client import guarded_client
+from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
+from tether.net.policy import NetworkPolicy
+from tether.oauth.challenge import BearerChallenge, bearer_challenge
+from tether.store.base import DiscoveryRecord, ServerRecord
+from tether.store.crypto import KeyRing
+from tether.store.factory import open_stores
+
+__all__ = [
+    "Authorizer",
+    "ProbeOptions",
+    "ProbeReport",
+    "ProbeStep",
+    "RecordingFetcher",
+    "probe",
+]
+
+StepStatus = Literal["ok", "failed", "skipped"]
+Authorizer = Callable[[str, str], Awaitable[Mapping[str, str]]]
+"""``(authorization_url, redirect_uri) -> callback query parameters`` (a person's step)."""
+
+_SERVER_NAME = "probe"
+_MASK = "***"
+_SECRET_PARAMS = frozenset(
+    {"state", "code", "code_verifier", "client_secret", "access_token", "refresh_token"}
+)
+_PROTOCOL_VERSION = "2025-11-25"
+
+
+# --------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Everything a probe may be told: every per-server setting plus probe switches.
+
+    Attributes:
+        url: The MCP endpoint.
+        scopes: Space-separated scopes to request (overrides challenge/PRM scopes).
+        authorization_params: Extra authorization parameters; ``None`` removes a default
+            (e.g. ``{"resource": None}``).
+        token_params: Extra token parameters; ``None`` removes a default.
+        registration: ``auto``, ``metadata_document``, ``dynamic`` or ``manual``.
+        client_id: A pre-registered client id (manual registration).
+        client_secret: Its secret; stored in the in-memory store only.
+        token_auth_method: Override the token endpoint authentication method.
+        allow_missing_pkce_metadata: Accept an AS that does not advertise S256.
+        require_refresh_token: Fail when the AS grants no refresh token.
+        allow_networks: Hosts or CIDRs allowed although not public (e.g. loopback).
+        ca_bundle: PEM file of CAs to trust.
+        timeout: Seconds per step (the server's ``timeout_seconds``).
+        authorization_server: Use this issuer instead of the PRM's first one.
+        follow_redirects: Complete the authorization headlessly (AS that approves at once).
+        authorizer: Otherwise, how to get the callback (e.g. print and wait); without
+            either, the probe stops after printing the authorization URL.
+        redirect_uri: The callback URL to register and send.
+        client_metadata_url: Tether's client ID metadata document URL (enables CIMD).
+        client_name: ``client_name`` for registration.
+        list_tools: Run ``tools/list`` after connecting.
+        call: A tool to call afterwards, with ``call_args``.
+        call_args: Its arguments.
+        step_up_retries: Re-authorizations allowed on ``insufficient_scope``.
+    """
+
+    url: str
+    scopes: str | None = None
+    authorization_params: Mapping[str, str | None] = field(default_factory=dict)
+    token_params: Mapping[str, str | None] = field(default_factory=dict)
+    registration: str = "auto"
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    token_auth_method: str | None = None
+    allow_missing_pkce_metadata: bool = False
+    require_refresh_token: bool = False
+    allow_networks: Sequence[str] = ()
+    ca_bundle: str | None = None
+    timeout: int = 30
+    authorization_server: str | None = None
+    follow_redirects: bool = False
+    authorizer: Authorizer | None = field(default=None, repr=False)
+    redirect_uri: str = "http://127.0.0.1:8470/oauth/callback"
+    client_metadata_url: str | None = None
+    client_name: str = "Tether probe"
+    list_tools: bool = True
+    call: str | None = None
+    call_args: Mapping[str, Any] = field(default_factory=dict)
+    step_up_retries: int = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request the probe made (never a body)."""
+
+    step: str
+    method: str
+    url: str
+    status: int | None
+    content_type: str
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "url": self.url,
+            "status": self.status,
+            "content_type": self.content_type,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class ProbeStep:
+    """The outcome of one step.
+
+    Attributes:
+        name: ``challenge``, ``discovery``, ``registration``, ``authorization``,
+            ``token``, ``tools``, ``call``.
+        status: ``ok``, ``failed`` or ``skipped``.
+        summary: One line.
+        details: Findings (verdicts, values; never secrets).
+        requests: The HTTP requests made in this step.
+        error: ``{code, message, hint, ...}`` of the Tether error when failed.
+        exit_code: The CLI exit code of that error.
+    """
+
+    name: str
+    status: StepStatus = "ok"
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "summary": self.summary,
+            "details": self.details,
+            "requests": [r.to_dict() for r in self.requests],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class ProbeReport:
+    """Every step of one probe, in order."""
+
+    url: str
+    steps: list[ProbeStep] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no step failed."""
+        return all(step.status != "failed" for step in self.steps)
+
+    @property
+    def failed_step(self) -> ProbeStep | None:
+        """The first failing step."""
+        return next((s for s in self.steps if s.status == "failed"), None)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the exit code of the first failing step's error."""
+        step = self.failed_step
+        return 0 if step is None else (step.exit_code or 1)
+
+    def step(self, name: str) -> ProbeStep | None:
+        """The (last) step of that name."""
+        return next((s for s in reversed(self.steps) if s.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        failed = self.failed_step
+        return {
+            "url": self.url,
+            "ok": self.ok,
+            "failed_step": failed.name if failed else None,
+            "exit_code": self.exit_code,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+# --------------------------------------------------------------------- masking
+
+
+def mask_url(url: str) -> str:
+    """The URL with secret-bearing query parameters replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = [
+        (k, _MASK if k in _SECRET_PARAMS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, urlencode(pairs, safe=":/* "), "")
+    )
+
+
+def mask_params(params: Mapping[str, str]) -> dict[str, str]:
+    """Callback parameters with the code and state masked."""
+    return {k: (_MASK if k in _SECRET_PARAMS else v) for k, v in params.items()}
+
+
+# --------------------------------------------------------------------- seams
+
+
+class RecordingFetcher(Fetcher):
+    """The hub's :class:`~tether.net.fetch.Fetcher`, remembering every request it sent.
+
+    Records ``(step, method, url, status, content_type)``; never headers or bodies.
+    """
+
+    def __init__(self, policy: NetworkPolicy, **kwargs: Any) -> None:
+        super().__init__(policy, **kwargs)
+        self.log: list[Request] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        profile: NetworkProfile,
+        server: str | None,
+        step: str,
+        headers: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> HttpResponse:
+        """Send through the real fetcher and record the outcome."""
+        try:
+            response = await super().request(
+                method,
+                url,
+                profile=profile,
+                server=server,
+                step=step,
+                headers=headers,
+                form=form,
+                json_body=json_body,
+            )
+        except TetherError as exc:
+            self.log.append(Request(step, method, mask_url(url), None, "", exc.code))
+            raise
+        self.log.append(
+            Request(step, method, mask_url(url), response.status, response.content_type)
+        )
+        return response
+
+    def take(self) -> list[Request]:
+        """The requests recorded since the last call."""
+        out, self.log = self.log, []
+        return out
+
+
+class _ProbeDiscoverer(Discoverer):
+    """The hub's discoverer, fed the challenge the probe saw.
+
+    ``Connections.start`` discovers without the challenge (hub gap, see the report); the
+    probe discovers once with it and lets ``start`` reuse that result once.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.challenge: BearerChallenge | None = None
+        self.reuse: DiscoveryRecord | None = None
+
+    async def discover(
+        self, server: ServerRecord, *, challenge: BearerChallenge | None = None
+    ) -> DiscoveryRecord:
+        if challenge is None and self.reuse is not None:
+            record, self.reuse = self.reuse, None
+            return record
+        return await super().discover(server, challenge=challenge or self.challenge)
+
+
+class _TokenSource:
+    """A :class:`~tether.mcp.auth.TokenSource` over the hub's connections (shared)."""
+
+    def __init__(self, connections: Connections, server: ServerRecord) -> None:
+        self._connections = connections
+        self._server = server
+
+    async def current(self) -> AccessToken:
+        conn = await self._connections.usable(self._server, "shared")
+        if conn.access_token is None:  # pragma: no cover - usable() raises first
+            raise AuthorizationRequired("no access token", server=self._server.name)
+        return AccessToken(
+            conn.access_token.get_secret_value(), conn.expires_at, conn.scopes
+        )
+
+    async def rejected(
+        self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
+    ) -> AccessToken:
+        server = self._server
+        if challenge is not None and challenge.error == "insufficient_scope":
+            await self._connections.record_step_up(server, "shared", challenge.scope)
+            raise StepUpRequired(
+                f"server '{server.name}' needs more scope: {' '.join(challenge.scope)}",
+                server=server.name,
+                hint="connect again requesting the listed scopes",
+                details={"required_scopes": list(challenge.scope)},
+            )
+        conn = await self._connections.get(server, "shared")
+        if conn.refresh_token is None:
+            raise AuthorizationRequired(
+                f"server '{server.name}' refused the access token (HTTP {status}) "
+                "and no refresh token is held",
+                server=server.name,
+                hint="check the token's audience/resource and scopes",
+                details={"status": status},
+            )
+        conn = await self._connections.refresh(server, "shared", force=True)
+        assert conn.access_token is not None
+        return AccessToken(
+            conn.access_token.get_secret_value(), conn.expires_at, conn.scopes
+        )
+
+
+# --------------------------------------------------------------------- the probe
+
+
+def _fail(step: ProbeStep, exc: TetherError) -> None:
+    step.status = "failed"
+    step.error = exc.to_dict()
+    step.exit_code = exit_code(exc)
+    step.summary = exc.message
+    if exc.hint:
+        step.details.setdefault("fix", exc.hint)
+
+
+def _server_spec(options: ProbeOptions, scopes: str | None) -> dict[str, Any]:
+    return {
+        "name": _SERVER_NAME,
+        "url": options.url,
+        "timeout_seconds": options.timeout,
+        "auth_mode": "oauth",
+        "allow_networks": list(options.allow_networks),
+        "ca_bundle": options.ca_bundle,
+        "oauth": {
+            "registration": options.registration,
+            "client_id": options.client_id,
+            "client_secret_credential_id": None,
+            "token_auth_method": options.token_auth_method,
+            "scopes": scopes,
+            "authorization_params": dict(options.authorization_params),
+            "token_params": dict(options.token_params),
+            "require_refresh_token": options.require_refresh_token,
+            "allow_missing_pkce_metadata": options.allow_missing_pkce_metadata,
+            "authorization_server": options.authorization_server,
+        },
+    }
+
+
+def _initialize_body() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": _PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "tether-probe", "version": "0"},
+        },
+    }
+
+
+def _discovery_details(
+    record: DiscoveryRecord, options: ProbeOptions
+) -> dict[str, Any]:
+    meta = as_metadata(record)
+    methods = meta.code_challenge_methods_supported or []
+    if "S256" in methods:
+        pkce = "S256 advertised"
+    elif options.allow_missing_pkce_metadata:
+        pkce = "S256 not advertised; accepted because allow_missing_pkce_metadata is on"
+    else:  # pragma: no cover - discovery refuses this before we get here
+        pkce = "S256 not advertised"
+    registration = []
+    if meta.client_id_metadata_document_supported:
+        registration.append("client ID metadata document")
+    if meta.registration_endpoint:
+        registration.append("dynamic registration")
+    return {
+        "protected_resource_metadata": record.resource_metadata_url,
+        "resource": record.resource,
+        "resource_verdict": f"PRM resource {record.resource} matches {options.url}",
+        "authorization_servers": list(record.authorization_servers),
+        "scopes_supported": list(record.scopes_supported),
+        "issuer": record.issuer,
+        "as_metadata": record.as_metadata_url,
+        "issuer_verdict": f"metadata issuer equals {record.issuer}",
+        "pkce": pkce,
+        "iss_parameter": "supported (RFC 9207)"
+        if meta.authorization_response_iss_parameter_supported
+        else "not advertised",
+        "cimd_supported": bool(meta.client_id_metadata_document_supported),
+        "registration_endpoint": meta.registration_endpoint,
+        "registration_paths": registration or ["manual only"],
+        "token_endpoint_auth_methods": list(
+            meta.token_endpoint_auth_methods_supported or []
+        ),
+    }
+
+
+async def probe(options: ProbeOptions) -> ProbeReport:
+    """Run the connect flow against ``options.url`` and report every step.
+
+    Never raises a :class:`~tether.errors.TetherError`: failures end the probe with a
+    failed step carrying the error's code, message and hint.
+    """
+    report = ProbeReport(url=options.url)
+    policy = NetworkPolicy.from_allowlist(options.allow_networks)
+    fetcher = RecordingFetcher(policy, user_agent=f"{options.client_name} (Tether)")
+    try:
+        stores = await open_stores("memory://", KeyRing.generate())
+    except TetherError as exc:  # pragma: no cover - memory store does not fail
+        step = ProbeStep("setup")
+        _fail(step, exc)
+        report.steps.append(step)
+        await fetcher.aclose()
+        return report
+    tether = Tether(
+        stores=stores,
+        fetcher=fetcher,
+        config=HubConfig(
+            redirect_uri=options.redirect_uri,
+            client_metadata_url=options.client_metadata_url,
+            client_name=options.client_name,
+        ),
+    )
+    try:
+        await _run(tether, fetcher, options, report)
+    finally:
+        await tether.aclose()
+    return report
+
+
+async def _run(
+    tether: Tether,
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    report: ProbeReport,
+) -> None:
+    steps = report.steps
+    profile = NetworkProfile(
+        timeout=float(options.timeout),
+        allow_networks=tuple(options.allow_networks),
+        ca_bundle=options.ca_bundle,
+    )
+
+    # 1. challenge: does the server ask for authorization, and how?
+    step = ProbeStep("challenge")
+    steps.append(step)
+    challenge: BearerChallenge | None = None
+    try:
+        response = await fetcher.request(
+            "POST",
+            options.url,
+            profile=profile,
+            server=options.url,
+            step="challenge",
+            headers={"Accept": "application/json, text/event-stream"},
+            json_body=_initialize_body(),
+        )
+    except TetherError as exc:
+        step.requests = fetcher.take()
+        _fail(step, exc)
+        return
+    step.requests = fetcher.take()
+    needs_auth = response.status in (401, 403)
+    if needs_auth:
+        challenge = bearer_challenge(response.header_list("www-authenticate"))
+        step.summary = f"HTTP {response.status}: the server wants a token"
+        step.details = {
+            "status": response.status,
+            "bearer_challenge": challenge is not None,
+            "resource_metadata": challenge.resource_metadata if challenge else None,
+            "scope": list(challenge.scope) if challenge else [],
+        }
+    else:
+        step.summary = (
+            f"HTTP {response.status} without authorization: no OAuth needed"
+            if response.status < 400
+            else f"HTTP {response.status}: not an authorization challenge"
+        )
+        step.details = {
+            "status": response.status,
+            "content_type": response.content_type,
+        }
+
+    # 2. the server record (same validation as `tether servers add`)
+    scopes = options.scopes
+    if scopes is None and challenge is not None and challenge.scope:
+        scopes = " ".join(challenge.scope)  # hub gap: start() ignores challenge scope
+    spec = _server_spec(options, scopes)
+    if not needs_auth:
+        spec["auth_mode"] = "none"
+        spec["oauth"] = {}
+    setup = ProbeStep("configuration")
+    try:
+        if options.client_secret is not None:
+            cred = await tether.credentials.create(
+                "probe-client-secret", options.client_secret, actor="probe"
+            )
+            spec["oauth"]["client_secret_credential_id"] = cred.id
+        server = await tether.servers.create(spec, actor="probe")
+    except TetherError as exc:
+        steps.append(setup)
+        _fail(setup, exc)
+        return
+
+    if needs_auth:
+        if not await _oauth(tether, fetcher, options, report, server, challenge):
+            return
+        server = await tether.servers.get(server.id)
+    else:
+        for name in ("discovery", "registration", "authorization", "token"):
+            steps.append(
+                ProbeStep(name, "skipped", "the server did not ask for authorization")
+            )
+    await _tools(tether, fetcher, options, report, server)
+
+
+async def _oauth(
+    tether: Tether,
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    report: ProbeReport,
+    server: ServerRecord,
+    challenge: BearerChallenge | None,
+) -> bool:
+    steps = report.steps
+    connections = tether.connections
+    discoverer = _ProbeDiscoverer(tether.ctx)
+    discoverer.challenge = challenge
+    connections.discoverer = discoverer
+
+    step = ProbeStep("discovery")
+    steps.append(step)
+    try:
+        record = await discoverer.discover(server, challenge=challenge)
+    except TetherError as exc:
+        step.requests = fetcher.take()
+        _fail(step, exc)
+        tried = exc.details.get("tried")
+        if tried:
+            step.details["tried"] = tried
+        return False
+    step.requests = fetcher.take()
+    discoverer.reuse = record
+    step.details = _discovery_details(record, options)
+    step.summary = f"authorization server {record.issuer}"
+
+    step = ProbeStep("registration")
+    steps.append(step)
+    try:
+        registration = await connections.registrar.ensure(server, as_metadata(record))
+    except TetherError as exc:
+        step.requests = fetcher.take()
+        _fail(step, exc)
+        return False
+    step.requests = fetcher.take()
+    step.summary = f"{registration.source} client {registration.client_id}"
+    step.details = {
+        "source": registration.source,
+        "client_id": registration.client_id,
+        "token_endpoint_auth_method": registration.auth_method,
+        "client_secret": "held (not shown)" if registration.client_secret else None,
+        "redirect_uri": registration.redirect_uri,
+    }
+    return await _authorize(tether, fetcher, options, report, server)
+
+
+async def _authorize(
+    tether: Tether,
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    report: ProbeReport,
+    server: ServerRecord,
+) -> bool:
+    """Start, complete the user step, exchange the code (also used for step-up)."""
+    steps = report.steps
+    step = ProbeStep("authorization")
+    steps.append(step)
+    try:
+        started = await tether.connect(server.id)
+    except TetherError as exc:
+        step.requests = fetcher.take()
+        _fail(step, exc)
+        return False
+    step.requests = fetcher.take()
+    query = dict(parse_qsl(urlsplit(started.authorization_url).query))
+    step.details = {
+        "authorization_url": mask_url(started.authorization_url),
+        "scope": query.get("scope"),
+        "resource": query.get("resource"),
+        "code_challenge_method": query.get("code_challenge_method"),
+    }
+    try:
+        if options.follow_redirects:
+            params: Mapping[str, str] = await follow_authorization(
+                started.authorization_url,
+                options.redirect_uri,
+                fetcher.policy_for(profile_of(server)),
+                seconds=float(options.timeout),
+                ca_bundle=options.ca_bundle,
+            )
+            step.requests.append(
+                Request(
+                    "authorization",
+                    "GET",
+                    mask_url(started.authorization_url),
+                    302,
+                    "",
+                )
+            )
+        elif options.authorizer is not None:
+            params = await options.authorizer(
+                started.authorization_url, options.redirect_uri
+            )
+        else:
+            step.status = "skipped"
+            step.summary = (
+                "open the authorization URL in a browser, or probe again with "
+                "--follow-redirects for an AS that approves at once"
+            )
+            steps.append(ProbeStep("token", "skipped", "no callback"))
+            return False
+    except TetherError as exc:
+        _fail(step, exc)
+        return False
+    step.details["callback"] = mask_params(params)
+    step.summary = "callback received" + (
+        f" with error {params['error']}" if "error" in params else ""
+    )
+
+    step = ProbeStep("token")
+    steps.append(step)
+    try:
+        info = await tether.complete(params)
+    except TetherError as exc:
+        step.requests = fetcher.take()
+        _fail(step, exc)
+        return False
+    step.requests = fetcher.take()
+    step.summary = "connected"
+    step.details = {
+        "scopes": list(info.scopes),
+        "expires_at": info.expires_at.isoformat() if info.expires_at else None,
+        "refresh_token": "granted" if info.has_refresh_token else "none",
+        "issuer": info.issuer,
+    }
+    return True
+
+
+async def _tools(
+    tether: Tether,
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    report: ProbeReport,
+    server: ServerRecord,
+) -> None:
+    steps = report.steps
+    if not options.list_tools and options.call is None:
+        return
+    profile = profile_of(server)
+    retries = options.step_up_retries
+    while True:
+        auth = (
+            BearerAuth(_TokenSource(tether.connections, server), server=server.name)
+            if server.auth_mode == "oauth"
+            else None
+        )
+        client = guarded_client(
+            fetcher.policy_for(profile),
+            timeout=profile.timeout,
+            follow_redirects=False,
+            ca_bundle=profile.ca_bundle,
+        )
+        step = ProbeStep("tools")
+        try:
+            async with (
+                client,
+                MCPSession(
+                    server.url,
+                    client,
+                    auth=auth,
+                    server=server.name,
+                    timeout=profile.timeout,
+                    mode="legacy",
+                ) as session,
+            ):
+                steps.append(step)
+                started = time.monotonic()
+                tools = await session.list_tools()
+                names = [str(t.get("name")) for t in tools]
+                step.summary = f"{len(tools)} tool(s)"
+                step.details = {
+                    "protocol_version": session.protocol_version,
+                    "server_info": session.server_info,
+                    "capabilities": session.capabilities,
+                    "tool_count": len(tools),
+                    "tool_names": names,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+                if options.call is None:
+                    return
+                step = ProbeStep("call")
+                steps.append(step)
+                result = await session.call_tool(options.call, dict(options.call_args))
+                is_error = bool(result.get("isError"))
+                step.details = {"tool": options.call, "result": _short_result(result)}
+                if is_error:
+                    step.status = "failed"
+                    step.exit_code = 1
+                    step.summary = f"{options.call} returned isError: true"
+                    step.error = {
+                        "code": "tool_error",
+                        "message": step.summary,
+                        "hint": "check the tool's arguments (--args)",
+                    }
+                else:
+                    step.summary = f"{options.call} succeeded"
+                return
+        except StepUpRequired as exc:
+            if step not in steps:
+                steps.append(step)
+            _fail(step, exc)
+            if retries <= 0:
+                return
+            retries -= 1
+            step.status = "skipped"
+            step.exit_code = 0
+            step.summary = f"step-up: {exc.message}; re-authorizing"
+            if not await _authorize(tether, fetcher, options, report, server):
+                return
+        except TetherError as exc:
+            if step not in steps:
+                steps.append(step)
+            _fail(step, exc)
+            return
+
+
+def _short_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"isError": bool(result.get("isError"))}
+    content = result.get("content") or []
+    texts = [
+        str(item.get("text"))[:500]
+        for item in content
+        if isinstance(item, Mapping) and item.get("type") == "text"
+    ]
+    if texts:
+        out["text"] = texts
+    if result.get("structuredContent") is not None:
+        out["structuredContent"] = result["structuredContent"]
+    return out
+
+
+def check_options(options: ProbeOptions) -> None:
+    """Reject contradictory options before any request.
+
+    Raises:
+        UsageError: e.g. a client secret without a client id.
+    """
+    if options.client_secret is not None and options.client_id is None:
+        raise UsageError("a client secret needs --client-id")
+    if options.registration == "manual" and options.client_id is None:
+        raise UsageError("manual registration needs --client-id")

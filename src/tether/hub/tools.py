@@ -1,0 +1,355 @@
+"""The tool registry: MCP sessions per (server, subject), cached tool lists, calls.
+
+* Credentials per auth mode (reference-behaviour §3.2): none; one header credential; OAuth
+  through :class:`HubTokenSource`, which the MCP layer's ``BearerAuth`` asks for tokens —
+  refreshed 60 s before expiry (RFR-2), once more after a 401 (TOK-10), and recorded as a
+  step-up after a 403 ``insufficient_scope`` (SCP-6).
+* Tool lists: all pages of ``tools/list``, cached per (server, subject) with a soft expiry
+  of 1 h (serve stale, refresh in the background) and a hard expiry of 2 h (reference
+  §2.5); invalidated on connect, disconnect, server change and
+  ``notifications/tools/list_changed``. Every refresh records the server's health.
+* Calls never raise into an agent loop: every failure becomes a model-visible error result
+  with a stable code (design.md §3.7), unless the caller asks for the exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio.abc
+
+from tether.errors import (
+    AuthorizationRequired,
+    StepUpRequired,
+    TetherError,
+    UsageError,
+)
+from tether.hub.connections import Connections
+from tether.hub.context import HubContext, profile_of
+from tether.mcp.auth import AccessToken, BearerAuth, HeaderAuth
+from tether.mcp.pool import SessionPool
+from tether.mcp.results import (
+    ToolErrorCode,
+    ToolResult,
+    normalize_result,
+    result_from_error,
+)
+from tether.mcp.session import MCPSession
+from tether.oauth.challenge import BearerChallenge
+from tether.store.base import SHARED, ServerHealth, ServerRecord, ToolCacheEntry
+
+__all__ = ["ConnectionTest", "HubTokenSource", "ToolRegistry"]
+
+SOFT_EXPIRY = timedelta(hours=1)
+HARD_EXPIRY = timedelta(hours=2)
+
+
+class HubTokenSource:
+    """Tokens for one (server, subject), backed by the hub's connection flow."""
+
+    def __init__(self, connections: Connections, server: ServerRecord, subject: str):
+        self._connections = connections
+        self._server = server
+        self._subject = subject
+
+    async def current(self) -> AccessToken:
+        """A usable token, refreshed proactively (RFR-2)."""
+        conn = await self._connections.usable(self._server, self._subject)
+        return _token(conn.access_token, conn.expires_at, conn.scopes)
+
+    async def rejected(
+        self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
+    ) -> AccessToken:
+        """Refresh once after a 401; record a step-up after a 403 (TOK-10, SCP-6)."""
+        server, subject = self._server, self._subject
+        if status == 403 or (
+            challenge is not None and challenge.error == "insufficient_scope"
+        ):
+            scopes = tuple(challenge.scope) if challenge is not None else ()
+            conn = await self._connections.record_step_up(server, subject, scopes)
+            raise StepUpRequired(
+                f"server '{server.name}' needs more scope: "
+                f"{' '.join(conn.required_scopes) or 'unspecified'}",
+                server=server.name,
+                step="mcp",
+                hint="connect the server again to approve the extra permissions",
+                details={
+                    "required_scopes": list(conn.required_scopes),
+                    "issuer": conn.issuer,
+                },
+            )
+        stored = await self._connections.get(server, subject)
+        if stored.access_token is not None and (
+            stored.access_token.get_secret_value() != token.access_token
+        ):
+            return _token(stored.access_token, stored.expires_at, stored.scopes)
+        try:
+            conn = await self._connections.refresh(server, subject, stale=stored)
+        except AuthorizationRequired:
+            await self._rediscover(challenge)
+            raise
+        return _token(conn.access_token, conn.expires_at, conn.scopes)
+
+    async def _rediscover(self, challenge: BearerChallenge | None) -> None:
+        """Store fresh discovery after an unfixable 401 (TOK-10); never masks the 401."""
+        try:
+            await self._connections.discoverer.discover(
+                self._server, challenge=challenge
+            )
+        except TetherError:
+            return
+
+
+def _token(value: Any, expires_at: Any, scopes: tuple[str, ...]) -> AccessToken:
+    if value is None:
+        raise AuthorizationRequired("no access token is held; connect the server")
+    return AccessToken(value.get_secret_value(), expires_at, scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTest:
+    """What ``test_connection`` learned, without touching the cache or health."""
+
+    protocol_version: str | None
+    capabilities: Mapping[str, Any]
+    server_info: Mapping[str, Any]
+    tool_names: tuple[str, ...]
+
+    @property
+    def tool_count(self) -> int:
+        """Number of tools."""
+        return len(self.tool_names)
+
+
+class ToolRegistry:
+    """MCP sessions, cached tool lists and tool calls for every server."""
+
+    def __init__(self, ctx: HubContext, connections: Connections) -> None:
+        self._ctx = ctx
+        self._connections = connections
+        self._servers: dict[str, ServerRecord] = {}
+        self._secrets: dict[str, str | None] = {}
+        self._pool = SessionPool(self._make_session)
+        self._background: set[asyncio.Task[None]] = set()
+        self._refreshing: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        """Start the session pool (the facade does this on open)."""
+        await self._pool.__aenter__()
+
+    async def aclose(self) -> None:
+        """Stop background refreshes and close every session."""
+        for task in list(self._background):
+            task.cancel()
+        await self._pool.aclose()
+
+    # ------------------------------------------------------------------ sessions
+
+    def subject(self, server: ServerRecord, user: str | None) -> str:
+        """The subject whose credentials a call uses (per-user only for OAuth)."""
+        if server.auth_mode == "oauth" and server.oauth.per_user:
+            if not user:
+                raise AuthorizationRequired(
+                    f"server '{server.name}' is connected per user; no user was given",
+                    server=server.name,
+                )
+            return user
+        return SHARED
+
+    def _auth(self, server: ServerRecord, subject: str, secret: str | None) -> Any:
+        if server.auth_mode == "oauth":
+            return BearerAuth(
+                HubTokenSource(self._connections, server, subject), server=server.name
+            )
+        if server.auth_mode == "header":
+            return HeaderAuth(
+                secret,
+                header=server.header_name or "Authorization",
+                scheme=server.header_scheme or "",
+            )
+        return None
+
+    def _make_session(
+        self, server_id: str, subject: str, task_group: anyio.abc.TaskGroup
+    ) -> MCPSession:
+        server = self._servers[server_id]
+        return self._session_for(
+            server, subject, self._secrets.get(server_id), task_group=task_group
+        )
+
+    def _session_for(
+        self,
+        server: ServerRecord,
+        subject: str,
+        secret: str | None,
+        *,
+        task_group: anyio.abc.TaskGroup | None,
+    ) -> MCPSession:
+        async def changed() -> None:
+            await self.invalidate(server.id, subject, drop_session=False)
+
+        return MCPSession(
+            server.url,
+            self._ctx.fetcher.client(profile_of(server)),
+            auth=self._auth(server, subject, secret),
+            server=server.name,
+            timeout=server.timeout_seconds,
+            on_tools_changed=changed,
+            task_group=task_group,
+        )
+
+    async def _header_secret(self, server: ServerRecord) -> str | None:
+        if server.auth_mode != "header" or not server.credential_id:
+            return None
+        credential = await self._ctx.stores.credentials.get(server.credential_id)
+        return credential.value.get_secret_value() if credential else None
+
+    async def session(self, server: ServerRecord, subject: str) -> MCPSession:
+        """The pooled session for (server, subject), rebuilt when the server changed."""
+        known = self._servers.get(server.id)
+        if known is not None and known.version != server.version:
+            await self._pool.drop(server.id)
+        self._servers[server.id] = server
+        self._secrets[server.id] = await self._header_secret(server)
+        return await self._pool.get(server.id, subject)
+
+    async def invalidate(
+        self, server_id: str, subject: str | None = None, *, drop_session: bool = True
+    ) -> None:
+        """Forget cached tools (and sessions) for a server or one subject."""
+        await self._ctx.stores.tools.delete(server_id, subject)
+        if drop_session:
+            await self._pool.drop(server_id, subject)
+
+    # ------------------------------------------------------------------ tool lists
+
+    async def list_tools(
+        self, server: ServerRecord, subject: str, *, refresh: bool = False
+    ) -> list[dict[str, Any]]:
+        """The server's tools, cached (reference §2.5).
+
+        Stale-while-revalidate after 1 h; refetched after 2 h or with ``refresh``.
+
+        Raises:
+            TetherError: The list could not be fetched and no usable cache exists.
+        """
+        entry = (
+            None if refresh else await self._ctx.stores.tools.get(server.id, subject)
+        )
+        now = self._ctx.clock.now()
+        if entry is not None and now - entry.fetched_at < HARD_EXPIRY:
+            if now - entry.fetched_at >= SOFT_EXPIRY:
+                self._refresh_in_background(server, subject)
+            return [dict(tool) for tool in entry.tools]
+        return await self.refresh_tools(server, subject)
+
+    def _refresh_in_background(self, server: ServerRecord, subject: str) -> None:
+        key = (server.id, subject)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def run() -> None:
+            try:
+                await self.refresh_tools(server, subject)
+            except TetherError:
+                pass  # recorded in health; the stale list keeps serving
+            finally:
+                self._refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def refresh_tools(
+        self, server: ServerRecord, subject: str
+    ) -> list[dict[str, Any]]:
+        """Fetch every page of ``tools/list`` now; record health either way."""
+        now = self._ctx.clock.now()
+        try:
+            session = await self.session(server, subject)
+            tools = await session.list_tools()
+        except TetherError as exc:
+            await self._ctx.stores.tools.put_health(
+                ServerHealth(
+                    server_id=server.id,
+                    subject=subject,
+                    status="error",
+                    last_error=str(exc)[:1000],
+                    checked_at=now,
+                )
+            )
+            raise
+        await self._ctx.stores.tools.put(
+            ToolCacheEntry(
+                server_id=server.id,
+                subject=subject,
+                tools=tools,
+                fetched_at=now,
+                protocol_version=session.protocol_version,
+            )
+        )
+        await self._ctx.stores.tools.put_health(
+            ServerHealth(
+                server_id=server.id,
+                subject=subject,
+                status="ok",
+                checked_at=now,
+                tools_synced_at=now,
+                protocol_version=session.protocol_version,
+                capabilities=dict(session.capabilities or {}),
+            )
+        )
+        return tools
+
+    async def test_connection(
+        self, server: ServerRecord, subject: str
+    ) -> ConnectionTest:
+        """Connect and list tools with a throw-away session: no cache, no health."""
+        secret = await self._header_secret(server)
+        async with self._session_for(
+            server, subject, secret, task_group=None
+        ) as session:
+            tools = await session.list_tools()
+            return ConnectionTest(
+                session.protocol_version,
+                dict(session.capabilities or {}),
+                dict(session.server_info or {}),
+                tuple(str(t.get("name", "")) for t in tools),
+            )
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(
+        self,
+        server: ServerRecord,
+        subject: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        raise_errors: bool = False,
+    ) -> ToolResult:
+        """Call a tool; failures become model-visible error results (TOOL-1).
+
+        Raises:
+            TetherError: Only with ``raise_errors``.
+        """
+        if not server.enabled:
+            error: TetherError = UsageError(
+                f"server '{server.name}' is disabled", server=server.name
+            )
+            if raise_errors:
+                raise error
+            return result_from_error(error, code=ToolErrorCode.SERVER_DISABLED)
+        try:
+            session = await self.session(server, subject)
+            raw = await session.call_tool(tool, dict(arguments or {}))
+        except TetherError as exc:
+            if raise_errors:
+                raise
+            return result_from_error(exc)
+        return normalize_result(raw)
