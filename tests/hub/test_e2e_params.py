@@ -126,10 +126,10 @@ async def test_protected_params_rejected_on_save_authz6(
     """
     tether = await make_tether()
     for value in ("x", None):
+        spec = oauth_server(mcp_server)
+        spec["oauth"] = {field: {name: value}}
         with pytest.raises(ValidationFailed) as caught:
-            await tether.servers.create(
-                oauth_server(mcp_server, **{field: {name: value}}), actor="admin"
-            )
+            await tether.servers.create(spec, actor="admin")
         fields = caught.value.details["fields"]
         assert list(fields) == [f"oauth.{field}"]
         assert name in fields[f"oauth.{field}"]
