@@ -233,8 +233,11 @@ class OAuthError(RemoteError):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.oauth_code:
-            OAuthError.registry[cls.oauth_code] = cls
+        # Only a class that names its own code registers: a subclass of, say,
+        # InvalidGrant must not take over "invalid_grant" from it.
+        code = cls.__dict__.get("oauth_code")
+        if code:
+            OAuthError.registry[code] = cls
 
     def __init__(
         self,
