@@ -399,3 +399,8 @@ def keys_rotate() -> None:
 def main() -> None:
     """Entry point of the ``tether`` command."""
     app()
+
+
+from tether.cli.probe import probe  # noqa: E402
+
+app.command("probe")(probe)

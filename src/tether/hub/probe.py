@@ -98,6 +98,7 @@ class ProbeOptions:
         call: A tool to call afterwards, with ``call_args``.
         call_args: Its arguments.
         step_up_retries: Re-authorizations allowed on ``insufficient_scope``.
+        call_if_listed: Without ``call``, call this tool (no arguments) when listed.
     """
 
     url: str
@@ -123,6 +124,7 @@ class ProbeOptions:
     call: str | None = None
     call_args: Mapping[str, Any] = field(default_factory=dict)
     step_up_retries: int = 1
+    call_if_listed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -414,7 +416,7 @@ def _discovery_details(
     record: DiscoveryRecord, options: ProbeOptions
 ) -> dict[str, Any]:
     meta = as_metadata(record)
-    methods = meta.code_challenge_methods_supported or []
+    methods: list[str] = list(meta.code_challenge_methods_supported or [])
     if "S256" in methods:
         pkce = "S256 advertised"
     elif options.allow_missing_pkce_metadata:
@@ -749,24 +751,26 @@ async def _tools(
                     "tool_names": names,
                     "seconds": round(time.monotonic() - started, 3),
                 }
-                if options.call is None:
+                name = options.call
+                if name is None and options.call_if_listed in names:
+                    name = options.call_if_listed
+                if name is None:
                     return
                 step = ProbeStep("call")
                 steps.append(step)
-                result = await session.call_tool(options.call, dict(options.call_args))
-                is_error = bool(result.get("isError"))
-                step.details = {"tool": options.call, "result": _short_result(result)}
-                if is_error:
+                result = await session.call_tool(name, dict(options.call_args))
+                step.details = {"tool": name, "result": _short_result(result)}
+                if result.get("isError"):
                     step.status = "failed"
                     step.exit_code = 1
-                    step.summary = f"{options.call} returned isError: true"
+                    step.summary = f"{name} returned isError: true"
                     step.error = {
                         "code": "tool_error",
                         "message": step.summary,
                         "hint": "check the tool's arguments (--args)",
                     }
                 else:
-                    step.summary = f"{options.call} succeeded"
+                    step.summary = f"{name} succeeded"
                 return
         except StepUpRequired as exc:
             if step not in steps:
