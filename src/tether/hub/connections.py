@@ -314,7 +314,10 @@ class Connections:
             )
             if not isinstance(exc, CallbackRejected):
                 await self._mark_failed(server, pending.subject, event, exc)
-            exc.server = exc.server or server.name
+            if exc.server != server.name:  # GEN-4: name the admin's server
+                if exc.server:
+                    exc.details.setdefault("url", exc.server)
+                exc.server = server.name
             raise
 
     async def _complete(
