@@ -309,11 +309,10 @@ class Connections:
         try:
             return await self._complete(server, pending, params)
         except TetherError as exc:
-            event: Event = (
-                "invalid_grant" if isinstance(exc, InvalidGrant) else "failed"
-            )
+            # A failed exchange is a connect failure, even for invalid_grant: there
+            # is no grant yet to re-authorize.
             if not isinstance(exc, CallbackRejected):
-                await self._mark_failed(server, pending.subject, event, exc)
+                await self._mark_failed(server, pending.subject, "failed", exc)
             if exc.server != server.name:  # GEN-4: name the admin's server
                 if exc.server:
                     exc.details.setdefault("url", exc.server)
