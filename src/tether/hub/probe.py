@@ -412,6 +412,41 @@ def _initialize_body() -> dict[str, Any]:
     }
 
 
+async def _second_request(
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    profile: NetworkProfile,
+    first: HttpResponse,
+) -> HttpResponse:
+    """``notifications/initialized`` and ``tools/list`` without a token.
+
+    Returns the ``tools/list`` response when it is a 401/403 challenge, else ``first``.
+    """
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": _PROTOCOL_VERSION,
+    }
+    session = first.header("mcp-session-id")
+    if session:
+        headers["Mcp-Session-Id"] = session
+    for body in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+    ):
+        response = await fetcher.request(
+            "POST",
+            options.url,
+            profile=profile,
+            server=options.url,
+            step="challenge",
+            headers=headers,
+            json_body=body,
+        )
+        if response.status in (401, 403):
+            return response
+    return first
+
+
 def _discovery_details(
     record: DiscoveryRecord, options: ProbeOptions
 ) -> dict[str, Any]:
@@ -514,6 +549,15 @@ async def _run(
         step.requests = fetcher.take()
         _fail(step, exc)
         return
+    if response.status < 300:
+        # Some servers let initialize through and challenge the first real request
+        # (MCP 2025-11-25 allows it): ask for tools/list in the same session.
+        try:
+            response = await _second_request(fetcher, options, profile, response)
+        except TetherError as exc:
+            step.requests = fetcher.take()
+            _fail(step, exc)
+            return
     step.requests = fetcher.take()
     needs_auth = response.status in (401, 403)
     if needs_auth:
