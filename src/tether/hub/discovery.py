@@ -14,6 +14,7 @@ from collections.abc import Generator
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from tether.errors import TetherError
 from tether.hub.context import HubContext, profile_of
 from tether.oauth.challenge import BearerChallenge
 from tether.oauth.discovery import (
@@ -66,6 +67,12 @@ class Discoverer:
                 url = flow.send(fetched)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
+            except TetherError as exc:
+                # GEN-4: name the admin's server; the metadata URL stays in the details
+                if exc.server != server.name:
+                    exc.details.setdefault("url", exc.server or url)
+                    exc.server = server.name
+                raise
 
     async def discover(
         self, server: ServerRecord, *, challenge: BearerChallenge | None = None
