@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from hub.conftest import REDIRECT_URI, MakeTether
 from peers.fixture import AuthServer, MCPServer
-
 from tether.net.browser import follow_authorization
 from tether.net.policy import NetworkPolicy
 

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
-from mcp.client.streamable_http import streamable_http_client
-
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from .fixture import AuthServer, MCPServer
 
