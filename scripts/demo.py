@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,9 @@ TETHER = str(ROOT / ".venv" / "bin" / "tether")
 def tether(env: dict[str, str], *args: str) -> str:
     """Run one CLI command, echo it and its output, fail loudly on error."""
     print(f"\n$ tether {' '.join(args)}", flush=True)
-    done = subprocess.run([TETHER, *args], env=env, text=True, capture_output=True)
+    done = subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
+        [TETHER, *args], env=env, text=True, capture_output=True, check=False
+    )
     sys.stdout.write(done.stdout)
     sys.stdout.write(done.stderr)
     if done.returncode:
@@ -35,6 +38,7 @@ def tether(env: dict[str, str], *args: str) -> str:
 
 
 def main() -> None:
+    """Start the peers and drive the CLI through the whole connection life cycle."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep TETHER_HOME")
     options = parser.parse_args()
@@ -44,11 +48,26 @@ def main() -> None:
         "TETHER_HOME": str(home),
         "TETHER_ALLOW_NETWORKS": json.dumps(["127.0.0.0/8"]),
     }
-    with Peers(as_env={"AS_ACCESS_TOKEN_FORMAT": "opaque"},
-               mcp_env={"MCP_TOKEN_VALIDATION": "introspection"}) as peers:
-        print(f"authorization server: {peers.issuer}\nMCP server:           {peers.url}")
-        tether(env, "servers", "add", "demo", peers.url, "--auth", "oauth",
-               "--description", "Loopback demo server", "--allow-network", "127.0.0.0/8")
+    with Peers(
+        as_env={"AS_ACCESS_TOKEN_FORMAT": "opaque"},
+        mcp_env={"MCP_TOKEN_VALIDATION": "introspection"},
+    ) as peers:
+        print(
+            f"authorization server: {peers.issuer}\nMCP server:           {peers.url}"
+        )
+        tether(
+            env,
+            "servers",
+            "add",
+            "demo",
+            peers.url,
+            "--auth",
+            "oauth",
+            "--description",
+            "Loopback demo server",
+            "--allow-network",
+            "127.0.0.0/8",
+        )
         tether(env, "servers", "list")
         tether(env, "connect", "demo", "--follow-redirects")
         tether(env, "refresh", "demo")
@@ -56,9 +75,11 @@ def main() -> None:
         tether(env, "disconnect", "demo")
         tether(env, "audit")
     db = home / "tether.db"
-    print(f"\nSQLite database: {db} ({db.stat().st_size} bytes); key file: {home / 'keys'}")
+    print(
+        f"\nSQLite database: {db} ({db.stat().st_size} bytes); key file: {home / 'keys'}"
+    )
     if not options.keep:
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+        shutil.rmtree(home, ignore_errors=True)
     print("demo finished: server registered, connected, refreshed, revoked")
 
 
