@@ -23,20 +23,15 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.errors import (
-    AuthorizationRequired,
     StepUpRequired,
     TetherError,
     UsageError,
     exit_code,
 )
-from tether.hub.connections import Connections
 from tether.hub.context import HubConfig, profile_of
 from tether.hub.discovery import Discoverer, as_metadata
 from tether.hub.tether import Tether
-from tether.mcp.auth import AccessToken, BearerAuth
-from tether.mcp.session import MCPSession
 from tether.net.browser import follow_authorization
-from tether.net.client import guarded_client
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge, bearer_challenge
@@ -321,49 +316,6 @@ class _ProbeDiscoverer(Discoverer):
         return await super().discover(server, challenge=challenge or self.challenge)
 
 
-class _TokenSource:
-    """A :class:`~tether.mcp.auth.TokenSource` over the hub's connections (shared)."""
-
-    def __init__(self, connections: Connections, server: ServerRecord) -> None:
-        self._connections = connections
-        self._server = server
-
-    async def current(self) -> AccessToken:
-        conn = await self._connections.usable(self._server, "shared")
-        if conn.access_token is None:  # pragma: no cover - usable() raises first
-            raise AuthorizationRequired("no access token", server=self._server.name)
-        return AccessToken(
-            conn.access_token.get_secret_value(), conn.expires_at, conn.scopes
-        )
-
-    async def rejected(
-        self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
-    ) -> AccessToken:
-        server = self._server
-        if challenge is not None and challenge.error == "insufficient_scope":
-            await self._connections.record_step_up(server, "shared", challenge.scope)
-            raise StepUpRequired(
-                f"server '{server.name}' needs more scope: {' '.join(challenge.scope)}",
-                server=server.name,
-                hint="connect again requesting the listed scopes",
-                details={"required_scopes": list(challenge.scope)},
-            )
-        conn = await self._connections.get(server, "shared")
-        if conn.refresh_token is None:
-            raise AuthorizationRequired(
-                f"server '{server.name}' refused the access token (HTTP {status}) "
-                "and no refresh token is held",
-                server=server.name,
-                hint="check the token's audience/resource and scopes",
-                details={"status": status},
-            )
-        conn = await self._connections.refresh(server, "shared", force=True)
-        assert conn.access_token is not None
-        return AccessToken(
-            conn.access_token.get_secret_value(), conn.expires_at, conn.scopes
-        )
-
-
 # --------------------------------------------------------------------- the probe
 
 
@@ -512,6 +464,7 @@ async def probe(options: ProbeOptions) -> ProbeReport:
         ),
     )
     try:
+        await tether.start()
         await _run(tether, fetcher, options, report)
     finally:
         await tether.aclose()
@@ -752,73 +705,57 @@ async def _tools(
     report: ProbeReport,
     server: ServerRecord,
 ) -> None:
+    """``tools/list`` and the optional call, through the hub's tool registry."""
     steps = report.steps
     if not options.list_tools and options.call is None:
         return
-    profile = profile_of(server)
     retries = options.step_up_retries
     while True:
-        auth = (
-            BearerAuth(_TokenSource(tether.connections, server), server=server.name)
-            if server.auth_mode == "oauth"
-            else None
-        )
-        client = guarded_client(
-            fetcher.policy_for(profile),
-            timeout=profile.timeout,
-            follow_redirects=False,
-            ca_bundle=profile.ca_bundle,
-        )
         step = ProbeStep("tools")
+        steps.append(step)
         try:
-            async with (
-                client,
-                MCPSession(
-                    server.url,
-                    client,
-                    auth=auth,
-                    server=server.name,
-                    timeout=profile.timeout,
-                    mode="legacy",
-                ) as session,
-            ):
-                steps.append(step)
-                started = time.monotonic()
-                tools = await session.list_tools()
-                names = [str(t.get("name")) for t in tools]
-                step.summary = f"{len(tools)} tool(s)"
-                step.details = {
-                    "protocol_version": session.protocol_version,
-                    "server_info": session.server_info,
-                    "capabilities": session.capabilities,
-                    "tool_count": len(tools),
-                    "tool_names": names,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
-                name = options.call
-                if name is None and options.call_if_listed in names:
-                    name = options.call_if_listed
-                if name is None:
-                    return
-                step = ProbeStep("call")
-                steps.append(step)
-                result = await session.call_tool(name, dict(options.call_args))
-                step.details = {"tool": name, "result": _short_result(result)}
-                if result.get("isError"):
-                    step.status = "failed"
-                    step.exit_code = 1
-                    step.summary = f"{name} returned isError: true"
-                    step.error = {
-                        "code": "tool_error",
-                        "message": step.summary,
-                        "hint": "check the tool's arguments (--args)",
-                    }
-                else:
-                    step.summary = f"{name} succeeded"
+            started = time.monotonic()
+            test = await tether.test_connection(server.id)
+            names = list(test.tool_names)
+            step.summary = f"{test.tool_count} tool(s)"
+            step.details = {
+                "protocol_version": test.protocol_version,
+                "server_info": dict(test.server_info),
+                "capabilities": dict(test.capabilities),
+                "tool_count": test.tool_count,
+                "tool_names": names,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            name = options.call
+            if name is None and options.call_if_listed in names:
+                name = options.call_if_listed
+            if name is None:
                 return
+            step = ProbeStep("call")
+            steps.append(step)
+            result = await tether.call_tool(
+                server.id, name, dict(options.call_args), raise_errors=True
+            )
+            step.details = {
+                "tool": name,
+                "is_error": result.is_error,
+                "text": result.text[:500],
+            }
+            if result.structured is not None:
+                step.details["structured"] = result.structured
+            if result.is_error:
+                step.status = "failed"
+                step.exit_code = 1
+                step.summary = f"{name} returned isError: true"
+                step.error = {
+                    "code": result.error_code or "tool_error",
+                    "message": step.summary,
+                    "hint": "check the tool's arguments (--args)",
+                }
+            else:
+                step.summary = f"{name} succeeded"
+            return
         except StepUpRequired as exc:
-            if step not in steps:
-                steps.append(step)
             _fail(step, exc)
             if retries <= 0:
                 return
@@ -829,25 +766,8 @@ async def _tools(
             if not await _authorize(tether, fetcher, options, report, server):
                 return
         except TetherError as exc:
-            if step not in steps:
-                steps.append(step)
             _fail(step, exc)
             return
-
-
-def _short_result(result: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"isError": bool(result.get("isError"))}
-    content = result.get("content") or []
-    texts = [
-        str(item.get("text"))[:500]
-        for item in content
-        if isinstance(item, Mapping) and item.get("type") == "text"
-    ]
-    if texts:
-        out["text"] = texts
-    if result.get("structuredContent") is not None:
-        out["structuredContent"] = result["structuredContent"]
-    return out
 
 
 def check_options(options: ProbeOptions) -> None:
