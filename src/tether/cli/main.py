@@ -42,6 +42,14 @@ app.add_typer(servers_app, name="servers")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(keys_app, name="keys")
 
+
+def _add_tool_commands() -> None:
+    from tether.cli.tools import tools_app, toolsets_app
+
+    app.add_typer(tools_app, name="tools")
+    app.add_typer(toolsets_app, name="toolsets")
+
+
 _state: dict[str, bool] = {"debug": False}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
@@ -399,6 +407,9 @@ def keys_rotate() -> None:
 def main() -> None:
     """Entry point of the ``tether`` command."""
     app()
+
+
+_add_tool_commands()
 
 
 from tether.cli.probe import probe  # noqa: E402

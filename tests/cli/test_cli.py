@@ -1,0 +1,84 @@
+"""The CLI as a thin shell: commands, exit codes, and no secret in any output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli.main import app
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path))
+    monkeypatch.setenv("TETHER_ALLOW_NETWORKS", '["127.0.0.0/8"]')
+    return CliRunner()
+
+
+def test_server_and_credential_lifecycle(runner: CliRunner, tmp_path: Path) -> None:
+    added = runner.invoke(app, ["credentials", "add", "api", "--value", SECRET])
+    assert added.exit_code == 0, added.output
+    server = runner.invoke(
+        app,
+        [
+            "servers",
+            "add",
+            "local",
+            "http://127.0.0.1:9/mcp",
+            "--auth",
+            "header",
+            "--credential",
+            "api",
+            "--allow-network",
+            "127.0.0.0/8",
+        ],
+    )
+    assert server.exit_code == 0, server.output
+    listed = runner.invoke(app, ["servers", "list"])
+    assert "local" in listed.output
+    shown = runner.invoke(app, ["servers", "show", "local", "--json"])
+    creds = runner.invoke(app, ["credentials", "list", "--json"])
+    audit = runner.invoke(app, ["audit", "--json"])
+    for result in (listed, shown, creds, audit):
+        assert result.exit_code == 0, result.output
+        assert SECRET not in result.output
+    assert SECRET.encode() not in (tmp_path / "tether.db").read_bytes()
+    assert (tmp_path / "keys").stat().st_mode & 0o077 == 0
+
+
+def test_errors_have_codes_and_exit_codes(runner: CliRunner) -> None:
+    missing = runner.invoke(app, ["servers", "show", "nope"])
+    assert missing.exit_code == 2
+    assert "not_found" in missing.output
+    blocked = runner.invoke(app, ["servers", "add", "x", "https://10.0.0.1/mcp"])
+    assert blocked.exit_code == 2
+    assert "URL is not allowed" in blocked.output
+    assert "private address" in blocked.output
+    bad_args = runner.invoke(app, ["tools", "call", "x", "t", "--args", "[1]"])
+    assert bad_args.exit_code == 2
+    assert "JSON object" in bad_args.output
+
+
+def test_unreachable_server_tool_call_is_a_model_visible_error(
+    runner: CliRunner,
+) -> None:
+    runner.invoke(
+        app,
+        [
+            "servers",
+            "add",
+            "dead",
+            "http://127.0.0.1:9/mcp",
+            "--allow-network",
+            "127.0.0.0/8",
+            "--timeout",
+            "2",
+        ],
+    )
+    result = runner.invoke(app, ["tools", "call", "dead", "echo"])
+    assert result.exit_code == 1
+    assert result.output.strip()
