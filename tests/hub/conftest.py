@@ -55,7 +55,12 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def make_tether(db_path: Path) -> AsyncIterator[MakeTether]:
-    """Build Tethers on a fresh SQLite file (closed after the test)."""
+    """Build Tethers on a fresh SQLite file (closed after the test).
+
+    Tests that also use ``tmp_peers`` list it first, so the Tethers (and their pooled
+    connections) close before those peers stop; otherwise a TLS peer waits out its
+    shutdown grace period.
+    """
     opened: list[Tether] = []
 
     async def factory(**overrides: Any) -> Tether:

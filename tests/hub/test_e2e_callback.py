@@ -104,7 +104,7 @@ async def test_state_of_another_user_rejected_cb1(
 
 
 async def test_iss_mismatch_rejected_before_code_exchange_cb2_cb4(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """CB-2…CB-4: a wrong RFC 9207 ``iss`` is refused and the code never exchanged."""
     peers = tmp_peers.peers(as_env={"AS_WRONG_ISS": "1"})
@@ -128,7 +128,7 @@ async def test_iss_mismatch_rejected_before_code_exchange_cb2_cb4(
 
 
 async def test_metadata_issuer_mismatch_refused_at_start_asm4(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """ASM-4: AS metadata whose ``issuer`` differs from the PRM's is never used.
 
@@ -154,7 +154,7 @@ async def test_metadata_issuer_mismatch_refused_at_start_asm4(
 
 
 async def test_missing_pkce_metadata_refused_unless_allowed_authz2(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """AUTHZ-2 + known disagreements #1: no ``code_challenge_methods_supported``.
 

@@ -145,7 +145,7 @@ async def test_protected_params_rejected_on_save_authz6(
 
 
 async def test_require_refresh_token_fails_clearly_and_stores_nothing_rfr7(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """RFR-7 + ``require_refresh_token``: no refresh token granted → a clear error.
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.realservers
 
 
 async def test_tls_with_private_ca_bundle_ssrf2(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """SSRF-2/TOK-2: https peers signed by a local CA work with the server's ``ca_bundle``.
 
@@ -180,7 +180,7 @@ def html_server(host: str, port: int) -> Iterator[ThreadingHTTPServer]:
 
 
 async def test_broken_as_fails_clearly_and_keeps_the_grant_prm4_gen4(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    tmp_peers: PeerFactory, make_tether: MakeTether
 ) -> None:
     """PRM-4/GEN-4/RFR-6: dead AS, then HTML metadata: clear errors, grant intact.
 
