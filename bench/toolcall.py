@@ -1,0 +1,306 @@
+"""Benchmark: ``tools/call`` through Tether vs the bare ``mcp`` SDK vs raw httpx2.
+
+Not a test. Run from the repository root::
+
+    .venv/bin/python bench/toolcall.py [--calls 400] [--concurrency 8]
+
+One loopback MCP server (``tests/peers/mcp_server.py``, no auth, pinned to the stateful
+2025-11-25 revision so all three clients speak the same protocol) serves three clients in
+the same run:
+
+* ``tether``: ``Tether.call_tool`` (server lookup in SQLite, pooled ``MCPSession``,
+  guarded transport, result normalisation);
+* ``sdk``: ``mcp.client.Client`` over ``streamable_http_client`` with a plain
+  ``httpx2.AsyncClient``;
+* ``raw``: one JSON-RPC POST per call with ``httpx2`` (the floor).
+
+Each runs the ``echo`` tool sequentially and with ``--concurrency`` workers sharing one
+connection. Latencies are reported as median and p99 per call; ratios are against the
+bare SDK (target: Tether <= 1.05x). Finally five concurrent 1-second ``slow`` calls on
+one Tether connection should finish in about one second. Results go to stdout and to
+``bench/results/toolcall-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+import httpx2  # noqa: E402
+from mcp.client.client import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from peers.fixture import MCPServer  # noqa: E402
+from tether.hub.tether import Tether  # noqa: E402
+from tether.store.crypto import KeyRing  # noqa: E402
+
+VERSION = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+Call = Callable[[str], Awaitable[str]]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of ``values`` (``q`` in 0..100)."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+async def sequential(call: Call, n: int) -> list[float]:
+    """Per-call latencies in ms of ``n`` calls one after another."""
+    out: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        text = await call(f"s{i}")
+        out.append((time.perf_counter() - start) * 1000)
+        if text != f"s{i}":
+            raise RuntimeError(f"unexpected echo {text!r}")
+    return out
+
+
+async def concurrent(call: Call, n: int, workers: int) -> tuple[list[float], float]:
+    """Per-call latencies (ms) and wall time (s) of ``n`` calls over ``workers``."""
+    out: list[float] = []
+
+    async def worker(w: int) -> None:
+        for i in range(n // workers):
+            start = time.perf_counter()
+            text = await call(f"c{w}-{i}")
+            out.append((time.perf_counter() - start) * 1000)
+            if text != f"c{w}-{i}":
+                raise RuntimeError(f"unexpected echo {text!r}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    return out, time.perf_counter() - start
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median_ms": round(statistics.median(values), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+        "mean_ms": round(statistics.fmean(values), 3),
+    }
+
+
+class Raw:
+    """A minimal Streamable HTTP JSON-RPC client (one POST per call)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = httpx2.AsyncClient(timeout=30.0, trust_env=False)
+        self.headers = {"accept": ACCEPT, "content-type": "application/json"}
+        self.next_id = 0
+
+    async def post(self, method: str, params: dict[str, Any] | None) -> Any:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        if not method.startswith("notifications/"):
+            self.next_id += 1
+            msg["id"] = self.next_id
+        resp = await self.client.post(self.url, json=msg, headers=self.headers)
+        resp.raise_for_status()
+        if "id" not in msg:
+            return None
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()["result"]
+        for line in resp.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                data = json.loads(line[5:])
+                if data.get("id") == msg["id"]:
+                    return data["result"]
+        raise RuntimeError(f"no result in {resp.text!r}")
+
+    async def start(self) -> None:
+        info = {"name": "bench-raw", "version": "0"}
+        params = {"protocolVersion": VERSION, "capabilities": {}, "clientInfo": info}
+        msg = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+        resp = await self.client.post(self.url, json=msg, headers=self.headers)
+        resp.raise_for_status()
+        self.headers["mcp-session-id"] = resp.headers["mcp-session-id"]
+        self.headers["mcp-protocol-version"] = VERSION
+        await self.post("notifications/initialized", None)
+
+    async def echo(self, text: str) -> str:
+        result = await self.post(
+            "tools/call", {"name": "echo", "arguments": {"text": text}}
+        )
+        return str(result["content"][0]["text"])
+
+
+async def measure(
+    name: str, call: Call, calls: int, workers: int, warmup: int
+) -> dict[str, Any]:
+    await sequential(call, warmup)
+    seq = await sequential(call, calls)
+    conc, wall = await concurrent(call, calls, workers)
+    return {
+        "client": name,
+        "sequential": summary(seq),
+        "concurrent": {
+            **summary(conc),
+            "workers": workers,
+            "calls_per_s": round(len(conc) / wall, 1),
+        },
+    }
+
+
+async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, Any]:
+    with (
+        MCPServer(None, env={"MCP_PROTOCOL_VERSIONS": VERSION}) as mcp,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        tether = await Tether.open(
+            database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
+            key_ring=KeyRing.generate(),
+            redirect_uri="http://127.0.0.1:8470/oauth/callback",
+            allow_networks=["127.0.0.0/8"],
+        )
+        await tether.servers.create(
+            {"name": "bench", "url": mcp.url, "allow_networks": ["127.0.0.0/8"]},
+            actor="bench",
+        )
+
+        async def via_tether(text: str) -> str:
+            result = await tether.call_tool("bench", "echo", {"text": text})
+            if result.is_error:
+                raise RuntimeError(result.text)
+            return result.text
+
+        raw = Raw(mcp.url)
+        await raw.start()
+        sdk_http = httpx2.AsyncClient(timeout=30.0, trust_env=False)
+        results: dict[str, list[dict[str, Any]]] = {"tether": [], "sdk": [], "raw": []}
+        async with Client(
+            streamable_http_client(mcp.url, http_client=sdk_http), cache=None
+        ) as sdk:
+
+            async def via_sdk(text: str) -> str:
+                result = await sdk.call_tool("echo", {"text": text})
+                block = result.content[0]
+                return str(getattr(block, "text", ""))
+
+            clients: dict[str, Call] = {
+                "tether": via_tether,
+                "sdk": via_sdk,
+                "raw": raw.echo,
+            }
+            # interleave rounds so drift (CPU frequency, GC) hits every client alike
+            for _ in range(rounds):
+                for name, call in clients.items():
+                    results[name].append(
+                        await measure(name, call, calls, workers, warmup)
+                    )
+
+            start = time.perf_counter()
+            slow = await asyncio.gather(
+                *(
+                    tether.call_tool("bench", "slow", {"seconds": 1, "steps": 2})
+                    for _ in range(5)
+                )
+            )
+            slow_wall = time.perf_counter() - start
+            if any(r.is_error for r in slow):
+                raise RuntimeError([r.text for r in slow])
+            sessions = {c["session_id"] for c in mcp.calls() if c["tool"] == "slow"}
+        await sdk_http.aclose()
+        await raw.client.aclose()
+        await tether.aclose()
+
+    merged = {name: merge(rows) for name, rows in results.items()}
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "protocol_version": VERSION,
+        "calls_per_round": calls,
+        "rounds": rounds,
+        "workers": workers,
+        "clients": merged,
+        "ratios_vs_sdk": {
+            name: {
+                mode: round(
+                    merged[name][mode]["median_ms"] / merged["sdk"][mode]["median_ms"],
+                    3,
+                )
+                for mode in ("sequential", "concurrent")
+            }
+            for name in merged
+        },
+        "slow_5x1s": {
+            "wall_s": round(slow_wall, 3),
+            "sessions": len(sessions),
+        },
+    }
+
+
+def merge(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of the per-round statistics."""
+    out: dict[str, Any] = {}
+    for mode in ("sequential", "concurrent"):
+        keys = rows[0][mode].keys()
+        out[mode] = {
+            key: round(statistics.median(r[mode][key] for r in rows), 3) for key in keys
+        }
+    return out
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"tools/call echo, {report['calls_per_round']} calls x {report['rounds']} "
+        f"rounds, {report['workers']} workers, MCP {report['protocol_version']}",
+        f"{'client':8} {'seq med':>9} {'seq p99':>9} {'conc med':>9} "
+        f"{'conc p99':>9} {'calls/s':>9} {'seq x':>7} {'conc x':>7}",
+    ]
+    for name, row in report["clients"].items():
+        ratio = report["ratios_vs_sdk"][name]
+        lines.append(
+            f"{name:8} {row['sequential']['median_ms']:>9.3f} "
+            f"{row['sequential']['p99_ms']:>9.3f} {row['concurrent']['median_ms']:>9.3f} "
+            f"{row['concurrent']['p99_ms']:>9.3f} "
+            f"{row['concurrent']['calls_per_s']:>9.1f} "
+            f"{ratio['sequential']:>7.3f} {ratio['concurrent']:>7.3f}"
+        )
+    slow = report["slow_5x1s"]
+    lines.append(
+        f"5 concurrent 1 s slow calls via Tether: {slow['wall_s']:.3f} s wall "
+        f"on {slow['sessions']} MCP session(s)"
+    )
+    lines.append("(ms per call; x = median / bare SDK median; target tether <= 1.05)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    report = asyncio.run(run(args.calls, args.concurrency, args.warmup, args.rounds))
+    print(table(report))
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"toolcall-{datetime.now(UTC):%Y-%m-%d}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
