@@ -214,8 +214,11 @@ async def test_per_user_isolation(
     assert anonymous.error_code == "unknown_tool"
     # ... while the facade's call_tool raises (it resolves the subject outside the
     # error-result conversion; reported, tether.py is not ours to change)
+    anonymous = await tether.call_tool("personal", "whoami", {}, user=None)
+    assert anonymous.is_error
+    assert anonymous.error_code == "authorization_required"
     with pytest.raises(AuthorizationRequired):
-        await tether.call_tool("personal", "whoami", {}, user=None)
+        await tether.call_tool("personal", "whoami", {}, user=None, raise_errors=True)
     assert len(mcp.calls()) == 3  # none of these reached the server
     carol_view = await tether.toolset("mine", user="carol")
     assert carol_view.tools == ()

@@ -14,7 +14,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 from tether.hub.audit import Auditor
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
 from tether.hub.connections import Connections, StartedAuthorization, subject_for
@@ -23,7 +23,7 @@ from tether.hub.credentials import CredentialService
 from tether.hub.servers import ServerService
 from tether.hub.tools import ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
-from tether.mcp.results import ToolResult
+from tether.mcp.results import ToolResult, result_from_error
 from tether.net.backend import Resolver, system_resolver, vet_url
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
@@ -228,8 +228,13 @@ class Tether:
         raise_errors: bool = False,
     ) -> ToolResult:
         """Call one server's tool by its MCP name; errors become error results."""
-        server = await self.servers.get(server_ref)
-        subject = self.tools.subject(server, user)
+        try:
+            server = await self.servers.get(server_ref)
+            subject = self.tools.subject(server, user)
+        except TetherError as exc:
+            if raise_errors:
+                raise
+            return result_from_error(exc)
         return await self.tools.call(
             server, subject, tool, arguments, raise_errors=raise_errors
         )
