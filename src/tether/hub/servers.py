@@ -172,22 +172,18 @@ class ServerSpec(BaseModel):
             header_name=server.header_name,
             header_scheme=server.header_scheme,
             credential_id=server.credential_id,
-            oauth=OAuthSpec(
-                registration=o.registration,
-                client_id=o.client_id,
-                client_secret_credential_id=o.client_secret_credential_id,
-                token_auth_method=o.token_auth_method,
-                scopes=o.scopes,
-                authorization_params=dict(o.authorization_params),
-                token_params=dict(o.token_params),
-                require_refresh_token=o.require_refresh_token,
-                allow_missing_pkce_metadata=o.allow_missing_pkce_metadata,
-                authorization_server=o.authorization_server,
-                per_user=o.per_user,
-            ),
+            oauth=OAuthSpec(**_oauth_fields(o)),
             allow_networks=server.allow_networks,
             ca_bundle=server.ca_bundle,
         )
+
+
+def _oauth_fields(oauth: OAuthSpec | OAuthSettings) -> dict[str, Any]:
+    """The OAuth settings as keyword arguments; both types share their field names."""
+    values = {name: getattr(oauth, name) for name in OAuthSpec.model_fields}
+    for name in ("authorization_params", "token_params"):
+        values[name] = dict(values[name])
+    return values
 
 
 def parse_spec(data: Mapping[str, Any]) -> ServerSpec:
@@ -223,19 +219,7 @@ def _record_from_spec(spec: ServerSpec, base: ServerRecord) -> ServerRecord:
         header_name=spec.header_name,
         header_scheme=spec.header_scheme,
         credential_id=spec.credential_id,
-        oauth=OAuthSettings(
-            registration=o.registration,
-            client_id=o.client_id,
-            client_secret_credential_id=o.client_secret_credential_id,
-            token_auth_method=o.token_auth_method,
-            scopes=o.scopes,
-            authorization_params=dict(o.authorization_params),
-            token_params=dict(o.token_params),
-            require_refresh_token=o.require_refresh_token,
-            allow_missing_pkce_metadata=o.allow_missing_pkce_metadata,
-            authorization_server=o.authorization_server,
-            per_user=o.per_user,
-        ),
+        oauth=OAuthSettings(**_oauth_fields(o)),
         allow_networks=tuple(spec.allow_networks),
         ca_bundle=spec.ca_bundle,
     )
