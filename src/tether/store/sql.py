@@ -65,6 +65,16 @@ class _Store:
     def __init__(self, backend: SqlBackend) -> None:
         self._b = backend
 
+    async def _delete_for_server(
+        self, table: sa.Table, server_id: str, column: str, value: str | None
+    ) -> None:
+        """Delete a server's rows, or only those whose ``column`` equals ``value``."""
+        where = [table.c.server_id == server_id]
+        if value is not None:
+            where.append(table.c[column] == value)
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(table).where(*where))
+
 
 # --------------------------------------------------------------------- stores
 
@@ -243,12 +253,7 @@ class SqlRegistrationStore(_Store):
 
     async def delete(self, server_id: str, issuer: str | None = None) -> None:
         """Delete one issuer's registration, or all of the server's."""
-        t = self._t
-        where = [t.c.server_id == server_id]
-        if issuer is not None:
-            where.append(t.c.issuer == issuer)
-        async with self._b.begin() as conn:
-            await conn.execute(sa.delete(t).where(*where))
+        await self._delete_for_server(self._t, server_id, "issuer", issuer)
 
 
 class SqlConnectionStore(_Store):
@@ -301,12 +306,7 @@ class SqlConnectionStore(_Store):
 
     async def delete(self, server_id: str, subject: str | None = None) -> None:
         """Delete one connection, or all of the server's."""
-        t = self._t
-        where = [t.c.server_id == server_id]
-        if subject is not None:
-            where.append(t.c.subject == subject)
-        async with self._b.begin() as conn:
-            await conn.execute(sa.delete(t).where(*where))
+        await self._delete_for_server(self._t, server_id, "subject", subject)
 
 
 class SqlPendingStore(_Store):
@@ -375,12 +375,7 @@ class SqlToolCacheStore(_Store):
 
     async def delete(self, server_id: str, subject: str | None = None) -> None:
         """Invalidate one subject's list, or all of the server's."""
-        t = self._t
-        where = [t.c.server_id == server_id]
-        if subject is not None:
-            where.append(t.c.subject == subject)
-        async with self._b.begin() as conn:
-            await conn.execute(sa.delete(t).where(*where))
+        await self._delete_for_server(self._t, server_id, "subject", subject)
 
     async def get_health(self, server_id: str, subject: str) -> ServerHealth | None:
         """Return the last recorded health or ``None``."""
