@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import typer
 
 from tether.cli import render
+from tether.cli.args import param_pairs
 from tether.cli.callback import wait_for_callback
 from tether.cli.runtime import key_ring, open_tether
 from tether.config import Settings
@@ -86,17 +87,6 @@ def with_tether(action: Callable[[Tether], Awaitable[T]]) -> T:
     return run(body())
 
 
-def _params(pairs: list[str], removed: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"'{pair}' is not NAME=VALUE")
-        out[key] = value
-    out.update(dict.fromkeys(removed))
-    return out
-
-
 # ---------------------------------------------------------------------- servers
 
 
@@ -156,8 +146,8 @@ def servers_add(
                 "client_secret_credential_id": secret,
                 "token_auth_method": token_auth_method,
                 "scopes": scopes,
-                "authorization_params": _params(auth_param, remove_auth_param),
-                "token_params": _params(token_param, remove_token_param),
+                "authorization_params": param_pairs(auth_param, remove_auth_param),
+                "token_params": param_pairs(token_param, remove_token_param),
                 "require_refresh_token": require_refresh_token,
                 "allow_missing_pkce_metadata": allow_missing_pkce_metadata,
                 "per_user": per_user,

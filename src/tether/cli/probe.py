@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tether.cli.args import param_pairs
 from tether.cli.callback import wait_for_callback
 from tether.errors import UsageError, exit_code
 from tether.hub.probe import ProbeOptions, ProbeReport, check_options
@@ -37,17 +38,6 @@ CONFORMANCE_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
 CONFORMANCE_DEFAULT_TOOL = "test-tool"
 
 _MARK = {"ok": "ok", "failed": "FAILED", "skipped": "skipped"}
-
-
-def _pairs(pairs: list[str], removed: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"'{pair}' is not NAME=VALUE")
-        out[key] = value
-    out.update(dict.fromkeys(removed))
-    return out
 
 
 def conformance_options(
@@ -188,8 +178,8 @@ def probe(
         options = ProbeOptions(
             url=url,
             scopes=scopes,
-            authorization_params=_pairs(auth_param, remove_auth_param),
-            token_params=_pairs(token_param, remove_token_param),
+            authorization_params=param_pairs(auth_param, remove_auth_param),
+            token_params=param_pairs(token_param, remove_token_param),
             registration=registration,
             client_id=client_id,
             client_secret=client_secret,
