@@ -668,14 +668,13 @@ class Connections:
                     response.status, response.body, response.content_type, url=post.url
                 )
                 return
-            except OAuthError as exc:
+            except OAuthError:
                 wait = retry_after_seconds(
                     response.header("retry-after"), now=self._ctx.clock.now()
                 )
                 if response.status != 503 or attempt or wait is None:
                     raise
                 await anyio.sleep(min(wait, 5.0))  # REV-4: MAY retry after Retry-After
-                del exc
 
     async def clear_server(self, server: ServerRecord, reason: str) -> None:
         """Revoke and clear every grant of a server.
