@@ -82,3 +82,39 @@ def test_unreachable_server_tool_call_is_a_model_visible_error(
     result = runner.invoke(app, ["tools", "call", "dead", "echo"])
     assert result.exit_code == 1
     assert result.output.strip()
+
+
+def keys(home: Path) -> list[str]:
+    lines = (home / "keys").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_keys_add_and_rotate_reencrypt_every_secret(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    assert (
+        runner.invoke(app, ["credentials", "add", "api", "--value", SECRET]).exit_code
+        == 0
+    )
+    before = keys(tmp_path)
+    added = runner.invoke(app, ["keys", "add"])
+    assert added.exit_code == 0, added.output
+    after = keys(tmp_path)
+    assert after[1:] == before
+    rotated = runner.invoke(app, ["keys", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "re-encrypted 1 secrets" in rotated.output
+    (tmp_path / "keys").write_text(after[0] + "\n")  # the old key is no longer needed
+    listed = runner.invoke(app, ["credentials", "list"])
+    assert listed.exit_code == 0, listed.output
+    again = runner.invoke(app, ["keys", "rotate"])
+    assert "re-encrypted 0 secrets" in again.output
+
+
+def test_keys_add_refuses_keys_from_the_environment(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_ENCRYPTION_KEYS", "a" * 44)
+    result = runner.invoke(app, ["keys", "add"])
+    assert result.exit_code == 2
+    assert "TETHER_ENCRYPTION_KEYS" in result.output

@@ -1,0 +1,54 @@
+"""The loopback listener that receives ``tether connect``'s OAuth callback (CB-6)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tether.cli.callback import wait_for_callback
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def get(port: int, target: str) -> bytes:
+    for _ in range(50):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:
+            await asyncio.sleep(0.02)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+async def test_returns_the_callback_query_and_a_safe_page() -> None:
+    port = free_port()
+    waiting = asyncio.create_task(
+        wait_for_callback(f"http://127.0.0.1:{port}/oauth/callback", seconds=5)
+    )
+    other = await get(port, "/favicon.ico")
+    page = await get(port, "/oauth/callback?code=abc&state=xyz&iss=https%3A%2F%2Fas")
+    params = await waiting
+    assert params == {"code": "abc", "state": "xyz", "iss": "https://as"}
+    assert b"Not found" in other
+    assert b"Authorization received" in page
+    assert b"Content-Security-Policy: default-src 'none'" in page
+    assert b"Referrer-Policy: no-referrer" in page
+
+
+async def test_gives_up_after_the_wait() -> None:
+    with pytest.raises(TimeoutError):
+        await wait_for_callback(
+            f"http://127.0.0.1:{free_port()}/oauth/callback", seconds=0.2
+        )
