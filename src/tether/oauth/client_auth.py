@@ -37,6 +37,7 @@ __all__ = [
     "SUPPORTED_AUTH_METHODS",
     "AuthMethod",
     "ClientAuth",
+    "ClientAuthMethod",
     "FormPost",
     "choose_auth_method",
     "client_auth",
@@ -51,6 +52,12 @@ SUPPORTED_AUTH_METHODS: tuple[AuthMethod, ...] = (
 )
 """Implemented methods, in the preference order used when a secret is held."""
 
+ClientAuthMethod = Literal[
+    "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
+]
+"""What a :class:`ClientAuth` may carry: the secret methods, or a JWT client assertion
+(``private_key_jwt``, built by :func:`tether.oauth.assertions.jwt_client_auth`)."""
+
 
 class ClientAuth(BaseModel):
     """What one request adds to authenticate the client.
@@ -63,7 +70,7 @@ class ClientAuth(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    method: AuthMethod
+    method: ClientAuthMethod
     headers: Mapping[str, str] = Field(default_factory=dict, repr=False)
     body: Mapping[str, str] = Field(default_factory=dict, repr=False)
 
