@@ -648,6 +648,21 @@ TRIGGER_CHANGES: dict[str, dict[str, Any]] = {
         "oauth": {"authorization_server": "https://as.example.com"}
     },
     "oauth.per_user": {"oauth": {"per_user": True}},
+    "oauth.grant": {"oauth": {"grant": "client_credentials"}},
+    "oauth.private_key_credential_id": {
+        "oauth": {"private_key_credential_id": "<cred>"}
+    },
+    "oauth.signing_algorithm": {"oauth": {"signing_algorithm": "ES256"}},
+    "oauth.idp_token_endpoint": {
+        "oauth": {"idp_token_endpoint": "https://idp.example.com/token"}
+    },
+    "oauth.idp_client_id": {"oauth": {"idp_client_id": "idp-1"}},
+    "oauth.idp_client_secret_credential_id": {
+        "oauth": {"idp_client_secret_credential_id": "<cred>"}
+    },
+    "oauth.idp_id_token_credential_id": {
+        "oauth": {"idp_id_token_credential_id": "<cred>"}
+    },
 }
 
 

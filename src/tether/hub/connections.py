@@ -38,6 +38,7 @@ from tether.errors import (
 )
 from tether.hub.context import HubContext, profile_of
 from tether.hub.discovery import Discoverer, as_metadata
+from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.registration import Registrar, auth_for
 from tether.hub.status import Event, transition
 from tether.oauth.authorize import authorization_url, select_scopes, union_scopes
@@ -452,6 +453,8 @@ class Connections:
         Raises:
             AuthorizationRequired: Not connected, or the grant is dead; names the issuer.
         """
+        if is_machine_grant(server):  # client credentials / enterprise: no browser
+            return await MachineGrants(self).usable(server, subject)
         conn = await self.get(server, subject)
         if conn.access_token is None or conn.status in ("disconnected", "needs_reauth"):
             raise self._auth_required(server, conn)
@@ -499,6 +502,8 @@ class Connections:
             NetworkError: The AS could not be reached (tokens are kept).
             OAuthError: The AS refused for another reason.
         """
+        if is_machine_grant(server):  # the grant itself is re-run (RFC 6749 §4.4.3)
+            return await MachineGrants(self).renew(server, subject, stale=stale)
         async with self._ctx.stores.locks.lock(f"refresh:{server.id}:{subject}"):
             conn = await self.get(server, subject)
             if stale is not None and conn.access_token != stale.access_token:

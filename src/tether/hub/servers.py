@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,6 +21,7 @@ from tether.hub.audit import Auditor, server_view
 from tether.hub.clock import Clock
 from tether.store.base import (
     AuthMode,
+    GrantType,
     OAuthSettings,
     RegistrationMode,
     ServerRecord,
@@ -28,7 +29,14 @@ from tether.store.base import (
     TokenAuthMethod,
 )
 
-__all__ = ["REAUTH_TRIGGERS", "OAuthSpec", "ServerService", "ServerSpec", "UrlCheck"]
+__all__ = [
+    "REAUTH_TRIGGERS",
+    "OAuthSpec",
+    "ServerService",
+    "ServerSpec",
+    "UrlCheck",
+    "grant_problems",
+]
 
 UrlCheck = Callable[[str, Sequence[str]], Awaitable[None]]
 """Checks a server URL against the network policy; raises ``BlockedDestination``."""
@@ -46,6 +54,13 @@ REAUTH_TRIGGERS: Final = (
     "oauth.token_params",
     "oauth.authorization_server",
     "oauth.per_user",
+    "oauth.grant",
+    "oauth.private_key_credential_id",
+    "oauth.signing_algorithm",
+    "oauth.idp_token_endpoint",
+    "oauth.idp_client_id",
+    "oauth.idp_client_secret_credential_id",
+    "oauth.idp_id_token_credential_id",
 )
 
 #: Authorization and token parameters that custom params may never set or remove.
@@ -84,6 +99,13 @@ class OAuthSpec(BaseModel):
     allow_missing_pkce_metadata: bool = False
     authorization_server: str | None = Field(default=None, max_length=1000)
     per_user: bool = False
+    grant: GrantType = "authorization_code"
+    private_key_credential_id: str | None = None
+    signing_algorithm: Literal["ES256", "ES384", "RS256", "PS256"] | None = None
+    idp_token_endpoint: str | None = Field(default=None, max_length=1000)
+    idp_client_id: str | None = Field(default=None, max_length=1000)
+    idp_client_secret_credential_id: str | None = None
+    idp_id_token_credential_id: str | None = None
 
     @field_validator("authorization_params", "token_params", mode="before")
     @classmethod
@@ -112,7 +134,13 @@ class OAuthSpec(BaseModel):
             )
         return value
 
-    @field_validator("client_id", "scopes", "authorization_server")
+    @field_validator(
+        "client_id",
+        "scopes",
+        "authorization_server",
+        "idp_token_endpoint",
+        "idp_client_id",
+    )
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         if value is None:
@@ -237,6 +265,50 @@ def changed_triggers(before: ServerRecord, after: ServerRecord) -> list[str]:
     return changed
 
 
+#: Credential references of the machine and enterprise grants.
+_GRANT_CREDENTIALS: Final = (
+    "private_key_credential_id",
+    "idp_client_secret_credential_id",
+    "idp_id_token_credential_id",
+)
+
+
+def grant_problems(oauth: OAuthSpec) -> dict[str, str]:
+    """Settings a non-browser grant needs but lacks (EXT-1, EXT-4), by field.
+
+    ``client_credentials`` and ``enterprise`` use a pre-registered client (no dynamic
+    registration, EXT-1), authenticated with a secret or a private key (checked at
+    connect time, so the grant can be switched before the credential is chosen);
+    ``enterprise`` also needs the IdP's token endpoint and Tether's client id there.
+    """
+    problems: dict[str, str] = {}
+    has_key = oauth.private_key_credential_id is not None
+    if oauth.token_auth_method == "private_key_jwt" and not has_key:  # noqa: S105
+        problems["oauth.private_key_credential_id"] = (
+            "private_key_jwt needs a private key credential"
+        )
+    if oauth.grant == "authorization_code":
+        return problems
+    if not oauth.client_id:
+        problems["oauth.client_id"] = (
+            f"the {oauth.grant} grant needs a pre-registered client id"
+        )
+    if oauth.token_auth_method == "none":  # noqa: S105 - a method name
+        problems["oauth.token_auth_method"] = (
+            f"the {oauth.grant} grant needs client authentication (RFC 6749 §4.4)"
+        )
+    if oauth.grant == "enterprise":
+        if not oauth.idp_token_endpoint:
+            problems["oauth.idp_token_endpoint"] = (
+                "enterprise-managed authorization needs the IdP's token endpoint"  # noqa: S105
+            )
+        if not oauth.idp_client_id:
+            problems["oauth.idp_client_id"] = (
+                "enterprise-managed authorization needs Tether's client id at the IdP"
+            )
+    return problems
+
+
 Invalidate = Callable[[ServerRecord, str], Awaitable[None]]
 
 
@@ -265,9 +337,14 @@ class ServerService:
             "credential_id": spec.credential_id,
             "oauth.client_secret_credential_id": spec.oauth.client_secret_credential_id,
         }
+        refs.update(
+            {f"oauth.{name}": getattr(spec.oauth, name) for name in _GRANT_CREDENTIALS}
+        )
         for field, ref in refs.items():
             if ref and await self._stores.credentials.get(ref) is None:
                 fields[field] = f"credential '{ref}' does not exist"
+        if spec.auth_mode == "oauth":
+            fields.update(grant_problems(spec.oauth))
         if (
             spec.auth_mode == "oauth"
             and spec.oauth.registration == "manual"
@@ -283,6 +360,10 @@ class ServerService:
             )
         try:
             await self._url_check(spec.url, spec.allow_networks)
+            if spec.auth_mode == "oauth" and spec.oauth.idp_token_endpoint:
+                await self._url_check(
+                    spec.oauth.idp_token_endpoint, spec.allow_networks
+                )
         except ValidationFailed:
             raise
         except Exception as exc:  # BlockedDestination and friends become field errors

@@ -14,12 +14,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from pydantic import SecretStr
+
 from tether.errors import TetherError, UsageError
 from tether.hub.audit import Auditor
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
 from tether.hub.connections import Connections, StartedAuthorization, subject_for
 from tether.hub.context import HubConfig, HubContext
 from tether.hub.credentials import CredentialService
+from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.servers import ServerService
 from tether.hub.tools import ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
@@ -27,6 +30,7 @@ from tether.mcp.results import ToolResult, result_from_error
 from tether.net.backend import Resolver, system_resolver, vet_url
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
+from tether.oauth.challenge import BearerChallenge, bearer_challenge
 from tether.oauth.registration import client_metadata_document
 from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
 from tether.store.crypto import KeyRing
@@ -291,6 +295,14 @@ class Tether:
                 server=server.name,
                 hint="enable it first",
             )
+        if is_machine_grant(server):
+            raise UsageError(
+                f"server '{server.name}' uses the {server.oauth.grant} grant: there is "
+                "no browser step",
+                server=server.name,
+                hint="call connect_machine (client_credentials) or connect_enterprise "
+                "(enterprise); tool calls also connect it on first use",
+            )
         subject = subject_for(server, user)
         return await self.connections.start(server, subject=subject, user=user)
 
@@ -301,6 +313,90 @@ class Tether:
         conn = await self.connections.complete(params, user=user)
         server = await self.servers.get(conn.server_id)
         return ConnectionInfo.of(server, conn)
+
+    async def connect_machine(
+        self,
+        server_ref: str,
+        *,
+        user: str | None = None,
+        challenge: BearerChallenge | str | Sequence[str] | None = None,
+    ) -> ConnectionInfo:
+        """Connect a ``client_credentials`` server now, without a browser (EXT-1 … 3).
+
+        Not required: the first tool call does the same. Use it to check the settings,
+        or to fail early. Renewal on expiry needs no call at all.
+
+        Raises:
+            UsageError: The server uses another grant.
+            TetherError: A step failed; the error names the server and the step.
+        """
+        server = await self._enabled(server_ref)
+        if server.oauth.grant == "enterprise":
+            raise UsageError(
+                f"server '{server.name}' uses enterprise-managed authorization",
+                server=server.name,
+                hint="call connect_enterprise with the user's ID token",
+            )
+        conn = await MachineGrants(self.connections).connect(
+            server,
+            subject_for(server, user),
+            user=user,
+            challenge=_challenge(challenge),
+        )
+        return ConnectionInfo.of(server, conn)
+
+    async def connect_enterprise(
+        self,
+        server_ref: str,
+        *,
+        user: str | None = None,
+        id_token: str | SecretStr | None = None,
+        challenge: BearerChallenge | str | Sequence[str] | None = None,
+    ) -> ConnectionInfo:
+        """Connect an ``enterprise`` server with the user's ID token (EXT-4).
+
+        The ID token (from the app's own sign-in at the enterprise IdP) is exchanged at
+        the IdP for an ID-JAG (RFC 8693), which the MCP authorization server redeems
+        (RFC 7523 JWT bearer grant). Neither token is stored; only the resulting access
+        (and refresh) token is.
+
+        Args:
+            server_ref: Server id or name.
+            user: The signed-in user (required for a per-user server).
+            id_token: The user's ID token; ``None`` uses the configured static one.
+            challenge: The Bearer challenge that made the app connect, if any.
+
+        Raises:
+            UsageError: The server uses another grant, or no ID token is available.
+            TetherError: A step failed; the error names the server and the step.
+        """
+        server = await self._enabled(server_ref)
+        if server.oauth.grant != "enterprise":
+            raise UsageError(
+                f"server '{server.name}' does not use enterprise-managed authorization",
+                server=server.name,
+                hint="set the server's oauth.grant to 'enterprise'",
+            )
+        if isinstance(id_token, str):
+            id_token = SecretStr(id_token)
+        conn = await MachineGrants(self.connections).connect(
+            server,
+            subject_for(server, user),
+            user=user,
+            id_token=id_token,
+            challenge=_challenge(challenge),
+        )
+        return ConnectionInfo.of(server, conn)
+
+    async def _enabled(self, server_ref: str) -> ServerRecord:
+        server = await self.servers.get(server_ref)
+        if not server.enabled:
+            raise UsageError(
+                f"server '{server.name}' is disabled",
+                server=server.name,
+                hint="enable it first",
+            )
+        return server
 
     async def connection(
         self, server_ref: str, *, user: str | None = None
@@ -358,3 +454,11 @@ class Tether:
             client_name=self.ctx.config.client_name,
             redirect_uris=[self.ctx.config.redirect_uri],
         )
+
+
+def _challenge(
+    value: BearerChallenge | str | Sequence[str] | None,
+) -> BearerChallenge | None:
+    if value is None or isinstance(value, BearerChallenge):
+        return value
+    return bearer_challenge(value)

@@ -43,6 +43,7 @@ __all__ = [
     "CredentialStore",
     "DiscoveryRecord",
     "DiscoveryStore",
+    "GrantType",
     "LockProvider",
     "OAuthSettings",
     "PendingAuthorization",
@@ -73,6 +74,10 @@ ConnectionStatus = Literal[
 TokenAuthMethod = Literal[
     "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
 ]
+GrantType = Literal["authorization_code", "client_credentials", "enterprise"]
+"""How a server's tokens are obtained: a user in a browser (``authorization_code``), the
+client alone (``client_credentials``, machine to machine), or an enterprise IdP's ID-JAG
+redeemed with the RFC 7523 JWT bearer grant (``enterprise``)."""
 
 
 def _empty_params() -> dict[str, str | None]:
@@ -96,6 +101,15 @@ class OAuthSettings:
         allow_missing_pkce_metadata: Relaxation: the AS does not advertise S256.
         authorization_server: Explicit issuer to use (else the PRM's first).
         per_user: Connections per end user instead of one shared connection.
+        grant: How tokens are obtained (see :data:`GrantType`).
+        private_key_credential_id: Credential holding the PEM private key for
+            ``private_key_jwt`` client authentication (RFC 7523 §2.2).
+        signing_algorithm: JWS algorithm of the client assertion (else the key's).
+        idp_token_endpoint: The enterprise IdP's token endpoint (``enterprise``).
+        idp_client_id: Tether's client id at the IdP.
+        idp_client_secret_credential_id: Credential holding that client's secret.
+        idp_id_token_credential_id: Credential holding a static ID token (tests, or a
+            service identity); otherwise the caller passes the user's ID token.
     """
 
     registration: RegistrationMode = "auto"
@@ -111,6 +125,13 @@ class OAuthSettings:
     allow_missing_pkce_metadata: bool = False
     authorization_server: str | None = None
     per_user: bool = False
+    grant: GrantType = "authorization_code"
+    private_key_credential_id: str | None = None
+    signing_algorithm: str | None = None
+    idp_token_endpoint: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret_credential_id: str | None = None
+    idp_id_token_credential_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
