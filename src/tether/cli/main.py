@@ -116,6 +116,27 @@ def servers_add(
     per_user: bool = False,
     allow_network: Annotated[list[str], typer.Option(help="Host or CIDR.")] = [],  # noqa: B006
     ca_bundle: str | None = None,
+    grant: Annotated[
+        str, typer.Option(help="authorization_code, client_credentials or enterprise.")
+    ] = "authorization_code",
+    private_key_credential: Annotated[
+        str | None, typer.Option(help="Credential with a PEM key (private_key_jwt).")
+    ] = None,
+    signing_algorithm: Annotated[
+        str | None, typer.Option(help="ES256, ES384, RS256 or PS256.")
+    ] = None,
+    idp_token_endpoint: Annotated[
+        str | None, typer.Option(help="Enterprise IdP token endpoint.")
+    ] = None,
+    idp_client_id: Annotated[
+        str | None, typer.Option(help="Client id at the IdP.")
+    ] = None,
+    idp_client_secret_credential: Annotated[
+        str | None, typer.Option(help="Credential with the IdP client secret.")
+    ] = None,
+    idp_id_token_credential: Annotated[
+        str | None, typer.Option(help="Credential with a static ID token.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register an MCP server."""
@@ -129,6 +150,13 @@ def servers_add(
             if client_secret_credential
             else None
         )
+        refs = {}
+        for key, ref in (
+            ("private_key_credential_id", private_key_credential),
+            ("idp_client_secret_credential_id", idp_client_secret_credential),
+            ("idp_id_token_credential_id", idp_id_token_credential),
+        ):
+            refs[key] = (await tether.credentials.get_record(ref)).id if ref else None
         spec = {
             "name": name,
             "url": url,
@@ -151,6 +179,11 @@ def servers_add(
                 "require_refresh_token": require_refresh_token,
                 "allow_missing_pkce_metadata": allow_missing_pkce_metadata,
                 "per_user": per_user,
+                "grant": grant,
+                "signing_algorithm": signing_algorithm,
+                "idp_token_endpoint": idp_token_endpoint,
+                "idp_client_id": idp_client_id,
+                **refs,
             },
         }
         server = await tether.servers.create(spec, actor="cli")
