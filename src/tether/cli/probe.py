@@ -69,12 +69,45 @@ def conformance_options(
             client_id=str(context["client_id"]),
             client_secret=str(context["client_secret"]),
         )
+    changes.update(_grant_options(scenario, context))
     if base.call is None:
         call = CONFORMANCE_CALLS.get(scenario)
         if call is not None:
             changes.update(call=call[0], call_args=call[1])
     options = ProbeOptions(**{**_fields(base), **changes})
     return options
+
+
+def _grant_options(scenario: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The non-browser grants of the extension scenarios (conformance/SCENARIOS.md).
+
+    ``auth/client-credentials-*``: the client_credentials grant, with the context's
+    secret (basic) or EC private key (private_key_jwt). ``auth/cross-app-access-*`` /
+    ``auth/enterprise-managed-authorization``: the IdP endpoint, client id and the
+    user's ID token come from the context (the suite's IdP needs no client secret).
+    """
+    out: dict[str, Any] = {}
+    if context.get("idp_token_endpoint") and context.get("idp_id_token"):
+        out.update(
+            grant="enterprise",
+            registration="manual",
+            idp_token_endpoint=str(context["idp_token_endpoint"]),
+            idp_client_id=str(context.get("idp_client_id") or "") or None,
+            id_token=str(context["idp_id_token"]),
+        )
+        if context.get("idp_client_secret"):
+            out["idp_client_secret"] = str(context["idp_client_secret"])
+    elif scenario.startswith("auth/client-credentials") or context.get(
+        "private_key_pem"
+    ):
+        out.update(grant="client_credentials", registration="manual")
+    if context.get("private_key_pem") and context.get("client_id"):
+        out.update(
+            client_id=str(context["client_id"]),
+            private_key_pem=str(context["private_key_pem"]),
+            signing_algorithm=context.get("signing_algorithm") or None,
+        )
+    return out
 
 
 def _fields(options: ProbeOptions) -> dict[str, Any]:

@@ -94,6 +94,14 @@ class ProbeOptions:
         call_args: Its arguments.
         step_up_retries: Re-authorizations allowed on ``insufficient_scope``.
         call_if_listed: Without ``call``, call this tool (no arguments) when listed.
+        grant: ``authorization_code`` (browser), ``client_credentials`` or
+            ``enterprise`` (no browser; :mod:`tether.hub.machine`).
+        private_key_pem: PEM private key for ``private_key_jwt`` (in-memory only).
+        signing_algorithm: Its JWS algorithm (else the key's).
+        idp_token_endpoint: Enterprise IdP token endpoint (``enterprise``).
+        idp_client_id: Tether's client id at the IdP.
+        idp_client_secret: Its secret (in-memory only).
+        id_token: The user's ID token from the IdP (``enterprise``).
     """
 
     url: str
@@ -120,6 +128,15 @@ class ProbeOptions:
     call_args: Mapping[str, Any] = field(default_factory=dict)
     step_up_retries: int = 1
     call_if_listed: str | None = None
+    grant: Literal["authorization_code", "client_credentials", "enterprise"] = (
+        "authorization_code"
+    )
+    private_key_pem: str | None = field(default=None, repr=False)
+    signing_algorithm: str | None = None
+    idp_token_endpoint: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -347,6 +364,10 @@ def _server_spec(options: ProbeOptions, scopes: str | None) -> dict[str, Any]:
             "require_refresh_token": options.require_refresh_token,
             "allow_missing_pkce_metadata": options.allow_missing_pkce_metadata,
             "authorization_server": options.authorization_server,
+            "grant": options.grant,
+            "signing_algorithm": options.signing_algorithm,
+            "idp_token_endpoint": options.idp_token_endpoint,
+            "idp_client_id": options.idp_client_id,
         },
     }
 
@@ -548,6 +569,7 @@ async def _run(
                 "probe-client-secret", options.client_secret, actor="probe"
             )
             spec["oauth"]["client_secret_credential_id"] = cred.id
+        await _machine_credentials(tether, options, spec["oauth"])
         server = await tether.servers.create(spec, actor="probe")
     except TetherError as exc:
         steps.append(setup)
@@ -574,6 +596,8 @@ async def _oauth(
     server: ServerRecord,
     challenge: BearerChallenge | None,
 ) -> bool:
+    if options.grant != "authorization_code":
+        return await _machine(tether, fetcher, options, report, server, challenge)
     steps = report.steps
     connections = tether.connections
     discoverer = _ProbeDiscoverer(tether.ctx)
@@ -614,6 +638,81 @@ async def _oauth(
         "redirect_uri": registration.redirect_uri,
     }
     return await _authorize(tether, fetcher, options, report, server)
+
+
+async def _machine_credentials(
+    tether: Tether, options: ProbeOptions, oauth: dict[str, Any]
+) -> None:
+    """Store the probe's key, IdP secret as in-memory credentials the server names."""
+    for field_name, value, label in (
+        ("private_key_credential_id", options.private_key_pem, "private-key"),
+        ("idp_client_secret_credential_id", options.idp_client_secret, "idp-secret"),
+    ):
+        if value is not None:
+            cred = await tether.credentials.create(
+                f"probe-{label}", value, actor="probe"
+            )
+            oauth[field_name] = cred.id
+
+
+async def _machine(
+    tether: Tether,
+    fetcher: RecordingFetcher,
+    options: ProbeOptions,
+    report: ProbeReport,
+    server: ServerRecord,
+    challenge: BearerChallenge | None,
+) -> bool:
+    """Client credentials or enterprise-managed authorization: no browser step.
+
+    Reported as ``discovery``, (``token_exchange`` at the IdP for ``enterprise``) and
+    ``token``; the step that failed carries the error.
+    """
+    error: TetherError | None = None
+    info = None
+    try:
+        if options.grant == "enterprise":
+            info = await tether.connect_enterprise(
+                server.id, id_token=options.id_token, challenge=challenge
+            )
+        else:
+            info = await tether.connect_machine(server.id, challenge=challenge)
+    except TetherError as exc:
+        error = exc
+    names = [
+        "discovery",
+        *(["token_exchange"] if options.grant == "enterprise" else []),
+    ]
+    names.append("token")
+    by_step: dict[str, list[Request]] = {name: [] for name in names}
+    for req in fetcher.take():
+        name = "discovery" if req.step == "challenge" else req.step
+        by_step.setdefault(name if name in by_step else "token", []).append(req)
+    failed_at = (error.step or "token") if error is not None else None
+    if failed_at not in by_step:
+        failed_at = "token"
+    for name in names:
+        step = ProbeStep(name, requests=by_step[name])
+        report.steps.append(step)
+        if error is not None and failed_at == name:
+            _fail(step, error)
+            return False
+        if name == "discovery":
+            record = await tether.stores.discovery.get(server.id)
+            if record is not None:
+                step.details = _discovery_details(record, options)
+                step.summary = f"authorization server {record.issuer}"
+        elif name == "token_exchange":
+            step.summary = "ID-JAG issued by the IdP"
+        elif info is not None:
+            step.summary = f"connected with the {options.grant} grant"
+            step.details = {
+                "scopes": list(info.scopes),
+                "expires_at": info.expires_at.isoformat() if info.expires_at else None,
+                "refresh_token": "granted" if info.has_refresh_token else "none",
+                "issuer": info.issuer,
+            }
+    return True
 
 
 async def _authorize(
