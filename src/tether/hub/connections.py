@@ -41,9 +41,16 @@ from tether.hub.discovery import Discoverer, as_metadata
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.registration import Registrar, auth_for
 from tether.hub.status import Event, transition
-from tether.oauth.authorize import authorization_url, select_scopes, union_scopes
+from tether.oauth.authorize import (
+    authorization_url,
+    select_scopes,
+    union_scopes,
+    with_offline_access,
+)
 from tether.oauth.callback import callback_state, validate_callback
+from tether.oauth.challenge import BearerChallenge
 from tether.oauth.client_auth import FormPost
+from tether.oauth.models import AuthorizationServerMetadata
 from tether.oauth.pkce import code_challenge, code_verifier
 from tether.oauth.revocation import (
     check_revocation_response,
@@ -60,6 +67,7 @@ from tether.oauth.tokens import (
 )
 from tether.store.base import (
     SHARED,
+    ClientRegistration,
     Connection,
     DiscoveryRecord,
     PendingAuthorization,
@@ -189,14 +197,31 @@ class Connections:
     # ------------------------------------------------------------------ start
 
     async def start(
-        self, server: ServerRecord, *, subject: str, user: str | None
+        self,
+        server: ServerRecord,
+        *,
+        subject: str,
+        user: str | None,
+        challenge: BearerChallenge | None = None,
     ) -> StartedAuthorization:
         """Discover, register, and build the authorization URL (reference §3.6).
+
+        Without ``challenge`` the server is first asked without a token
+        (:meth:`Discoverer.challenge`), so a connect a person starts uses the same
+        challenge an MCP request would have met.
+
+        Scopes (SCP-2 … SCP-5): the admin's configured list as is; otherwise the
+        challenge's ``scope`` (authoritative, SCP-3), else all of the PRM's
+        ``scopes_supported``, plus ``offline_access`` when the AS lists it (SCP-4, which
+        also adds ``prompt=consent``, SCP-5); then any scopes a step-up recorded.
 
         Args:
             server: An OAuth server.
             subject: ``"shared"`` or the user id (see :func:`subject_for`).
             user: The user starting the connect; only they may complete it.
+            challenge: The ``WWW-Authenticate`` Bearer challenge that triggered the
+                connect: its ``resource_metadata`` is tried first (PRM-3) and its
+                ``scope`` chosen (SCP-2).
 
         Returns:
             The URL to send the browser to, and the state.
@@ -207,18 +232,27 @@ class Connections:
             OAuthError: Dynamic registration was refused.
         """
         self._require_oauth(server)
-        discovery = await self.discoverer.discover(server)
+        if challenge is None:
+            challenge = await self.discoverer.challenge(server)
+        discovery = await self.discoverer.discover(server, challenge=challenge)
         metadata = as_metadata(discovery)
-        registration = await self.registrar.ensure(server, metadata)
-        auth_for(registration)  # an unusable client fails now, before any redirect
         current = await self.get(server, subject)
-        scopes = union_scopes(
-            select_scopes(
-                configured=server.oauth.scopes,
-                prm_scopes_supported=discovery.scopes_supported,
-            ),
-            current.required_scopes,  # step-up (SCP-6): ask for what was missing
+        scopes = select_scopes(
+            configured=server.oauth.scopes,
+            challenge_scope=challenge.scope if challenge else (),
+            prm_scopes_supported=discovery.scopes_supported,
         )
+        if not server.oauth.scopes:  # a configured list is the admin's, verbatim
+            scopes = with_offline_access(scopes, metadata.scopes_supported)
+        # step-up (SCP-6, SCP-7): ask for what was missing as well
+        scopes = union_scopes(scopes, current.required_scopes)
+        # a dynamic client must be registered for them (re-registered on step-up)
+        registration = await self.registrar.ensure(
+            server,
+            metadata,
+            scopes=union_scopes(scopes, discovery.scopes_supported or ()),
+        )
+        auth_for(registration)  # an unusable client fails now, before any redirect
         state = _b64(self._ctx.random.token(32))
         verifier = code_verifier(self._ctx.random.token(32))
         url = authorization_url(
@@ -363,7 +397,14 @@ class Connections:
             custom_params=server.oauth.token_params,
         )
         tokens = await self._token_call(server, post, discovery, (pending.scopes or ""))
-        require_refresh_token(tokens, required=server.oauth.require_refresh_token)
+        try:
+            require_refresh_token(tokens, required=server.oauth.require_refresh_token)
+        except ConfigurationError as exc:
+            # The grant is dropped, so the AS should drop it too (REV, best effort):
+            # an access token nobody holds any more must not stay valid until expiry.
+            outcome = await self._revoke_dropped(server, metadata, registration, tokens)
+            exc.details["revocation"] = outcome
+            raise
         current = await self.get(server, pending.subject)
         now = self._ctx.clock.now()
         conn = await self._write(
@@ -396,6 +437,29 @@ class Connections:
             },
         )
         return conn
+
+    async def _revoke_dropped(
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        registration: ClientRegistration,
+        tokens: TokenSet,
+    ) -> str:
+        """Revoke tokens that were issued but will not be kept; never raises."""
+        if metadata.revocation_endpoint is None:
+            return "no revocation endpoint: the access token stays valid until expiry"
+        posts = revocation_requests(
+            metadata.revocation_endpoint,
+            auth=auth_for(registration),
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+        )
+        try:
+            for post in posts:
+                await self._revoke_one(server, post)
+        except TetherError as exc:  # REV-5: failing to revoke changes nothing here
+            return f"not revoked: {exc.message}"
+        return "revoked"
 
     async def _token_call(
         self,

@@ -8,10 +8,16 @@ result keyed by ``(server_id, issuer)``, so a new issuer means a new registratio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
 from pydantic import SecretStr
 
-from tether.errors import NotFound
+from tether.errors import NotFound, TetherError
 from tether.hub.context import HubContext, profile_of
+from tether.net.fetch import HttpResponse
+from tether.oauth.authorize import union_scopes
 from tether.oauth.client_auth import ClientAuth, choose_auth_method, client_auth
 from tether.oauth.models import AuthorizationServerMetadata
 from tether.oauth.registration import (
@@ -22,6 +28,8 @@ from tether.oauth.registration import (
 from tether.store.base import ClientRegistration, ServerRecord
 
 __all__ = ["Registrar"]
+
+_SCOPE = "scope"  # ClientRegistration.metadata: the scope registered ("" = no limit)
 
 
 class Registrar:
@@ -44,9 +52,20 @@ class Registrar:
         return credential.value
 
     async def ensure(
-        self, server: ServerRecord, metadata: AuthorizationServerMetadata
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        *,
+        scopes: Sequence[str] = (),
     ) -> ClientRegistration:
         """Return the registration to use, registering dynamically when needed.
+
+        A dynamic registration is made for the admin's configured scopes plus
+        ``scopes`` (the ones about to be requested, and the resource's
+        ``scopes_supported``), or without a scope restriction when none are
+        configured. When a later request (a step-up) needs scopes outside what a
+        dynamic registration covers, the registration is widened: updated in place
+        (RFC 7592 §2.2) when the AS gave a management URL and token, else made afresh.
 
         Raises:
             ConfigurationError: No registration path works (the hint names the redirect
@@ -85,7 +104,12 @@ class Registrar:
             return registration
         existing = await self._ctx.stores.registrations.get(server.id, issuer)
         if existing is not None and self._reusable(existing, path):
-            return existing
+            missing = self._uncovered(server, existing, scopes)
+            if not missing:
+                return existing
+            registration = await self._widen(server, metadata, existing, scopes)
+            await self._ctx.stores.registrations.put(registration)
+            return registration
         if path == "metadata_document":
             registration = ClientRegistration(
                 server_id=server.id,
@@ -97,9 +121,53 @@ class Registrar:
                 created_at=now,
             )
         else:
-            registration = await self._register(server, metadata)
+            registration = await self._register(server, metadata, scopes)
         await self._ctx.stores.registrations.put(registration)
         return registration
+
+    @staticmethod
+    def _registered_scopes(
+        server: ServerRecord, registration: ClientRegistration
+    ) -> tuple[str, ...] | None:
+        """The scopes a dynamic client was registered for; ``None`` for no limit."""
+        if _SCOPE not in registration.metadata:  # registered before this was kept
+            return tuple((server.oauth.scopes or "").split()) or None
+        return tuple(str(registration.metadata[_SCOPE] or "").split()) or None
+
+    def _uncovered(
+        self,
+        server: ServerRecord,
+        registration: ClientRegistration,
+        scopes: Sequence[str],
+    ) -> tuple[str, ...]:
+        if registration.source != "dynamic":
+            return ()
+        registered = self._registered_scopes(server, registration)
+        if registered is None:
+            return ()
+        return tuple(s for s in scopes if s not in registered)
+
+    def _scopes_for(self, server: ServerRecord, scopes: Sequence[str]) -> list[str]:
+        """What to register for: nothing (no limit) unless the admin set scopes."""
+        configured = (server.oauth.scopes or "").split()
+        return list(union_scopes(configured, scopes)) if configured else []
+
+    async def _widen(
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        existing: ClientRegistration,
+        scopes: Sequence[str],
+    ) -> ClientRegistration:
+        """Re-register a dynamic client for more scopes (step-up, SCP-6)."""
+        registered = self._registered_scopes(server, existing) or ()
+        wanted = union_scopes(registered, scopes)
+        if existing.registration_client_uri and existing.registration_access_token:
+            try:
+                return await self._update(server, metadata, existing, wanted)
+            except TetherError:
+                pass  # the AS refused the update: a new registration still works
+        return await self._register(server, metadata, wanted)
 
     def _reusable(self, existing: ClientRegistration, path: str) -> bool:
         cfg = self._ctx.config
@@ -111,7 +179,10 @@ class Registrar:
         return expires is None or expires > self._ctx.clock.now()
 
     async def _register(
-        self, server: ServerRecord, metadata: AuthorizationServerMetadata
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        scopes: Sequence[str],
     ) -> ClientRegistration:
         cfg = self._ctx.config
         endpoint = metadata.registration_endpoint or ""
@@ -119,7 +190,7 @@ class Registrar:
             metadata,
             client_name=cfg.client_name,
             redirect_uris=[cfg.redirect_uri],
-            scopes=(server.oauth.scopes or "").split(),
+            scopes=self._scopes_for(server, scopes),
         )
         response = await self._ctx.fetcher.request(
             "POST",
@@ -129,6 +200,58 @@ class Registrar:
             step="registration",
             json_body=body,
         )
+        return self._registered(server, metadata, endpoint, body, response)
+
+    async def _update(
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        existing: ClientRegistration,
+        scopes: Sequence[str],
+    ) -> ClientRegistration:
+        """RFC 7592 §2.2: PUT the full metadata, with the client id (and secret)."""
+        cfg = self._ctx.config
+        endpoint = existing.registration_client_uri or ""
+        token = existing.registration_access_token
+        body = registration_request(
+            metadata,
+            client_name=cfg.client_name,
+            redirect_uris=[cfg.redirect_uri],
+            scopes=self._scopes_for(server, scopes),
+        )
+        body["client_id"] = existing.client_id
+        body["token_endpoint_auth_method"] = existing.auth_method
+        if existing.client_secret is not None:
+            body["client_secret"] = existing.client_secret.get_secret_value()
+        response = await self._ctx.fetcher.request(
+            "PUT",
+            endpoint,
+            profile=profile_of(server),
+            server=server.name,
+            step="registration",
+            headers={
+                "Authorization": f"Bearer {token.get_secret_value() if token else ''}"
+            },
+            json_body=body,
+        )
+        updated = self._registered(server, metadata, endpoint, body, response)
+        return replace(
+            updated,
+            # RFC 7592 §2.2: the AS may omit what did not change
+            client_secret=updated.client_secret or existing.client_secret,
+            registration_access_token=updated.registration_access_token or token,
+            registration_client_uri=updated.registration_client_uri or endpoint,
+        )
+
+    def _registered(
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        endpoint: str,
+        body: dict[str, Any],
+        response: HttpResponse,
+    ) -> ClientRegistration:
+        cfg = self._ctx.config
         client = parse_registration_response(
             response.status,
             response.body,
@@ -148,6 +271,7 @@ class Registrar:
             client_secret_expires_at=client.client_secret_expires_at,
             registration_access_token=client.registration_access_token,
             registration_client_uri=client.registration_client_uri,
+            metadata={_SCOPE: body.get("scope", "")},
             created_at=self._ctx.clock.now(),
         )
 

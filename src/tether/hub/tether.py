@@ -281,12 +281,24 @@ class Tether:
     # ------------------------------------------------------------------ connections
 
     async def connect(
-        self, server_ref: str, *, user: str | None = None
+        self,
+        server_ref: str,
+        *,
+        user: str | None = None,
+        challenge: BearerChallenge | str | Sequence[str] | None = None,
     ) -> StartedAuthorization:
         """Start connecting a server; send the user to ``authorization_url``.
 
         For a shared server the connection belongs to the server; for a per-user
         server (``oauth.per_user``) to ``user``.
+
+        Args:
+            server_ref: Server id or name.
+            user: The user connecting.
+            challenge: The ``WWW-Authenticate`` header value(s) (or parsed Bearer
+                challenge) of the 401/403 that made the app connect; its
+                ``resource_metadata`` and ``scope`` are used (PRM-3, SCP-2). Without
+                it, Tether asks the server itself.
         """
         server = await self.servers.get(server_ref)
         if not server.enabled:
@@ -304,7 +316,9 @@ class Tether:
                 "(enterprise); tool calls also connect it on first use",
             )
         subject = subject_for(server, user)
-        return await self.connections.start(server, subject=subject, user=user)
+        return await self.connections.start(
+            server, subject=subject, user=user, challenge=_challenge(challenge)
+        )
 
     async def complete(
         self, params: Mapping[str, str | Sequence[str]], *, user: str | None = None

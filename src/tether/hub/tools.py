@@ -200,6 +200,7 @@ class ToolRegistry:
             timeout=server.timeout_seconds,
             on_tools_changed=changed,
             task_group=task_group,
+            elicitation=self._ctx.config.elicitation,
         )
 
     async def _header_secret(self, server: ServerRecord) -> str | None:
