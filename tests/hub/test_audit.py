@@ -140,6 +140,9 @@ def test_server_view_has_the_accepted_fields() -> None:
         "allow_missing_pkce_metadata",
         "authorization_server",
         "per_user",
+        "resource_match",
+        "resource_expected",
+        "legacy_endpoints",
     }
 
 

@@ -15,6 +15,7 @@ from hub.conftest import (
     FetchSpy,
     MakeTether,
     connect,
+    introspect,
     oauth_server,
     stored,
     whoami,
@@ -145,19 +146,29 @@ async def test_protected_params_rejected_on_save_authz6(
 
 
 async def test_require_refresh_token_fails_clearly_and_stores_nothing_rfr7(
-    tmp_peers: PeerFactory, make_tether: MakeTether
+    tmp_peers: PeerFactory, make_tether: MakeTether, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RFR-7 + ``require_refresh_token``: no refresh token granted → a clear error.
 
     The AS issues refresh tokens only with ``offline_access`` (AS_REFRESH_ALWAYS=0) and
-    Tether does not ask for it; the connection stays unconnected, records the error and
-    holds no token at all.
+    does not advertise that scope (AS_OFFLINE_ACCESS=0), so Tether does not ask for it
+    (SCP-4); the connection stays unconnected, records the error and holds no token at
+    all, and the access token the AS did issue is revoked (best effort) so it does not
+    outlive the failed connect.
     """
-    peers = tmp_peers.peers(as_env={"AS_REFRESH_ALWAYS": "0"})
+    peers = tmp_peers.peers(
+        as_env={
+            "AS_REFRESH_ALWAYS": "0",
+            "AS_OFFLINE_ACCESS": "0",
+            "AS_ACCESS_TOKEN_FORMAT": "opaque",
+        },
+        mcp_env={"MCP_TOKEN_VALIDATION": "introspection"},
+    )
     tether = await make_tether()
     server = await tether.servers.create(
         oauth_server(peers, require_refresh_token=True), actor="admin"
     )
+    spy = FetchSpy(tether, monkeypatch)
     with pytest.raises(ConfigurationError) as caught:
         await connect(tether, server.name)
     assert "refresh token" in caught.value.message
@@ -165,6 +176,10 @@ async def test_require_refresh_token_fails_clearly_and_stores_nothing_rfr7(
     assert caught.value.step == "token"
     assert caught.value.hint is not None
     assert "offline_access" in caught.value.hint
+    assert caught.value.details["revocation"] == "revoked"
+    (revoked,) = spy.steps("revocation")
+    assert revoked.form["token_type_hint"] == "access_token"
+    assert introspect(peers.auth_server, revoked.form["token"])["active"] is False
 
     conn = await stored(tether, server.id)
     assert conn.status == "error"
@@ -183,3 +198,33 @@ async def test_require_refresh_token_fails_clearly_and_stores_nothing_rfr7(
     info = await connect(tether, server.name)
     assert info.status == "connected"
     assert not info.has_refresh_token
+
+
+async def test_offline_access_requested_when_the_as_lists_it_scp4(
+    tmp_peers: PeerFactory, make_tether: MakeTether
+) -> None:
+    """SCP-4/SCP-5: the AS advertises ``offline_access`` and grants refresh tokens only
+    for it (AS_REFRESH_ALWAYS=0): Tether asks for it with ``prompt=consent``, so the
+    connection gets a refresh token. An admin's scope list is sent as is."""
+    peers = tmp_peers.peers(as_env={"AS_REFRESH_ALWAYS": "0"})
+    assert "offline_access" in peers.auth_server.metadata()["scopes_supported"]
+    tether = await make_tether()
+    server = await tether.servers.create(
+        oauth_server(peers, require_refresh_token=True), actor="admin"
+    )
+    started = await tether.connect(server.name, user="admin")
+    query = parse_qs(urlsplit(started.authorization_url).query)
+    assert "offline_access" in query["scope"][0].split()
+    assert query["prompt"] == ["consent"]
+    info = await connect(tether, server.name)
+    assert info.has_refresh_token
+
+    await tether.servers.update(
+        server.name,
+        {"oauth": {"scopes": "mcp:tools", "require_refresh_token": False}},
+        actor="admin",
+    )
+    started = await tether.connect(server.name, user="admin")
+    query = parse_qs(urlsplit(started.authorization_url).query)
+    assert query["scope"] == ["mcp:tools"]
+    assert "prompt" not in query

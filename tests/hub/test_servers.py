@@ -648,6 +648,11 @@ TRIGGER_CHANGES: dict[str, dict[str, Any]] = {
         "oauth": {"authorization_server": "https://as.example.com"}
     },
     "oauth.per_user": {"oauth": {"per_user": True}},
+    "oauth.resource_match": {"oauth": {"resource_match": "prefix"}},
+    "oauth.resource_expected": {
+        "oauth": {"resource_expected": "https://other.example.com/mcp"}
+    },
+    "oauth.legacy_endpoints": {"oauth": {"legacy_endpoints": True}},
     "oauth.grant": {"oauth": {"grant": "client_credentials"}},
     "oauth.private_key_credential_id": {
         "oauth": {"private_key_credential_id": "<cred>"}

@@ -50,6 +50,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.mcp.auth import AccessToken, BearerAuth
+from tether.mcp.elicitation import accept_defaults
 from tether.mcp.pool import SessionPool
 from tether.mcp.session import MCPSession, connect_mode
 from tether.net.client import guarded_client
@@ -100,6 +101,15 @@ async def call_tool(
         return text("the tool failed", is_error=True)
     elif name == "boom":
         raise MCPError(code=-32042, message="boom")
+    elif name == "ask":  # elicitation/create in the middle of the call
+        schema = {
+            "type": "object",
+            "properties": {"city": {"type": "string", "default": "Oslo"}},
+        }
+        answer = await ctx.session.elicit_form(
+            "where?", schema, related_request_id=ctx.request_id
+        )
+        return text(json.dumps(answer.model_dump(exclude_none=True)))
     elif name == "forever":
         while True:  # keep-alives that never end
             await ctx.session.report_progress(0, None, "still working")
@@ -716,3 +726,20 @@ async def test_per_session_auth_on_a_shared_client(peer: Peer) -> None:
 )
 def test_connect_mode_from_a_remembered_version(version: str | None, mode: str) -> None:
     assert connect_mode(version) == mode
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (None, {"action": "decline"}),  # production default: declared, declined
+        (accept_defaults, {"action": "accept", "content": {"city": "Oslo"}}),
+    ],
+)
+async def test_elicitation_goes_to_the_handler(
+    peer: Peer, http: httpx2.AsyncClient, handler: Any, expected: dict[str, Any]
+) -> None:
+    async with MCPSession(
+        peer.url("sse"), http, mode="legacy", elicitation=handler
+    ) as session:
+        result = await session.call_tool("ask", {})
+    assert json.loads(result["content"][0]["text"]) == expected

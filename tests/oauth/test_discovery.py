@@ -12,6 +12,8 @@ from tether.oauth.discovery import (
     Fetched,
     authorization_server_discovery,
     authorization_server_metadata_urls,
+    legacy_authorization_server_discovery,
+    legacy_authorization_server_metadata,
     protected_resource_discovery,
     protected_resource_metadata_urls,
 )
@@ -154,6 +156,7 @@ def test_prm_discovery_nothing_found_lists_each_try() -> None:
     assert info.value.details == {
         "tried": [f"{PATH_WK} → HTTP 404", f"{ROOT_WK} → HTML page"],
         "retryable": False,
+        "missing": True,  # "nothing there", which the legacy fallback acts on
     }
 
 
@@ -175,6 +178,45 @@ def test_prm_discovery_expected_resource_override() -> None:
     flow = protected_resource_discovery(SERVER, expected_resource=other)
     _, (_, prm) = drive(flow, [ok(prm_json(resource=other))])
     assert prm.resource == other
+
+
+def test_prm_discovery_root_document_may_name_the_origin() -> None:
+    """RFC 9728 §3.3: the root well-known URL is built from the origin, so ``resource``
+    MUST be the origin there (auth/metadata-var2); the full server URL stays valid."""
+    for resource in ("https://mcp.example.com", "https://mcp.example.com/", SERVER):
+        flow = protected_resource_discovery(SERVER)
+        _, (url, prm) = drive(flow, [status(404), ok(prm_json(resource=resource))])
+        assert (url, prm.resource) == (ROOT_WK, resource)
+
+
+@pytest.mark.parametrize(
+    ("hint", "answers"),
+    [
+        # the path-inserted document is built from the server URL: origin refused
+        (None, [ok(prm_json(resource="https://mcp.example.com"))]),
+        # from the challenge, resource MUST be the URL requested, even at the root URL
+        (ROOT_WK, [ok(prm_json(resource="https://mcp.example.com"))]),
+        # another origin, or a sibling path, is never the root identifier
+        (None, [status(404), ok(prm_json(resource="https://other.example"))]),
+        (None, [status(404), ok(prm_json(resource="https://mcp.example.com/other"))]),
+    ],
+)
+def test_prm_discovery_origin_only_from_the_root_url(
+    hint: str | None, answers: list[Fetched]
+) -> None:
+    flow = protected_resource_discovery(SERVER, resource_metadata=hint)
+    next(flow)
+    with pytest.raises(DiscoveryError, match=r"RFC 9728 §3\.3"):
+        for answer in answers:
+            flow.send(answer)
+
+
+def test_prm_discovery_expected_resource_replaces_the_root_rule() -> None:
+    flow = protected_resource_discovery(SERVER, expected_resource="https://x.example")
+    next(flow)
+    flow.send(status(404))
+    with pytest.raises(DiscoveryError, match=r"RFC 9728 §3\.3"):
+        flow.send(ok(prm_json(resource="https://mcp.example.com")))
 
 
 def test_prm_discovery_invalid_json_stops() -> None:
@@ -251,3 +293,49 @@ def test_url_orders_agree_with_the_sdk(url: str) -> None:
     assert protected_resource_metadata_urls(url) == (
         sdk.build_protected_resource_metadata_discovery_urls(None, url)
     )
+
+
+LEGACY = "http://localhost:3000"
+
+
+def test_legacy_metadata_is_the_2025_03_26_default() -> None:
+    """MCP 2025-03-26 §2.3.3: origin as issuer, /authorize, /token, /register."""
+    metadata = legacy_authorization_server_metadata(f"{LEGACY}/v1/mcp?x=1")
+    assert metadata.issuer == LEGACY
+    assert metadata.authorization_endpoint == f"{LEGACY}/authorize"
+    assert metadata.token_endpoint == f"{LEGACY}/token"
+    assert metadata.registration_endpoint == f"{LEGACY}/register"
+    assert tuple(metadata.code_challenge_methods_supported or ()) == ("S256",)
+
+
+def test_legacy_discovery_defaults_when_nothing_answers() -> None:
+    flow = legacy_authorization_server_discovery(f"{LEGACY}/mcp", allow_http=True)
+    asked, (url, metadata) = drive(flow, [status(404), status(404)])
+    assert asked == [f"{LEGACY}{AS}", f"{LEGACY}{OIDC}"]
+    assert url == ""
+    assert metadata.token_endpoint == f"{LEGACY}/token"
+
+
+def test_legacy_discovery_uses_the_origins_metadata() -> None:
+    flow = legacy_authorization_server_discovery(f"{LEGACY}/mcp", allow_http=True)
+    body = as_json(LEGACY, token_endpoint=f"{LEGACY}/oauth/token")
+    _, (url, metadata) = drive(flow, [ok(body)])
+    assert url == f"{LEGACY}{AS}"
+    assert metadata.token_endpoint == f"{LEGACY}/oauth/token"
+
+
+def test_legacy_discovery_still_refuses_a_wrong_issuer() -> None:
+    """auth/2025-03-26-oauth-metadata-backcompat (0.1.16): issuer <root>/oauth at the
+    root well-known URL. ASM-4 has no legacy exception; defaults are not used either."""
+    flow = legacy_authorization_server_discovery(f"{LEGACY}/mcp", allow_http=True)
+    next(flow)
+    with pytest.raises(DiscoveryError, match=r"RFC 8414 §3\.3"):
+        flow.send(ok(as_json(f"{LEGACY}/oauth")))
+
+
+def test_legacy_discovery_refuses_http_outside_development() -> None:
+    flow = legacy_authorization_server_discovery("http://mcp.example.com/mcp")
+    next(flow)
+    flow.send(status(404))
+    with pytest.raises(DiscoveryError, match="https"):
+        flow.send(status(404))

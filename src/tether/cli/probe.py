@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -61,7 +61,13 @@ def conformance_options(
         "list_tools": True,
         "client_metadata_url": base.client_metadata_url or CONFORMANCE_CIMD_URL,
         "step_up_retries": max(base.step_up_retries, 1),
+        "reauthorize_retries": max(base.reauthorize_retries, 1),
         "call_if_listed": CONFORMANCE_DEFAULT_TOOL,
+        # auth/2025-03-26-oauth-endpoint-fallback: the same opt-in an admin would set
+        # for a server without metadata (ASM-9, Known disagreements #15).
+        "legacy_endpoints": True,
+        # elicitation-sep1034-client-defaults: nobody answers, so accept the defaults.
+        "elicitation": "defaults",
     }
     if context.get("client_id") and context.get("client_secret"):
         changes.update(
@@ -108,6 +114,14 @@ def _grant_options(scenario: str, context: Mapping[str, Any]) -> dict[str, Any]:
             signing_algorithm=context.get("signing_algorithm") or None,
         )
     return out
+
+
+def _resource_match(value: str) -> Literal["exact", "prefix"]:
+    if value == "exact":
+        return "exact"
+    if value == "prefix":
+        return "prefix"
+    raise UsageError(f"--resource-match must be exact or prefix, not {value!r}")
 
 
 def _fields(options: ProbeOptions) -> dict[str, Any]:
@@ -181,6 +195,15 @@ def probe(
     authorization_server: Annotated[
         str | None, typer.Option(help="Issuer to use instead of the PRM's.")
     ] = None,
+    resource_match: Annotated[
+        str, typer.Option(help="PRM resource check: exact, or prefix (same origin).")
+    ] = "exact",
+    resource_expected: Annotated[
+        str | None, typer.Option(help="The exact PRM resource to accept.")
+    ] = None,
+    legacy_endpoints: Annotated[
+        bool, typer.Option(help="Without PRM, use the 2025-03-26 fallback endpoints.")
+    ] = False,
     follow_redirects: Annotated[
         bool, typer.Option(help="Complete the authorization headlessly.")
     ] = False,
@@ -223,6 +246,9 @@ def probe(
             ca_bundle=ca_bundle,
             timeout=timeout,
             authorization_server=authorization_server,
+            resource_match=_resource_match(resource_match),
+            resource_expected=resource_expected,
+            legacy_endpoints=legacy_endpoints,
             follow_redirects=follow_redirects,
             redirect_uri=redirect_uri,
             client_metadata_url=client_metadata_url,

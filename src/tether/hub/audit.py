@@ -59,6 +59,9 @@ def server_view(server: ServerRecord) -> dict[str, Any]:
             "allow_missing_pkce_metadata": oauth.allow_missing_pkce_metadata,
             "authorization_server": oauth.authorization_server,
             "per_user": oauth.per_user,
+            "resource_match": oauth.resource_match,
+            "resource_expected": oauth.resource_expected,
+            "legacy_endpoints": oauth.legacy_endpoints,
         },
         "version": server.version,
     }

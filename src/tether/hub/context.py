@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from tether.hub.audit import Auditor
 from tether.hub.clock import Clock, Random
+from tether.mcp.elicitation import ElicitationHandler
 from tether.net.fetch import Fetcher, NetworkProfile
 from tether.store.base import ServerRecord, Stores
 
@@ -29,6 +30,8 @@ class HubConfig:
         client_name: ``client_name`` for dynamic registration and the CIMD document.
         pending_ttl: Lifetime of a started connect (AUTHZ-4: 10 minutes).
         refresh_margin: Refresh this long before expiry (RFR-2: 60 s).
+        elicitation: Answers servers' ``elicitation/create``; ``None`` declines every
+            one (:mod:`tether.mcp.elicitation`).
     """
 
     redirect_uri: str
@@ -37,6 +40,7 @@ class HubConfig:
     pending_ttl: timedelta = timedelta(minutes=10)
     refresh_margin: timedelta = timedelta(seconds=60)
     extra: dict[str, str] = field(default_factory=dict)
+    elicitation: ElicitationHandler | None = None
 
 
 @dataclass(slots=True)

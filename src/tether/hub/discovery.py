@@ -6,26 +6,42 @@ The URL orders, parsing and validation live in :mod:`tether.oauth.discovery` and
 :mod:`tether.oauth.models`; this module only sends the GETs they ask for and persists
 what they return, so a fresh discovery runs at every connect start (reference §3.4
 rule 9) and the code exchange, refresh and revocation reuse the stored one (G-13).
+
+:func:`unauthenticated_challenge` makes the request that would have triggered the flow
+(an ``initialize`` POST without a token) so that a connect started by a person still
+uses the server's ``WWW-Authenticate`` challenge: its ``resource_metadata`` (PRM-3 step
+1) and its ``scope`` (SCP-2 step 1). A server that lets the request through is fine
+(PRM-5): discovery then uses the well-known URLs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from tether.errors import TetherError
+from tether.errors import DiscoveryError, NetworkError, RemoteError, TetherError
 from tether.hub.context import HubContext, profile_of
-from tether.oauth.challenge import BearerChallenge
+from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
+from tether.oauth.challenge import BearerChallenge, bearer_challenge
 from tether.oauth.discovery import (
     Fetched,
     authorization_server_discovery,
+    legacy_authorization_server_discovery,
     protected_resource_discovery,
 )
-from tether.oauth.models import AuthorizationServerMetadata
+from tether.oauth.models import AuthorizationServerMetadata, ProtectedResourceMetadata
+from tether.oauth.resource import canonical_resource
 from tether.store.base import DiscoveryRecord, ServerRecord
 
-__all__ = ["Discoverer", "as_metadata"]
+__all__ = ["Discoverer", "Unauthenticated", "as_metadata", "unauthenticated_challenge"]
+
+#: The revisions offered without a token: ``initialize``, else stateless requests.
+PROBE_PROTOCOL_VERSION: Final = "2025-11-25"
+STATELESS_PROTOCOL_VERSION: Final = "2026-07-28"
+_CLIENT_INFO: Final = {"name": "tether", "version": "0"}
+_ACCEPT: Final = "application/json, text/event-stream"
 
 _T = TypeVar("_T")
 
@@ -38,6 +54,130 @@ def _is_loopback_url(url: str) -> bool:
 def as_metadata(record: DiscoveryRecord) -> AuthorizationServerMetadata:
     """The stored AS metadata as a model (validated when it was stored)."""
     return AuthorizationServerMetadata.model_validate(dict(record.as_metadata))
+
+
+@dataclass(frozen=True, slots=True)
+class Unauthenticated:
+    """What the server answered to MCP requests without a token.
+
+    Attributes:
+        status: The status of the answer that decided (a 401/403, else the last one).
+        content_type: Its ``Content-Type``.
+        challenge: Its ``Bearer`` challenge, if any (RFC 6750 §3, RFC 9728 §5.1).
+    """
+
+    status: int
+    content_type: str
+    challenge: BearerChallenge | None
+
+    @property
+    def needs_auth(self) -> bool:
+        """True for a 401 or 403."""
+        return self.status in (401, 403)
+
+
+def _initialize() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": PROBE_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": _CLIENT_INFO,
+        },
+    }
+
+
+def _stateless(request_id: int, method: str) -> dict[str, Any]:
+    """A 2026-07-28 request: the revision travels in ``_meta`` on every request."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": STATELESS_PROTOCOL_VERSION,
+        "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": method,
+        "params": {"_meta": meta},
+    }
+
+
+async def unauthenticated_challenge(
+    fetcher: Fetcher, url: str, *, profile: NetworkProfile, server: str
+) -> Unauthenticated:
+    """Ask the MCP server without a token and return its challenge (PRM-2, PRM-5).
+
+    Sends ``initialize``; when that passes (MCP 2025-11-25 lets a server challenge only
+    later requests), ``notifications/initialized`` and ``tools/list`` in the same
+    session. A server that refuses ``initialize`` with another 4xx may speak only the
+    stateless 2026-07-28 revision: then ``server/discover`` and ``tools/list`` with that
+    revision's header and ``_meta``. The first 401/403 decides. Only status and headers
+    are read; nothing is kept.
+
+    Args:
+        fetcher: The hub's guarded fetcher.
+        url: The MCP endpoint.
+        profile: The server's network profile.
+        server: The server's name, for errors.
+
+    Returns:
+        The deciding answer and its Bearer challenge.
+
+    Raises:
+        NetworkError: The server could not be reached.
+        BlockedDestination: The SSRF policy refused the URL.
+    """
+
+    async def post(body: dict[str, Any], headers: dict[str, str]) -> HttpResponse:
+        return await fetcher.request(
+            "POST",
+            url,
+            profile=profile,
+            server=server,
+            step="challenge",
+            headers={"Accept": _ACCEPT, **headers},
+            json_body=body,
+        )
+
+    response = await post(_initialize(), {})
+    later: list[tuple[dict[str, Any], dict[str, str]]] = []
+    if response.status < 300:
+        headers = {"MCP-Protocol-Version": PROBE_PROTOCOL_VERSION}
+        session = response.header("mcp-session-id")
+        if session:
+            headers["Mcp-Session-Id"] = session
+        later = [
+            ({"jsonrpc": "2.0", "method": "notifications/initialized"}, headers),
+            (
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+                headers,
+            ),
+        ]
+    elif 400 <= response.status < 500 and response.status not in (401, 403):
+        later = [
+            (
+                _stateless(n, method),
+                {
+                    "MCP-Protocol-Version": STATELESS_PROTOCOL_VERSION,
+                    "Mcp-Method": method,
+                },
+            )
+            for n, method in enumerate(("server/discover", "tools/list"), start=1)
+        ]
+    for body, headers in later:
+        answer = await post(body, headers)
+        if answer.status in (401, 403):
+            response = answer
+            break
+    return Unauthenticated(
+        status=response.status,
+        content_type=response.content_type,
+        challenge=bearer_challenge(response.header_list("www-authenticate"))
+        if response.status in (401, 403)
+        else None,
+    )
 
 
 class Discoverer:
@@ -74,6 +214,23 @@ class Discoverer:
                     exc.server = server.name
                 raise
 
+    async def challenge(self, server: ServerRecord) -> BearerChallenge | None:
+        """The server's challenge to a request without a token, if it gives one.
+
+        A server that cannot be reached or answers oddly yields ``None``: discovery then
+        goes on with the well-known URLs and reports its own errors (PRM-3, PRM-5).
+        """
+        try:
+            answer = await unauthenticated_challenge(
+                self._ctx.fetcher,
+                server.url,
+                profile=profile_of(server),
+                server=server.name,
+            )
+        except (NetworkError, RemoteError):
+            return None
+        return answer.challenge
+
     async def discover(
         self, server: ServerRecord, *, challenge: BearerChallenge | None = None
     ) -> DiscoveryRecord:
@@ -93,22 +250,63 @@ class Discoverer:
             NetworkError: An endpoint could not be reached.
             BlockedDestination: A metadata URL is refused by the SSRF policy.
         """
-        prm_url, prm = await self._drive(
-            protected_resource_discovery(
-                server.url,
-                resource_metadata=challenge.resource_metadata if challenge else None,
-            ),
-            server,
-        )
-        issuer = server.oauth.authorization_server or prm.authorization_servers[0]
+        oauth = server.oauth
+        try:
+            prm_url, prm = await self._drive(
+                protected_resource_discovery(
+                    server.url,
+                    resource_metadata=challenge.resource_metadata
+                    if challenge
+                    else None,
+                    resource_match=oauth.resource_match,
+                    expected_resource=oauth.resource_expected,
+                ),
+                server,
+            )
+        except DiscoveryError as exc:
+            if not (oauth.legacy_endpoints and exc.details.get("missing")):
+                raise
+            return await self._store(server, *await self._legacy(server))
+        issuer = oauth.authorization_server or prm.authorization_servers[0]
         as_url, metadata = await self._drive(
             authorization_server_discovery(
                 issuer,
-                allow_missing_pkce_metadata=server.oauth.allow_missing_pkce_metadata,
+                allow_missing_pkce_metadata=oauth.allow_missing_pkce_metadata,
                 allow_http=_is_loopback_url(issuer),
             ),
             server,
         )
+        return await self._store(server, prm_url, prm, as_url, metadata)
+
+    async def _legacy(
+        self, server: ServerRecord
+    ) -> tuple[None, ProtectedResourceMetadata, str, AuthorizationServerMetadata]:
+        """The ``legacy_endpoints`` override (ASM-9): MCP 2025-03-26 discovery."""
+        as_url, metadata = await self._drive(
+            legacy_authorization_server_discovery(
+                server.url,
+                allow_missing_pkce_metadata=server.oauth.allow_missing_pkce_metadata,
+                allow_http=_is_loopback_url(server.url),
+            ),
+            server,
+        )
+        # No PRM: the server URL itself is the resource (RES-2, RES-4).
+        prm = ProtectedResourceMetadata.model_validate(
+            {
+                "resource": canonical_resource(server.url),
+                "authorization_servers": [metadata.issuer],
+            }
+        )
+        return None, prm, as_url, metadata
+
+    async def _store(
+        self,
+        server: ServerRecord,
+        prm_url: str | None,
+        prm: ProtectedResourceMetadata,
+        as_url: str,
+        metadata: AuthorizationServerMetadata,
+    ) -> DiscoveryRecord:
         record = DiscoveryRecord(
             server_id=server.id,
             resource=prm.resource,

@@ -23,18 +23,20 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.errors import (
+    AuthorizationRequired,
     StepUpRequired,
     TetherError,
     UsageError,
     exit_code,
 )
 from tether.hub.context import HubConfig, profile_of
-from tether.hub.discovery import Discoverer, as_metadata
+from tether.hub.discovery import as_metadata, unauthenticated_challenge
 from tether.hub.tether import Tether
+from tether.mcp.elicitation import accept_defaults
 from tether.net.browser import follow_authorization
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
-from tether.oauth.challenge import BearerChallenge, bearer_challenge
+from tether.oauth.challenge import BearerChallenge
 from tether.store.base import DiscoveryRecord, ServerRecord
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
@@ -57,7 +59,6 @@ _MASK = "***"
 _SECRET_PARAMS = frozenset(
     {"state", "code", "code_verifier", "client_secret", "access_token", "refresh_token"}
 )
-_PROTOCOL_VERSION = "2025-11-25"
 
 
 # --------------------------------------------------------------------- data
@@ -94,6 +95,13 @@ class ProbeOptions:
         call_args: Its arguments.
         step_up_retries: Re-authorizations allowed on ``insufficient_scope``.
         call_if_listed: Without ``call``, call this tool (no arguments) when listed.
+        resource_match: The server's ``resource_match`` override (``exact``/``prefix``).
+        resource_expected: The server's ``resource_expected`` override.
+        legacy_endpoints: The server's ``legacy_endpoints`` override (ASM-9).
+        elicitation: ``decline`` (default) or ``defaults``: accept form elicitations
+            with the schema's default values (:func:`~tether.mcp.elicitation.accept_defaults`).
+        reauthorize_retries: Re-authorizations allowed when a connected server asks for
+            authorization again (e.g. its authorization server changed).
         grant: ``authorization_code`` (browser), ``client_credentials`` or
             ``enterprise`` (no browser; :mod:`tether.hub.machine`).
         private_key_pem: PEM private key for ``private_key_jwt`` (in-memory only).
@@ -128,6 +136,11 @@ class ProbeOptions:
     call_args: Mapping[str, Any] = field(default_factory=dict)
     step_up_retries: int = 1
     call_if_listed: str | None = None
+    resource_match: Literal["exact", "prefix"] = "exact"
+    resource_expected: str | None = None
+    legacy_endpoints: bool = False
+    elicitation: Literal["decline", "defaults"] = "decline"
+    reauthorize_retries: int = 0
     grant: Literal["authorization_code", "client_credentials", "enterprise"] = (
         "authorization_code"
     )
@@ -312,27 +325,6 @@ class RecordingFetcher(Fetcher):
         return out
 
 
-class _ProbeDiscoverer(Discoverer):
-    """The hub's discoverer, fed the challenge the probe saw.
-
-    ``Connections.start`` discovers without the challenge (hub gap, see the report); the
-    probe discovers once with it and lets ``start`` reuse that result once.
-    """
-
-    def __init__(self, ctx: Any) -> None:
-        super().__init__(ctx)
-        self.challenge: BearerChallenge | None = None
-        self.reuse: DiscoveryRecord | None = None
-
-    async def discover(
-        self, server: ServerRecord, *, challenge: BearerChallenge | None = None
-    ) -> DiscoveryRecord:
-        if challenge is None and self.reuse is not None:
-            record, self.reuse = self.reuse, None
-            return record
-        return await super().discover(server, challenge=challenge or self.challenge)
-
-
 # --------------------------------------------------------------------- the probe
 
 
@@ -364,60 +356,15 @@ def _server_spec(options: ProbeOptions, scopes: str | None) -> dict[str, Any]:
             "require_refresh_token": options.require_refresh_token,
             "allow_missing_pkce_metadata": options.allow_missing_pkce_metadata,
             "authorization_server": options.authorization_server,
+            "resource_match": options.resource_match,
+            "resource_expected": options.resource_expected,
+            "legacy_endpoints": options.legacy_endpoints,
             "grant": options.grant,
             "signing_algorithm": options.signing_algorithm,
             "idp_token_endpoint": options.idp_token_endpoint,
             "idp_client_id": options.idp_client_id,
         },
     }
-
-
-def _initialize_body() -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": _PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "tether-probe", "version": "0"},
-        },
-    }
-
-
-async def _second_request(
-    fetcher: RecordingFetcher,
-    options: ProbeOptions,
-    profile: NetworkProfile,
-    first: HttpResponse,
-) -> HttpResponse:
-    """``notifications/initialized`` and ``tools/list`` without a token.
-
-    Returns the ``tools/list`` response when it is a 401/403 challenge, else ``first``.
-    """
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": _PROTOCOL_VERSION,
-    }
-    session = first.header("mcp-session-id")
-    if session:
-        headers["Mcp-Session-Id"] = session
-    for body in (
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-    ):
-        response = await fetcher.request(
-            "POST",
-            options.url,
-            profile=profile,
-            server=options.url,
-            step="challenge",
-            headers=headers,
-            json_body=body,
-        )
-        if response.status in (401, 403):
-            return response
-    return first
 
 
 def _discovery_details(
@@ -436,14 +383,19 @@ def _discovery_details(
         registration.append("client ID metadata document")
     if meta.registration_endpoint:
         registration.append("dynamic registration")
+    if record.resource_metadata_url is None:
+        verdict = "no protected resource metadata: the server URL is the resource"
+    else:
+        verdict = f"PRM resource {record.resource} accepted for {options.url}"
     return {
         "protected_resource_metadata": record.resource_metadata_url,
         "resource": record.resource,
-        "resource_verdict": f"PRM resource {record.resource} matches {options.url}",
+        "resource_verdict": verdict,
         "authorization_servers": list(record.authorization_servers),
         "scopes_supported": list(record.scopes_supported),
         "issuer": record.issuer,
-        "as_metadata": record.as_metadata_url,
+        "as_metadata": record.as_metadata_url
+        or "none: MCP 2025-03-26 default endpoints (legacy_endpoints)",
         "issuer_verdict": f"metadata issuer equals {record.issuer}",
         "pkce": pkce,
         "iss_parameter": "supported (RFC 9207)"
@@ -482,6 +434,7 @@ async def probe(options: ProbeOptions) -> ProbeReport:
             redirect_uri=options.redirect_uri,
             client_metadata_url=options.client_metadata_url,
             client_name=options.client_name,
+            elicitation=accept_defaults if options.elicitation == "defaults" else None,
         ),
     )
     try:
@@ -508,57 +461,35 @@ async def _run(
     # 1. challenge: does the server ask for authorization, and how?
     step = ProbeStep("challenge")
     steps.append(step)
-    challenge: BearerChallenge | None = None
     try:
-        response = await fetcher.request(
-            "POST",
-            options.url,
-            profile=profile,
-            server=options.url,
-            step="challenge",
-            headers={"Accept": "application/json, text/event-stream"},
-            json_body=_initialize_body(),
+        answer = await unauthenticated_challenge(
+            fetcher, options.url, profile=profile, server=options.url
         )
     except TetherError as exc:
         step.requests = fetcher.take()
         _fail(step, exc)
         return
-    if response.status < 300:
-        # Some servers let initialize through and challenge the first real request
-        # (MCP 2025-11-25 allows it): ask for tools/list in the same session.
-        try:
-            response = await _second_request(fetcher, options, profile, response)
-        except TetherError as exc:
-            step.requests = fetcher.take()
-            _fail(step, exc)
-            return
     step.requests = fetcher.take()
-    needs_auth = response.status in (401, 403)
+    challenge = answer.challenge
+    needs_auth = answer.needs_auth
     if needs_auth:
-        challenge = bearer_challenge(response.header_list("www-authenticate"))
-        step.summary = f"HTTP {response.status}: the server wants a token"
+        step.summary = f"HTTP {answer.status}: the server wants a token"
         step.details = {
-            "status": response.status,
+            "status": answer.status,
             "bearer_challenge": challenge is not None,
             "resource_metadata": challenge.resource_metadata if challenge else None,
             "scope": list(challenge.scope) if challenge else [],
         }
     else:
         step.summary = (
-            f"HTTP {response.status} without authorization: no OAuth needed"
-            if response.status < 400
-            else f"HTTP {response.status}: not an authorization challenge"
+            f"HTTP {answer.status} without authorization: no OAuth needed"
+            if answer.status < 400
+            else f"HTTP {answer.status}: not an authorization challenge"
         )
-        step.details = {
-            "status": response.status,
-            "content_type": response.content_type,
-        }
+        step.details = {"status": answer.status, "content_type": answer.content_type}
 
     # 2. the server record (same validation as `tether servers add`)
-    scopes = options.scopes
-    if scopes is None and challenge is not None and challenge.scope:
-        scopes = " ".join(challenge.scope)  # hub gap: start() ignores challenge scope
-    spec = _server_spec(options, scopes)
+    spec = _server_spec(options, options.scopes)
     if not needs_auth:
         spec["auth_mode"] = "none"
         spec["oauth"] = {}
@@ -596,48 +527,12 @@ async def _oauth(
     server: ServerRecord,
     challenge: BearerChallenge | None,
 ) -> bool:
+    """The first connect: discovery and registration are reported as steps of their own."""
     if options.grant != "authorization_code":
         return await _machine(tether, fetcher, options, report, server, challenge)
-    steps = report.steps
-    connections = tether.connections
-    discoverer = _ProbeDiscoverer(tether.ctx)
-    discoverer.challenge = challenge
-    connections.discoverer = discoverer
-
-    step = ProbeStep("discovery")
-    steps.append(step)
-    try:
-        record = await discoverer.discover(server, challenge=challenge)
-    except TetherError as exc:
-        step.requests = fetcher.take()
-        _fail(step, exc)
-        tried = exc.details.get("tried")
-        if tried:
-            step.details["tried"] = tried
-        return False
-    step.requests = fetcher.take()
-    discoverer.reuse = record
-    step.details = _discovery_details(record, options)
-    step.summary = f"authorization server {record.issuer}"
-
-    step = ProbeStep("registration")
-    steps.append(step)
-    try:
-        registration = await connections.registrar.ensure(server, as_metadata(record))
-    except TetherError as exc:
-        step.requests = fetcher.take()
-        _fail(step, exc)
-        return False
-    step.requests = fetcher.take()
-    step.summary = f"{registration.source} client {registration.client_id}"
-    step.details = {
-        "source": registration.source,
-        "client_id": registration.client_id,
-        "token_endpoint_auth_method": registration.auth_method,
-        "client_secret": "held (not shown)" if registration.client_secret else None,
-        "redirect_uri": registration.redirect_uri,
-    }
-    return await _authorize(tether, fetcher, options, report, server)
+    return await _authorize(
+        tether, fetcher, options, report, server, challenge=challenge, first=True
+    )
 
 
 async def _machine_credentials(
@@ -715,24 +610,94 @@ async def _machine(
     return True
 
 
+def _split(requests: list[Request]) -> dict[str, list[Request]]:
+    """The requests of ``Tether.connect`` by probe step."""
+    out: dict[str, list[Request]] = {"discovery": [], "registration": []}
+    for req in requests:
+        name = "discovery" if req.step == "challenge" else req.step
+        out.setdefault(name if name in out else "authorization", []).append(req)
+    return out
+
+
+async def _setup_steps(
+    tether: Tether,
+    options: ProbeOptions,
+    report: ProbeReport,
+    server: ServerRecord,
+    requests: dict[str, list[Request]],
+    error: TetherError | None,
+) -> bool:
+    """Discovery and registration steps of the hub's connect start; False if one failed."""
+    failed_at = error.step if error is not None else None
+    step = ProbeStep("discovery", requests=requests["discovery"])
+    report.steps.append(step)
+    if failed_at == "discovery" and error is not None:
+        _fail(step, error)
+        tried = error.details.get("tried")
+        if tried:
+            step.details["tried"] = tried
+        return False
+    record = await tether.stores.discovery.get(server.id)
+    if record is None:  # the connect failed before discovery (e.g. blocked URL)
+        if error is not None:
+            _fail(step, error)
+        return False
+    step.details = _discovery_details(record, options)
+    step.summary = f"authorization server {record.issuer}"
+    step = ProbeStep("registration", requests=requests["registration"])
+    report.steps.append(step)
+    if failed_at == "registration" and error is not None:
+        _fail(step, error)
+        return False
+    registration = await tether.stores.registrations.get(server.id, record.issuer)
+    if registration is None:
+        if error is not None:
+            _fail(step, error)
+        return False
+    step.summary = f"{registration.source} client {registration.client_id}"
+    step.details = {
+        "source": registration.source,
+        "client_id": registration.client_id,
+        "token_endpoint_auth_method": registration.auth_method,
+        "client_secret": "held (not shown)" if registration.client_secret else None,
+        "redirect_uri": registration.redirect_uri,
+    }
+    return True
+
+
 async def _authorize(
     tether: Tether,
     fetcher: RecordingFetcher,
     options: ProbeOptions,
     report: ProbeReport,
     server: ServerRecord,
+    *,
+    challenge: BearerChallenge | None = None,
+    first: bool = False,
 ) -> bool:
-    """Start, complete the user step, exchange the code (also used for step-up)."""
+    """Start, complete the user step, exchange the code (also used for step-up).
+
+    ``Tether.connect`` does what a configured server's connect does: without a
+    challenge it asks the server itself, then discovers and registers.
+    """
     steps = report.steps
-    step = ProbeStep("authorization")
-    steps.append(step)
+    error: TetherError | None = None
     try:
-        started = await tether.connect(server.id)
+        started = await tether.connect(server.id, challenge=challenge)
     except TetherError as exc:
-        step.requests = fetcher.take()
-        _fail(step, exc)
+        error = exc
+    requests = _split(fetcher.take())
+    if first and not await _setup_steps(
+        tether, options, report, server, requests, error
+    ):
         return False
-    step.requests = fetcher.take()
+    step = ProbeStep("authorization", requests=requests.get("authorization", []))
+    if not first:
+        step.requests = [r for reqs in requests.values() for r in reqs]
+    steps.append(step)
+    if error is not None:
+        _fail(step, error)
+        return False
     query = dict(parse_qsl(urlsplit(started.authorization_url).query))
     step.details = {
         "authorization_url": mask_url(started.authorization_url),
@@ -804,69 +769,83 @@ async def _tools(
     report: ProbeReport,
     server: ServerRecord,
 ) -> None:
-    """``tools/list`` and the optional call, through the hub's tool registry."""
-    steps = report.steps
+    """``tools/list`` and the optional call, re-authorizing within the retry budgets."""
     if not options.list_tools and options.call is None:
         return
-    retries = options.step_up_retries
+    budgets = {"step_up": options.step_up_retries, "again": options.reauthorize_retries}
     while True:
         step = ProbeStep("tools")
-        steps.append(step)
+        report.steps.append(step)
         try:
-            started = time.monotonic()
-            test = await tether.test_connection(server.id)
-            names = list(test.tool_names)
-            step.summary = f"{test.tool_count} tool(s)"
-            step.details = {
-                "protocol_version": test.protocol_version,
-                "server_info": dict(test.server_info),
-                "capabilities": dict(test.capabilities),
-                "tool_count": test.tool_count,
-                "tool_names": names,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-            name = options.call
-            if name is None and options.call_if_listed in names:
-                name = options.call_if_listed
-            if name is None:
-                return
-            step = ProbeStep("call")
-            steps.append(step)
-            result = await tether.call_tool(
-                server.id, name, dict(options.call_args), raise_errors=True
-            )
-            step.details = {
-                "tool": name,
-                "is_error": result.is_error,
-                "text": result.text[:500],
-            }
-            if result.structured is not None:
-                step.details["structured"] = result.structured
-            if result.is_error:
-                step.status = "failed"
-                step.exit_code = 1
-                step.summary = f"{name} returned isError: true"
-                step.error = {
-                    "code": result.error_code or "tool_error",
-                    "message": step.summary,
-                    "hint": "check the tool's arguments (--args)",
-                }
-            else:
-                step.summary = f"{name} succeeded"
+            await _list_and_call(tether, options, report, step, server)
             return
-        except StepUpRequired as exc:
-            _fail(step, exc)
-            if retries <= 0:
+        except AuthorizationRequired as exc:
+            # A 403 insufficient_scope (SCP-6), or a grant the server no longer takes,
+            # e.g. its PRM now names another authorization server (SEP-2352): the hub
+            # has rediscovered, and connecting again registers at the new issuer.
+            failed = report.steps[-1]
+            _fail(failed, exc)
+            kind = "step_up" if isinstance(exc, StepUpRequired) else "again"
+            if budgets[kind] <= 0:
                 return
-            retries -= 1
-            step.status = "skipped"
-            step.exit_code = 0
-            step.summary = f"step-up: {exc.message}; re-authorizing"
+            budgets[kind] -= 1
+            failed.status = "skipped"
+            failed.exit_code = 0
+            failed.summary = f"{exc.message}; re-authorizing"
             if not await _authorize(tether, fetcher, options, report, server):
                 return
         except TetherError as exc:
-            _fail(step, exc)
+            _fail(report.steps[-1], exc)
             return
+
+
+async def _list_and_call(
+    tether: Tether,
+    options: ProbeOptions,
+    report: ProbeReport,
+    step: ProbeStep,
+    server: ServerRecord,
+) -> None:
+    started = time.monotonic()
+    test = await tether.test_connection(server.id)
+    names = list(test.tool_names)
+    step.summary = f"{test.tool_count} tool(s)"
+    step.details = {
+        "protocol_version": test.protocol_version,
+        "server_info": dict(test.server_info),
+        "capabilities": dict(test.capabilities),
+        "tool_count": test.tool_count,
+        "tool_names": names,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    name = options.call
+    if name is None and options.call_if_listed in names:
+        name = options.call_if_listed
+    if name is None:
+        return
+    step = ProbeStep("call")
+    report.steps.append(step)
+    result = await tether.call_tool(
+        server.id, name, dict(options.call_args), raise_errors=True
+    )
+    step.details = {
+        "tool": name,
+        "is_error": result.is_error,
+        "text": result.text[:500],
+    }
+    if result.structured is not None:
+        step.details["structured"] = result.structured
+    if not result.is_error:
+        step.summary = f"{name} succeeded"
+        return
+    step.status = "failed"
+    step.exit_code = 1
+    step.summary = f"{name} returned isError: true"
+    step.error = {
+        "code": result.error_code or "tool_error",
+        "message": step.summary,
+        "hint": "check the tool's arguments (--args)",
+    }
 
 
 def check_options(options: ProbeOptions) -> None:

@@ -54,6 +54,9 @@ REAUTH_TRIGGERS: Final = (
     "oauth.token_params",
     "oauth.authorization_server",
     "oauth.per_user",
+    "oauth.resource_match",
+    "oauth.resource_expected",
+    "oauth.legacy_endpoints",
     "oauth.grant",
     "oauth.private_key_credential_id",
     "oauth.signing_algorithm",
@@ -99,6 +102,9 @@ class OAuthSpec(BaseModel):
     allow_missing_pkce_metadata: bool = False
     authorization_server: str | None = Field(default=None, max_length=1000)
     per_user: bool = False
+    resource_match: Literal["exact", "prefix"] = "exact"
+    resource_expected: str | None = Field(default=None, max_length=1000)
+    legacy_endpoints: bool = False
     grant: GrantType = "authorization_code"
     private_key_credential_id: str | None = None
     signing_algorithm: Literal["ES256", "ES384", "RS256", "PS256"] | None = None
@@ -138,6 +144,7 @@ class OAuthSpec(BaseModel):
         "client_id",
         "scopes",
         "authorization_server",
+        "resource_expected",
         "idp_token_endpoint",
         "idp_client_id",
     )

@@ -37,9 +37,14 @@ the SDK: it records the exception, and any HTTP 404 on a session, in a per-reque
 answers the SDK with a local 502. The SDK then fails only that request, and this module
 raises the recorded cause.
 
-Left out: resources, prompts, sampling and elicitation callbacks (``InputRequiredResult``
-rounds get the SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to
-hear ``list_changed``), and the HTTP+SSE 2024-11-05 fallback (HTTP-10, optional).
+* **Elicitation** (MCP 2025-11-25 *Elicitation*): the capability is declared and each
+  ``elicitation/create`` goes to an :data:`~tether.mcp.elicitation.ElicitationHandler`,
+  by default :func:`~tether.mcp.elicitation.decline` (no user sits at a service's
+  session; see :mod:`tether.mcp.elicitation`).
+
+Left out: resources, prompts, sampling callbacks (``InputRequiredResult`` rounds get the
+SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to hear
+``list_changed``), and the HTTP+SSE 2024-11-05 fallback (HTTP-10, optional).
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     CONNECTION_CLOSED,
     REQUEST_TIMEOUT,
+    ElicitRequestFormParams,
+    ElicitRequestParams,
+    ElicitResult,
     Implementation,
 )
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -73,6 +81,7 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
+from tether.mcp.elicitation import ElicitationHandler, decline
 from tether.net.client import deadline, mapped_errors
 
 __all__ = [
@@ -268,6 +277,8 @@ class MCPSession:
         max_pages: Cap on ``tools/list`` pages.
         client_info: ``clientInfo`` sent to the server.
         task_group: Where connection tasks run; without it, enter the session.
+        elicitation: Answers ``elicitation/create``; default
+            :func:`~tether.mcp.elicitation.decline`.
     """
 
     def __init__(
@@ -283,6 +294,7 @@ class MCPSession:
         max_pages: int = DEFAULT_MAX_PAGES,
         client_info: Implementation | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
+        elicitation: ElicitationHandler | None = None,
     ) -> None:
         if timeout <= 0 or max_pages <= 0:
             raise UsageError("timeout and max_pages must be positive")
@@ -297,6 +309,7 @@ class MCPSession:
         self._max_pages = max_pages
         self._client_info = client_info or Implementation(name="tether", version="0")
         self._tg = task_group
+        self._elicitation = elicitation or decline
         self._own_tg: anyio.abc.TaskGroup | None = None
         self._current: _Link | None = None
         self._links: set[_Link] = set()
@@ -560,6 +573,7 @@ class MCPSession:
                 mode=self._mode,
                 cache=None,  # the tool registry caches; every list hits the server
                 message_handler=self._on_message,
+                elicitation_callback=self._on_elicitation,
                 client_info=self._client_info,
             ) as client:
                 probe.sealed = True
@@ -584,6 +598,20 @@ class MCPSession:
         changed = getattr(message, "method", None) == "notifications/tools/list_changed"
         if changed and self._on_tools_changed is not None and self._tg is not None:
             self._tg.start_soon(self._tools_changed)
+
+    async def _on_elicitation(
+        self, context: Any, params: ElicitRequestParams
+    ) -> ElicitResult:
+        """The SDK's elicitation callback: ask the handler, answer in the wire type."""
+        schema = (
+            dict(params.requested_schema)
+            if isinstance(params, ElicitRequestFormParams)
+            else None
+        )
+        answer = await self._elicitation(params.message, schema)
+        if answer.action != "accept" or schema is None:
+            return ElicitResult(action=answer.action)
+        return ElicitResult(action="accept", content=dict(answer.content))
 
     async def _tools_changed(self) -> None:
         assert self._on_tools_changed is not None

@@ -50,6 +50,8 @@ __all__ = [
     "Fetched",
     "authorization_server_discovery",
     "authorization_server_metadata_urls",
+    "legacy_authorization_server_discovery",
+    "legacy_authorization_server_metadata",
     "protected_resource_discovery",
     "protected_resource_metadata_urls",
 ]
@@ -159,12 +161,34 @@ def _usable(url: str, fetched: Fetched, tried: list[str]) -> bool:
 
 
 def _not_found(what: str, tried: list[str]) -> DiscoveryError:
+    """Nothing answered: ``details["missing"]`` tells this apart from a bad document."""
     return DiscoveryError(
         f"no {what} found; tried: " + "; ".join(tried),
         step="discovery",
         hint="enter the metadata for this server manually, or check its URL",
-        details={"tried": tried, "retryable": False},
+        details={"tried": tried, "retryable": False, "missing": True},
     )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), "", "", ""))
+
+
+def _root_resource(server_url: str, metadata_url: str, challenged: str | None) -> str:
+    """The other identifier a root well-known document may name (RFC 9728 §3.3).
+
+    RFC 9728 §3.3: ``resource`` MUST be identical to the identifier *into which the
+    well-known suffix was inserted* to build the URL the metadata came from. For the root
+    well-known URL that identifier is the origin, so the origin is the exact value there
+    (PRM-6 "the resource identifier used to build the well-known URL"). It does not apply
+    when the URL came from the challenge: then ``resource`` MUST be the URL requested.
+    Returns ``""`` when no second identifier applies.
+    """
+    root = _origin(server_url) + OAUTH_PROTECTED_RESOURCE
+    if metadata_url != root or metadata_url == challenged:
+        return ""
+    return _origin(server_url)
 
 
 def protected_resource_discovery(
@@ -175,6 +199,11 @@ def protected_resource_discovery(
     expected_resource: str | None = None,
 ) -> Generator[str, Fetched, tuple[str, ProtectedResourceMetadata]]:
     """Drive protected resource metadata discovery (PRM-3, PRM-4, PRM-6).
+
+    PRM-6 (RFC 9728 §3.3): ``resource`` must be the canonical server URL; a document
+    from the *root* well-known URL may instead name the origin, the identifier that
+    URL is built from (see :func:`_root_resource`). The admin's ``expected_resource``
+    replaces both.
 
     Args:
         server_url: The MCP endpoint URL.
@@ -202,9 +231,11 @@ def protected_resource_discovery(
         metadata = parse_protected_resource_metadata(
             fetched.body, fetched.content_type, url=url
         )
-        check_resource(
-            metadata.resource, expected, match=resource_match, metadata_url=url
-        )
+        root = _root_resource(server_url, url, resource_metadata)
+        if expected_resource or not root or metadata.resource.rstrip("/") != root:
+            check_resource(
+                metadata.resource, expected, match=resource_match, metadata_url=url
+            )
         return url, metadata
     raise _not_found("protected resource metadata", tried)
 
@@ -234,6 +265,26 @@ def authorization_server_discovery(
         DiscoveryError: Retryable status, invalid metadata, or no candidate answered.
     """
     tried: list[str] = []
+    found = yield from _first_metadata(
+        issuer,
+        tried,
+        allow_missing_pkce_metadata=allow_missing_pkce_metadata,
+        allow_http=allow_http,
+        issuer_trailing_slash=issuer_trailing_slash,
+    )
+    if found is None:
+        raise _not_found(f"authorization server metadata for {issuer}", tried)
+    return found
+
+
+def _first_metadata(
+    issuer: str,
+    tried: list[str],
+    *,
+    allow_missing_pkce_metadata: bool,
+    allow_http: bool,
+    issuer_trailing_slash: bool,
+) -> Generator[str, Fetched, tuple[str, AuthorizationServerMetadata] | None]:
     for url in authorization_server_metadata_urls(issuer):
         fetched = yield url
         if not _usable(url, fetched, tried):
@@ -250,4 +301,80 @@ def authorization_server_discovery(
             issuer_trailing_slash=issuer_trailing_slash,
         )
         return url, metadata
-    raise _not_found(f"authorization server metadata for {issuer}", tried)
+    return None
+
+
+def legacy_authorization_server_metadata(
+    server_url: str,
+) -> AuthorizationServerMetadata:
+    """The MCP 2025-03-26 default endpoints for a server without metadata (ASM-9).
+
+    MCP 2025-03-26 *Authorization* §2.3.2–2.3.3: the authorization base URL is the MCP
+    server URL with its path discarded; without metadata the endpoints are
+    ``/authorize``, ``/token`` and ``/register`` under it. That revision requires PKCE of
+    every client (§2.1.1, OAuth 2.1), so S256 is recorded as supported.
+
+    Args:
+        server_url: The MCP endpoint URL.
+
+    Returns:
+        Metadata with the origin as issuer and the default endpoints.
+    """
+    base = _origin(server_url)
+    return AuthorizationServerMetadata.model_validate(
+        {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/authorize",
+            "token_endpoint": f"{base}/token",
+            "registration_endpoint": f"{base}/register",
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+        }
+    )
+
+
+def legacy_authorization_server_discovery(
+    server_url: str,
+    *,
+    allow_missing_pkce_metadata: bool = False,
+    allow_http: bool = False,
+    issuer_trailing_slash: bool = False,
+) -> Generator[str, Fetched, tuple[str, AuthorizationServerMetadata]]:
+    """MCP 2025-03-26 discovery, for a server without protected resource metadata.
+
+    An admin opt-in (ASM-9, *Known disagreements* #15 ``legacy_endpoints``): none of
+    the 2025-06-18+ revisions has this fallback. The origin of the server URL is the
+    issuer; its metadata is tried as for any issuer (ASM-2) and validated as strictly
+    (ASM-4: a document naming another issuer is refused, not skipped). Only when no
+    candidate answers are the default endpoints used
+    (:func:`legacy_authorization_server_metadata`).
+
+    Args:
+        server_url: The MCP endpoint URL.
+        allow_missing_pkce_metadata: See :func:`check_authorization_server_metadata`.
+        allow_http: See :func:`check_authorization_server_metadata`.
+        issuer_trailing_slash: See :func:`check_authorization_server_metadata`.
+
+    Yields:
+        The next URL to GET.
+
+    Returns:
+        The URL that answered (``""`` for the defaults) and the metadata.
+
+    Raises:
+        DiscoveryError: Retryable status, or metadata that fails validation.
+    """
+    found = yield from _first_metadata(
+        _origin(server_url),
+        [],
+        allow_missing_pkce_metadata=allow_missing_pkce_metadata,
+        allow_http=allow_http,
+        issuer_trailing_slash=issuer_trailing_slash,
+    )
+    if found is not None:
+        return found
+    metadata = legacy_authorization_server_metadata(server_url)
+    check_authorization_server_metadata(
+        metadata, expected_issuer=metadata.issuer, allow_http=allow_http
+    )
+    return "", metadata

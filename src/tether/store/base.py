@@ -101,6 +101,13 @@ class OAuthSettings:
         allow_missing_pkce_metadata: Relaxation: the AS does not advertise S256.
         authorization_server: Explicit issuer to use (else the PRM's first).
         per_user: Connections per end user instead of one shared connection.
+        resource_match: Override (*Known disagreements* #3): ``prefix`` also accepts a
+            PRM ``resource`` that is a same-origin parent of the server URL.
+        resource_expected: Override (#3): the exact PRM ``resource`` to accept instead
+            of the server URL (e.g. on another host); it is then sent as ``resource``.
+        legacy_endpoints: Override (#15, ASM-9): without protected resource metadata,
+            use the MCP 2025-03-26 fallback (the server's origin as the AS, its
+            metadata or else ``/authorize``, ``/token``, ``/register``).
         grant: How tokens are obtained (see :data:`GrantType`).
         private_key_credential_id: Credential holding the PEM private key for
             ``private_key_jwt`` client authentication (RFC 7523 §2.2).
@@ -125,6 +132,9 @@ class OAuthSettings:
     allow_missing_pkce_metadata: bool = False
     authorization_server: str | None = None
     per_user: bool = False
+    resource_match: Literal["exact", "prefix"] = "exact"
+    resource_expected: str | None = None
+    legacy_endpoints: bool = False
     grant: GrantType = "authorization_code"
     private_key_credential_id: str | None = None
     signing_algorithm: str | None = None
