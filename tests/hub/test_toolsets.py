@@ -140,7 +140,9 @@ async def test_disabled_and_unconnected_servers_excluded_with_reason(
     assert view.excluded["spare"] == "disabled"
     assert view.excluded["locked"].startswith("authorization_required")
     called = await tether.call("mix", "add", {"a": 1, "b": 1})
-    assert called.error_code == "unknown_tool"
+    assert called.error_code == "server_disabled"  # its allow-list names 'add'
+    locked = await tether.call("mix", "whoami", {})
+    assert locked.error_code == "authorization_required"  # 'locked' is not connected
     direct = await tether.call_tool("spare", "add", {"a": 1, "b": 1})
     assert direct.error_code == "server_disabled"
 

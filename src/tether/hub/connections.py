@@ -503,13 +503,26 @@ class Connections:
 
     # ------------------------------------------------------------------ tokens
 
-    def needs_refresh(self, conn: Connection) -> bool:
-        """True when the access token expires within the refresh margin (RFR-2)."""
+    def refresh_due(self, conn: Connection) -> datetime | None:
+        """When the access token should be refreshed proactively (RFR-2), if ever.
+
+        The margin before expiry is the configured one (60 s), capped at half the
+        token's lifetime (``expires_at`` minus ``refreshed_at``, else
+        ``connected_at``), so a 5-second token is refreshed after 2.5 s rather than
+        on every request.
+        """
         if conn.expires_at is None:
-            return False
-        return (
-            conn.expires_at - self._ctx.config.refresh_margin <= self._ctx.clock.now()
-        )
+            return None
+        margin = self._ctx.config.refresh_margin
+        issued = conn.refreshed_at or conn.connected_at
+        if issued is not None and issued < conn.expires_at:
+            margin = min(margin, (conn.expires_at - issued) / 2)
+        return conn.expires_at - margin
+
+    def needs_refresh(self, conn: Connection) -> bool:
+        """True when the access token is due for a proactive refresh (RFR-2)."""
+        due = self.refresh_due(conn)
+        return due is not None and due <= self._ctx.clock.now()
 
     async def usable(self, server: ServerRecord, subject: str) -> Connection:
         """A connection with an access token, refreshed proactively (RFR-2).

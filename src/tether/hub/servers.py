@@ -335,6 +335,9 @@ class ServerService:
         self._audit = auditor
         self._url_check = url_check
         self._on_reauth = on_reauth
+        #: Called with a server's id after it was updated or deleted (the facade
+        #: drops its in-process caches of the record).
+        self.on_change: Callable[[str], None] | None = None
 
     async def _validate_refs(self, spec: ServerSpec) -> None:
         fields: dict[str, str] = {}
@@ -471,6 +474,8 @@ class ServerService:
             else None,
         )
         await self._stores.tools.delete(stored.id)  # reference §3.3 after-save 1
+        if self.on_change is not None:
+            self.on_change(stored.id)
         if triggers:
             await self._on_reauth(stored, ", ".join(triggers))
         return stored
@@ -479,6 +484,8 @@ class ServerService:
         """Delete a server and everything keyed by it; audit ``server.delete``."""
         current = await self.get(ref)
         await self._stores.servers.delete(current.id)
+        if self.on_change is not None:
+            self.on_change(current.id)
         await self._audit.record(
             "server.delete",
             actor=actor,

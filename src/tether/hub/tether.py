@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from tether.errors import TetherError, UsageError
 from tether.hub.audit import Auditor
+from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
 from tether.hub.connections import Connections, StartedAuthorization, subject_for
 from tether.hub.context import HubConfig, HubContext
@@ -27,6 +28,7 @@ from tether.hub.servers import ServerService
 from tether.hub.tools import ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
 from tether.mcp.results import ToolResult, result_from_error
+from tether.mcp.session import ProgressCallback
 from tether.net.backend import Resolver, system_resolver, vet_url
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
@@ -137,6 +139,9 @@ class Tether:
         self.tools = ToolRegistry(self.ctx, self.connections)
         self.toolsets = ToolsetService(stores, clock, self.ctx.auditor, self.tools)
         self.connections.on_change = self.tools.invalidate
+        # the tool-call path reads servers through a short-lived cache (hub/cache.py)
+        self._tool_servers = ServerCache(self.servers.get, clock)
+        self.servers.on_change = self._tool_servers.forget
 
     @classmethod
     async def open(
@@ -207,6 +212,7 @@ class Tether:
         await vet_url(policy, url, resolver=self._resolver)
 
     async def _server_changed(self, server: ServerRecord, reason: str) -> None:
+        self._tool_servers.forget(server.id)
         await self.connections.clear_server(
             server, f"configuration changed ({reason}); connect again"
         )
@@ -218,7 +224,7 @@ class Tether:
         self, server_ref: str, *, user: str | None = None, refresh: bool = False
     ) -> list[dict[str, Any]]:
         """A server's tools (cached; see :class:`~tether.hub.tools.ToolRegistry`)."""
-        server = await self.servers.get(server_ref)
+        server = await self._tool_servers.get(server_ref)
         subject = self.tools.subject(server, user)
         return await self.tools.list_tools(server, subject, refresh=refresh)
 
@@ -230,17 +236,34 @@ class Tether:
         *,
         user: str | None = None,
         raise_errors: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> ToolResult:
-        """Call one server's tool by its MCP name; errors become error results."""
+        """Call one server's tool by its MCP name; errors become error results.
+
+        Args:
+            server_ref: The server's id or name.
+            tool: The tool's MCP name.
+            arguments: Its arguments.
+            user: The user calling (needed for per-user servers).
+            raise_errors: Raise :class:`~tether.errors.TetherError` instead of
+                returning an error result.
+            progress: Receives ``(progress, total, message)`` for each
+                ``notifications/progress`` the server sends during the call.
+        """
         try:
-            server = await self.servers.get(server_ref)
+            server = await self._tool_servers.get(server_ref)
             subject = self.tools.subject(server, user)
         except TetherError as exc:
             if raise_errors:
                 raise
             return result_from_error(exc)
         return await self.tools.call(
-            server, subject, tool, arguments, raise_errors=raise_errors
+            server,
+            subject,
+            tool,
+            arguments,
+            raise_errors=raise_errors,
+            progress=progress,
         )
 
     async def test_connection(
@@ -267,8 +290,13 @@ class Tether:
         user: str | None = None,
         raise_errors: bool = False,
         reserved: Sequence[str] = (),
+        progress: ProgressCallback | None = None,
     ) -> ToolResult:
-        """Call a toolset's tool by its exposed name (design.md §3.7)."""
+        """Call a toolset's tool by its exposed name (design.md §3.7).
+
+        ``progress`` receives the call's progress notifications, as for
+        :meth:`call_tool`.
+        """
         return await self.toolsets.call(
             toolset_ref,
             tool_name,
@@ -276,6 +304,7 @@ class Tether:
             user=user,
             raise_errors=raise_errors,
             reserved=reserved,
+            progress=progress,
         )
 
     # ------------------------------------------------------------------ connections
@@ -440,6 +469,7 @@ class Tether:
     async def delete_server(self, server_ref: str, *, actor: str | None) -> None:
         """Revoke every grant of a server, then delete it."""
         server = await self.servers.get(server_ref)
+        self._tool_servers.forget(server.id)
         await self.connections.clear_server(server, "server deleted")
         await self.tools.invalidate(server.id)
         await self.servers.delete(server.id, actor=actor)

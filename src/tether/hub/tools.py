@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.abc
@@ -28,6 +28,8 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
+from tether.hub.cache import SERVER_TTL, TTLCache
+from tether.hub.clock import Clock
 from tether.hub.connections import Connections
 from tether.hub.context import HubContext, profile_of
 from tether.mcp.auth import AccessToken, BearerAuth, HeaderAuth
@@ -38,33 +40,74 @@ from tether.mcp.results import (
     normalize_result,
     result_from_error,
 )
-from tether.mcp.session import MCPSession
+from tether.mcp.session import MCPSession, ProgressCallback
 from tether.oauth.challenge import BearerChallenge
 from tether.store.base import SHARED, ServerHealth, ServerRecord, ToolCacheEntry
 
 __all__ = ["ConnectionTest", "HubTokenSource", "ToolRegistry"]
 
+TOKEN_TTL = timedelta(seconds=5)
+"""How long a token read from the store is reused before the store is read again."""
 SOFT_EXPIRY = timedelta(hours=1)
 HARD_EXPIRY = timedelta(hours=2)
 
 
 class HubTokenSource:
-    """Tokens for one (server, subject), backed by the hub's connection flow."""
+    """Tokens for one (server, subject), backed by the hub's connection flow.
 
-    def __init__(self, connections: Connections, server: ServerRecord, subject: str):
+    The last token read is kept in memory and handed out without touching the store
+    until the earliest of: its refresh time (the margin before expiry, see
+    :meth:`Connections.refresh_due`), :data:`TOKEN_TTL` after it was read, or a
+    rejection by the server. Refresh itself stays single-flight across workers (the
+    store's lock, a re-read and compare-and-set in :meth:`Connections.refresh`), and a
+    401 always re-reads the store. A disconnect or reconnect on this worker drops the
+    session and this source with it; one on another worker shows up within
+    :data:`TOKEN_TTL` (or at the first 401).
+    """
+
+    def __init__(
+        self,
+        connections: Connections,
+        server: ServerRecord,
+        subject: str,
+        *,
+        clock: Clock,
+    ) -> None:
         self._connections = connections
         self._server = server
         self._subject = subject
+        self._clock = clock
+        self._cached: AccessToken | None = None
+        self._reread_at: datetime | None = None
 
     async def current(self) -> AccessToken:
         """A usable token, refreshed proactively (RFR-2)."""
+        now = self._clock.now()
+        if (
+            self._cached is not None
+            and self._reread_at is not None
+            and now < self._reread_at
+        ):
+            return self._cached
         conn = await self._connections.usable(self._server, self._subject)
-        return _token(conn.access_token, conn.expires_at, conn.scopes)
+        token = _token(conn.access_token, conn.expires_at, conn.scopes)
+        due = self._connections.refresh_due(conn)
+        reread = now + TOKEN_TTL
+        self._cached, self._reread_at = (
+            token,
+            reread if due is None else min(due, reread),
+        )
+        return token
+
+    def forget(self) -> None:
+        """Drop the cached token; the next :meth:`current` reads the store."""
+        self._cached = self._reread_at = None
 
     async def rejected(
         self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
     ) -> AccessToken:
         """Refresh once after a 401; record a step-up after a 403 (TOK-10, SCP-6)."""
+        self.forget()
         server, subject = self._server, self._subject
         if status == 403 or (
             challenge is not None and challenge.error == "insufficient_scope"
@@ -133,6 +176,7 @@ class ToolRegistry:
         self._connections = connections
         self._servers: dict[str, ServerRecord] = {}
         self._secrets: dict[str, str | None] = {}
+        self._secret_checked: TTLCache[str, bool] = TTLCache(ctx.clock, SERVER_TTL)
         self._pool = SessionPool(self._make_session)
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
@@ -163,7 +207,10 @@ class ToolRegistry:
     def _auth(self, server: ServerRecord, subject: str, secret: str | None) -> Any:
         if server.auth_mode == "oauth":
             return BearerAuth(
-                HubTokenSource(self._connections, server, subject), server=server.name
+                HubTokenSource(
+                    self._connections, server, subject, clock=self._ctx.clock
+                ),
+                server=server.name,
             )
         if server.auth_mode == "header":
             return HeaderAuth(
@@ -209,13 +256,28 @@ class ToolRegistry:
         credential = await self._ctx.stores.credentials.get(server.credential_id)
         return credential.value.get_secret_value() if credential else None
 
+    async def _current_secret(self, server: ServerRecord) -> None:
+        """Re-read the header credential at most every :data:`SERVER_TTL`.
+
+        A changed value (rotated by any worker) drops the server's sessions, whose
+        ``HeaderAuth`` holds the old one.
+        """
+        if server.auth_mode != "header" or self._secret_checked.get(server.id):
+            return
+        secret = await self._header_secret(server)
+        if server.id in self._secrets and self._secrets[server.id] != secret:
+            await self._pool.drop(server.id)
+        self._secrets[server.id] = secret
+        self._secret_checked.put(server.id, True)
+
     async def session(self, server: ServerRecord, subject: str) -> MCPSession:
         """The pooled session for (server, subject), rebuilt when the server changed."""
         known = self._servers.get(server.id)
         if known is not None and known.version != server.version:
             await self._pool.drop(server.id)
+            self._secret_checked.discard(lambda key, _: key == server.id)
         self._servers[server.id] = server
-        self._secrets[server.id] = await self._header_secret(server)
+        await self._current_secret(server)
         return await self._pool.get(server.id, subject)
 
     async def invalidate(
@@ -225,6 +287,7 @@ class ToolRegistry:
         await self._ctx.stores.tools.delete(server_id, subject)
         if drop_session:
             await self._pool.drop(server_id, subject)
+            self._secret_checked.discard(lambda key, _: key == server_id)
 
     # ------------------------------------------------------------------ tool lists
 
@@ -333,8 +396,11 @@ class ToolRegistry:
         arguments: Mapping[str, Any] | None,
         *,
         raise_errors: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> ToolResult:
         """Call a tool; failures become model-visible error results (TOOL-1).
+
+        ``progress`` receives the call's ``notifications/progress``.
 
         Raises:
             TetherError: Only with ``raise_errors``.
@@ -348,7 +414,9 @@ class ToolRegistry:
             return result_from_error(error, code=ToolErrorCode.SERVER_DISABLED)
         try:
             session = await self.session(server, subject)
-            raw = await session.call_tool(tool, dict(arguments or {}))
+            raw = await session.call_tool(
+                tool, dict(arguments or {}), progress_callback=progress
+            )
         except TetherError as exc:
             if raise_errors:
                 raise

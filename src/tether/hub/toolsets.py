@@ -14,16 +14,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.errors import NotFound, TetherError, ValidationFailed
+from tether.errors import (
+    AuthorizationRequired,
+    NotFound,
+    TetherError,
+    UsageError,
+    ValidationFailed,
+)
 from tether.hub.audit import Auditor
 from tether.hub.clock import Clock
 from tether.hub.tools import ToolRegistry
-from tether.mcp.naming import ToolNames, assign_tool_names
+from tether.mcp.naming import ToolNames, assign_tool_names, safe_name
 from tether.mcp.render import ToolDefinition
-from tether.mcp.results import ToolResult, result_from_error
+from tether.mcp.results import ToolErrorCode, ToolResult, result_from_error
+from tether.mcp.session import ProgressCallback
 from tether.store.base import ServerRecord, Stores, Toolset, ToolsetEntry
 
-__all__ = ["ToolsetService", "ToolsetView"]
+__all__ = ["ToolsetService", "ToolsetView", "Unavailable"]
 
 MAX_NAME = 100
 
@@ -37,11 +44,30 @@ class ToolsetView:
             :func:`tether.mcp.render.render_tools`).
         names: Exposed name ↔ (server id, original name).
         excluded: Server name → why its tools are left out (disabled, not connected…).
+        unavailable: The same servers with the error a call to their tools returns.
     """
 
     tools: tuple[ToolDefinition, ...]
     names: ToolNames
     excluded: Mapping[str, str] = field(default_factory=dict)
+    unavailable: tuple[Unavailable, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """A server left out of a view, kept so a call to one of its tools says why.
+
+    Attributes:
+        server: The server.
+        tools: The tool names it would offer (its allow-list), or ``None`` if unknown.
+        error: Why it is left out (disabled, not connected for this user, …).
+        code: The result's error code, when the error's class does not say it.
+    """
+
+    server: ServerRecord
+    tools: tuple[str, ...] | None
+    error: TetherError
+    code: ToolErrorCode | None = None
 
 
 def _definition(
@@ -271,6 +297,7 @@ class ToolsetService:
         """The toolset's tools for ``user``; unusable servers are left out with a reason."""
         toolset = await self.get(ref)
         excluded: dict[str, str] = {}
+        unavailable: list[Unavailable] = []
         found: list[tuple[ServerRecord, Mapping[str, Any]]] = []
         for entry in toolset.entries:
             server = await self._stores.servers.get(entry.server_id)
@@ -278,12 +305,21 @@ class ToolsetService:
                 continue
             if not server.enabled:
                 excluded[server.name] = "disabled"
+                error: TetherError = UsageError(
+                    f"server '{server.name}' is disabled", server=server.name
+                )
+                unavailable.append(
+                    Unavailable(
+                        server, entry.tools, error, ToolErrorCode.SERVER_DISABLED
+                    )
+                )
                 continue
             try:
                 subject = self._registry.subject(server, user)
                 tools = await self._registry.list_tools(server, subject)
             except TetherError as exc:
                 excluded[server.name] = f"{exc.code}: {exc.message}"
+                unavailable.append(Unavailable(server, entry.tools, exc))
                 continue
             allowed = set(entry.tools) if entry.tools is not None else None
             found.extend(
@@ -299,7 +335,7 @@ class ToolsetService:
             for s, t in found
             if str(t.get("name", "")).strip()
         )
-        return ToolsetView(definitions, names, excluded)
+        return ToolsetView(definitions, names, excluded, tuple(unavailable))
 
     async def call(
         self,
@@ -311,6 +347,7 @@ class ToolsetService:
         raise_errors: bool = False,
         reserved: Sequence[str] = (),
         view: ToolsetView | None = None,
+        progress: ProgressCallback | None = None,
     ) -> ToolResult:
         """Call a tool by its exposed name; failures come back as error results.
 
@@ -319,7 +356,15 @@ class ToolsetService:
         """
         try:
             view = view or await self.view(ref, user=user, reserved=reserved)
-            key = view.names.resolve(name)
+            try:
+                key = view.names.resolve(name)
+            except NotFound:
+                unavailable = _unavailable(view, name)
+                if unavailable is None:
+                    raise
+                if raise_errors:
+                    raise unavailable.error from None
+                return result_from_error(unavailable.error, code=unavailable.code)
             server = await self._stores.servers.get(key.server_id)
             if server is None:
                 raise NotFound(f"the server of tool '{name}' was deleted")
@@ -329,5 +374,30 @@ class ToolsetService:
                 raise
             return result_from_error(exc)
         return await self._registry.call(
-            server, subject, key.tool_name, arguments, raise_errors=raise_errors
+            server,
+            subject,
+            key.tool_name,
+            arguments,
+            raise_errors=raise_errors,
+            progress=progress,
         )
+
+
+def _unavailable(view: ToolsetView, name: str) -> Unavailable | None:
+    """The left-out server ``name`` belongs to, if any (so the call can say why).
+
+    A tool on a left-out server's allow-list (by its original or provider-safe name)
+    belongs to that server; failing that, a server whose tools are unknown because the
+    user has not connected it (``AuthorizationRequired``) is the likeliest owner.
+    Anything else stays an unknown tool.
+    """
+    for unavailable in view.unavailable:
+        tools = unavailable.tools or ()
+        if name in tools or name in {safe_name(tool) for tool in tools}:
+            return unavailable
+    for unavailable in view.unavailable:
+        if unavailable.tools is None and isinstance(
+            unavailable.error, AuthorizationRequired
+        ):
+            return unavailable
+    return None

@@ -11,6 +11,7 @@ rebinding resolver to answer differently (reference behaviour §3.1 5).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -42,6 +43,10 @@ async def system_resolver(host: str, port: int) -> list[str]:
     Returns:
         The distinct addresses, in the resolver's order.
     """
+    try:  # an IP literal resolves to itself: skip the resolver thread (issue #3)
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass  # a name, or a legacy IPv4 spelling such as "127.1": resolve it
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

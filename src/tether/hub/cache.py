@@ -1,0 +1,97 @@
+"""Short-lived in-process caches for the tool-call hot path (issue #3).
+
+A tool call used to read the server record (by id, then by name), the header credential
+and the connection from the store, and decrypt them, on every call. These caches keep
+what the last read returned for a short, bounded time on the hub's clock.
+
+Invalidation: this worker drops entries itself when a server is updated or deleted, and
+when a grant is connected, refreshed by a reconnect or disconnected (the hub's
+``ServerService.on_change``, ``Connections.on_change`` and ``Tether._server_changed``
+hooks). A change made by *another* worker shows up here after at most
+:data:`SERVER_TTL`; a cross-process invalidation comes with the Redis backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from tether.hub.clock import Clock
+from tether.store.base import ServerRecord
+
+__all__ = ["SERVER_TTL", "ServerCache", "TTLCache"]
+
+SERVER_TTL = timedelta(seconds=5)
+"""How long another worker's change to a server may go unseen by this worker."""
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class TTLCache(Generic[_K, _V]):
+    """A dict whose entries lapse ``ttl`` after they were stored (on ``clock``)."""
+
+    def __init__(self, clock: Clock, ttl: timedelta, *, max_entries: int = 1024):
+        self._clock = clock
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[_K, tuple[_V, datetime]] = {}
+
+    def get(self, key: _K) -> _V | None:
+        """The live value for ``key``, or ``None``."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, until = entry
+        if self._clock.now() >= until:
+            del self._entries[key]
+            return None
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        """Store ``value`` for ``ttl``; the oldest entry goes when the cache is full."""
+        if key not in self._entries and len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (value, self._clock.now() + self._ttl)
+
+    def discard(self, match: Callable[[_K, _V], bool]) -> None:
+        """Drop every entry for which ``match(key, value)`` is true."""
+        for key in [k for k, (v, _) in self._entries.items() if match(k, v)]:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._entries.clear()
+
+
+class ServerCache:
+    """Server records by id or name, for :data:`SERVER_TTL`.
+
+    Args:
+        lookup: The uncached lookup by id or name (``ServerService.get``); raises
+            ``NotFound``, which is not cached.
+        clock: The hub's clock.
+    """
+
+    def __init__(
+        self, lookup: Callable[[str], Awaitable[ServerRecord]], clock: Clock
+    ) -> None:
+        self._lookup = lookup
+        self._cache: TTLCache[str, ServerRecord] = TTLCache(clock, SERVER_TTL)
+
+    async def get(self, ref: str) -> ServerRecord:
+        """The server with this id or name.
+
+        Raises:
+            NotFound: No such server.
+        """
+        server = self._cache.get(ref)
+        if server is None:
+            server = await self._lookup(ref)
+            self._cache.put(ref, server)
+        return server
+
+    def forget(self, server_id: str) -> None:
+        """Drop a server's entries (under its id, its name and any old name)."""
+        self._cache.discard(lambda _ref, server: server.id == server_id)
