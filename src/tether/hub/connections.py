@@ -613,6 +613,15 @@ class Connections:
 
     async def _refresh(self, server: ServerRecord, conn: Connection) -> Connection:
         discovery = await self.discoverer.stored_or_fresh(server)
+        if conn.issuer is not None and discovery.issuer != conn.issuer:
+            # PRM-9: the PRM now names another AS (SEP-2352); this grant and its
+            # client belong to the old one and are never presented to the new one.
+            raise self._auth_required(
+                server,
+                conn,
+                f"server '{server.name}' moved to authorization server "
+                f"{discovery.issuer}; connect it again",
+            )
         metadata = as_metadata(discovery)
         registration = await self.registrar.current(
             server, conn.issuer or discovery.issuer
@@ -715,6 +724,8 @@ class Connections:
         discovery = await self._ctx.stores.discovery.get(server.id)
         if discovery is None or conn.issuer is None:
             return []
+        if discovery.issuer != conn.issuer:  # PRM-9: not at the new AS's endpoint
+            return ["authorization server changed: tokens cleared locally only"]
         metadata = as_metadata(discovery)
         registration = await self._ctx.stores.registrations.get(server.id, conn.issuer)
         if metadata.revocation_endpoint is None or registration is None:
