@@ -60,7 +60,10 @@ async def test_accept_defaults_declines_what_it_cannot_fill(
 async def test_accept_defaults_leaves_optional_fields_without_default_out() -> None:
     schema = {
         "type": "object",
-        "properties": {"a": {"type": "string", "default": "x"}, "b": {"type": "string"}},
+        "properties": {
+            "a": {"type": "string", "default": "x"},
+            "b": {"type": "string"},
+        },
         "required": ["a"],
     }
     assert await accept_defaults("fill", schema) == Elicited("accept", {"a": "x"})
