@@ -137,6 +137,15 @@ def servers_add(
     idp_id_token_credential: Annotated[
         str | None, typer.Option(help="Credential with a static ID token.")
     ] = None,
+    resource_match: Annotated[
+        str, typer.Option(help="exact, or prefix for servers whose PRM names a parent.")
+    ] = "exact",
+    resource_expected: Annotated[
+        str | None, typer.Option(help="The exact resource the server publishes.")
+    ] = None,
+    legacy_endpoints: Annotated[
+        bool, typer.Option(help="2025-03-26 fallback: /authorize, /token, /register.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register an MCP server."""
@@ -183,6 +192,9 @@ def servers_add(
                 "signing_algorithm": signing_algorithm,
                 "idp_token_endpoint": idp_token_endpoint,
                 "idp_client_id": idp_client_id,
+                "resource_match": resource_match,
+                "resource_expected": resource_expected,
+                "legacy_endpoints": legacy_endpoints,
                 **refs,
             },
         }
@@ -313,11 +325,27 @@ def connect(
         typer.Option(help="Complete headlessly against an AS that approves at once."),
     ] = False,
     wait: Annotated[int, typer.Option(help="Seconds to wait for the callback.")] = 600,
+    id_token_stdin: Annotated[
+        bool,
+        typer.Option(help="Enterprise grant: read the user's ID token from stdin."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Connect a server through OAuth: print the URL, then wait for the callback."""
+    """Connect a server (prints the URL and waits, or fetches a machine token).
+
+    Authorization-code servers print the URL and wait for the callback;
+    client_credentials and enterprise servers get a token directly.
+    """
+    id_token = sys.stdin.readline().strip() if id_token_stdin else None
 
     async def action(tether: Tether) -> None:
+        grant = (await tether.servers.get(name)).oauth.grant
+        if grant == "client_credentials":
+            info = await tether.connect_machine(name, user=user)
+            return render.connection(info, as_json=as_json)
+        if grant == "enterprise":
+            info = await tether.connect_enterprise(name, user=user, id_token=id_token)
+            return render.connection(info, as_json=as_json)
         started = await tether.connect(name, user=user)
         redirect_uri = tether.ctx.config.redirect_uri
         if follow_redirects:
