@@ -1,9 +1,9 @@
 """Grants without a browser (hub/machine.py): client credentials and ID-JAG.
 
-The real-peer proof is the conformance suite (auth/client-credentials-basic, -jwt,
-auth/cross-app-access-complete-flow); oidc-provider in tests/peers has no client
-credentials or private_key_jwt client. Here a scripted fetcher plays the IdP and the
-AS (error injection); everything else is the real hub and the memory store.
+Real peers: test_e2e_machine.py (oidc-provider, client secret and private_key_jwt) and
+the conformance suite (auth/client-credentials-basic, -jwt,
+auth/cross-app-access-complete-flow). Here a scripted fetcher plays the IdP and the AS
+(error injection); everything else is the real hub and the memory store.
 """
 
 from __future__ import annotations

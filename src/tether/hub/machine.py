@@ -198,7 +198,9 @@ class MachineGrants:
                 await self._conns.discoverer.discover(server, challenge=challenge)
             except TetherError as exc:
                 raise _name(exc, server, "discovery") from None
-            return await self._obtain(server, subject, id_token=id_token, user=user)
+            return await self._obtain(
+                server, subject, id_token=id_token, user=user, explicit=True
+            )
 
     # ------------------------------------------------------------------ the grant
 
@@ -209,6 +211,7 @@ class MachineGrants:
         *,
         id_token: SecretStr | None = None,
         user: str | None = None,
+        explicit: bool = False,
     ) -> Connection:
         step = "discovery"
         try:
@@ -256,7 +259,9 @@ class MachineGrants:
             await self._mark_failed(server, subject, exc)
             raise
         await self._remember_client(server, metadata, method, secret)
-        return await self._store(server, subject, discovery, tokens, user=user)
+        return await self._store(
+            server, subject, discovery, tokens, user=user, explicit=explicit
+        )
 
     def _check_grant_supported(
         self, server: ServerRecord, metadata: AuthorizationServerMetadata
@@ -501,6 +506,7 @@ class MachineGrants:
         tokens: TokenSet,
         *,
         user: str | None,
+        explicit: bool,
     ) -> Connection:
         now = self._ctx.clock.now()
         for _ in range(3):
@@ -529,7 +535,11 @@ class MachineGrants:
                 conn = await self._save(current, event, changes)
             except VersionConflict:
                 continue
-            await self._conns._changed(server.id, subject)
+            if explicit:
+                # An explicit connect starts afresh. A grant run inside a request (first
+                # use, expiry, a 401) must not close the MCP session that is waiting
+                # for the token; its auth flow simply reads the new one.
+                await self._conns._changed(server.id, subject)
             await self._ctx.auditor.record(
                 "connection.connect" if event == "authorized" else "connection.renew",
                 actor=user,

@@ -35,6 +35,9 @@
 //   AS_NO_ISS            1 -> authorization responses carry no `iss` and the metadata says
 //                   authorization_response_iss_parameter_supported: false
 //   AS_DCR               1 (default: open DCR at /reg) | 0 (no registration endpoint)
+//   AS_PRIVATE_KEY_JWT   0 (default) | 1 (accept private_key_jwt client authentication; clients
+//                        from AS_CLIENTS_FILE may use it). The client_credentials grant is
+//                        always on, for clients whose grant_types allow it.
 //   AS_DCR_INITIAL_ACCESS_TOKEN  if set, /reg requires this bearer token
 //   AS_CLIENTS_FILE JSON array of extra static clients (oidc-provider client metadata)
 //   AS_RS_CLIENT_SECRET  secret of the introspection client (mcp-resource-server-secret)
@@ -195,7 +198,8 @@ const configuration = {
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'RS256',
   },
-  clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post'],
+  clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post',
+    ...(flag('AS_PRIVATE_KEY_JWT', '0') ? ['private_key_jwt'] : [])],
   scopes: ['openid', ...(OFFLINE_ACCESS ? ['offline_access'] : []), 'profile', 'email',
     ...RESOURCE_SCOPES.split(/\s+/)],
   claims: {
@@ -205,6 +209,7 @@ const configuration = {
   pkce: { required: () => PKCE_REQUIRED }, // S256 is the only method the library supports
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
     registration: {
       enabled: DCR,
       initialAccessToken: env.AS_DCR_INITIAL_ACCESS_TOKEN || false,
