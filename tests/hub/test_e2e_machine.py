@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hub.conftest import MakeTether
 from jwt.algorithms import ECAlgorithm
+
+from hub.conftest import MakeTether
 from peers.plugin import PeerFactory
 
 pytestmark = pytest.mark.realservers
