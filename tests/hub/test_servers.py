@@ -668,6 +668,8 @@ TRIGGER_CHANGES: dict[str, dict[str, Any]] = {
     "oauth.idp_id_token_credential_id": {
         "oauth": {"idp_id_token_credential_id": "<cred>"}
     },
+    "oauth.assertion_credential_id": {"oauth": {"assertion_credential_id": "<cred>"}},
+    "oauth.dpop": {"oauth": {"dpop": "never"}},
 }
 
 

@@ -205,3 +205,19 @@ def test_token_endpoint_nonce_error(
 def test_use_dpop_nonce_without_a_nonce_header_is_an_invalid_response() -> None:
     with pytest.raises(InvalidResponse, match="DPoP-Nonce"):
         token_nonce_error({"error": "use_dpop_nonce"}, None, url="https://as/token")
+
+
+@pytest.mark.parametrize(
+    ("token_type", "dpop", "expected"),
+    [("DPoP", True, "DPoP"), ("dpop", True, "DPoP"), ("Bearer", True, "Bearer")],
+)
+def test_token_response_accepts_dpop_only_after_a_proof(
+    token_type: str, dpop: bool, expected: str
+) -> None:
+    from tether.oauth.tokens import parse_token_response
+
+    body = f'{{"access_token":"a","token_type":"{token_type}"}}'.encode()
+    tokens = parse_token_response(
+        200, body, "application/json", now=NOW, url="https://as/token", dpop=dpop
+    )
+    assert tokens.token_type == expected

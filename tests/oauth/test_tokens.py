@@ -263,7 +263,7 @@ def test_empty_refresh_token_is_none() -> None:
         ({"token_type": "Bearer"}, JSON, "no access_token"),
         ({"access_token": ""}, JSON, "no access_token"),
         ({"access_token": 5}, JSON, "no access_token"),
-        ({"access_token": "a", "token_type": "DPoP"}, JSON, "other than Bearer"),
+        ({"access_token": "a", "token_type": "DPoP"}, JSON, "carried no proof"),
         ({"access_token": "a", "token_type": "mac"}, JSON, "other than Bearer"),
         ({"access_token": "a", "token_type": 1}, JSON, "other than Bearer"),
         ({"access_token": "a", "expires_in": -1}, JSON, "negative expires_in"),

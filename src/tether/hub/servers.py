@@ -64,6 +64,8 @@ REAUTH_TRIGGERS: Final = (
     "oauth.idp_client_id",
     "oauth.idp_client_secret_credential_id",
     "oauth.idp_id_token_credential_id",
+    "oauth.assertion_credential_id",
+    "oauth.dpop",
 )
 
 #: Authorization and token parameters that custom params may never set or remove.
@@ -112,6 +114,8 @@ class OAuthSpec(BaseModel):
     idp_client_id: str | None = Field(default=None, max_length=1000)
     idp_client_secret_credential_id: str | None = None
     idp_id_token_credential_id: str | None = None
+    assertion_credential_id: str | None = None
+    dpop: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("authorization_params", "token_params", mode="before")
     @classmethod
@@ -277,6 +281,7 @@ _GRANT_CREDENTIALS: Final = (
     "private_key_credential_id",
     "idp_client_secret_credential_id",
     "idp_id_token_credential_id",
+    "assertion_credential_id",
 )
 
 
@@ -295,6 +300,14 @@ def grant_problems(oauth: OAuthSpec) -> dict[str, str]:
             "private_key_jwt needs a private key credential"
         )
     if oauth.grant == "authorization_code":
+        return problems
+    if oauth.grant == "jwt_bearer":
+        # RFC 7523 §2.1: the workload's JWT is the grant; client authentication and
+        # a client id are optional (SEP-1933: the AS may accept "none").
+        if not oauth.assertion_credential_id:
+            problems["oauth.assertion_credential_id"] = (
+                "the jwt_bearer grant needs a credential holding the workload's JWT"
+            )
         return problems
     if not oauth.client_id:
         problems["oauth.client_id"] = (

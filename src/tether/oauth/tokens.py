@@ -11,8 +11,9 @@ a refresh carries the current connection's refresh token forward (G-11), via
 
 Tolerance (TOK-4, *Known disagreements* #12): JSON or form-encoded bodies, an ``error``
 member even with HTTP 200, ``token_type`` in any case, ``expires_in`` as a numeric string.
-Left out: DPoP and other non-Bearer token types (refused), ID token validation (the
-``id_token`` member is ignored).
+``token_type`` ``DPoP`` (RFC 9449 §5) is accepted only when the request carried a DPoP
+proof (``dpop=True``); other non-Bearer types are refused. Left out: ID token
+validation (the ``id_token`` member is ignored).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class TokenSet(BaseModel):
 
     Attributes:
         access_token: The access token (masked).
-        token_type: Always ``"Bearer"`` (RFC 6750; other types are refused).
+        token_type: ``"Bearer"`` (RFC 6750), or ``"DPoP"`` for a token bound to the
+            proof key of the request (RFC 9449 §5); other types are refused.
         refresh_token: The refresh token, if any (masked).
         expires_at: ``now + expires_in``; ``None`` when the AS gave no lifetime.
         scopes: Granted scopes: the response's ``scope``, else those requested (SCP-12).
@@ -256,6 +258,7 @@ def parse_token_response(
     now: datetime,
     url: str,
     requested_scopes: Sequence[str] = (),
+    dpop: bool = False,
 ) -> TokenSet:
     """Turn a token endpoint answer into a :class:`TokenSet` (RFC 6749 §5.1, §5.2; TOK-4).
 
@@ -267,6 +270,8 @@ def parse_token_response(
         url: The token endpoint, named in errors.
         requested_scopes: Scopes asked for; granted when ``scope`` is absent (SCP-12).
             For a refresh, pass the connection's granted scopes.
+        dpop: The request carried a DPoP proof, so ``token_type: DPoP`` is expected
+            (RFC 9449 §5); a ``Bearer`` answer stays Bearer.
 
     Returns:
         The token set; ``refresh_token`` is only what this response carried.
@@ -304,7 +309,7 @@ def parse_token_response(
         raise _invalid(url, "has no access_token")
     return TokenSet(
         access_token=SecretStr(access_token),
-        token_type=_token_type(members.get("token_type"), url),
+        token_type=_token_type(members.get("token_type"), url, dpop=dpop),
         refresh_token=_secret(first_str(members, "refresh_token")),
         expires_at=_expires_at(members.get("expires_in"), now, url),
         scopes=_scopes(members.get("scope"), requested_scopes, url),
@@ -319,13 +324,17 @@ def _secret(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
-def _token_type(value: Any, url: str) -> str:
+def _token_type(value: Any, url: str, *, dpop: bool = False) -> str:
     # RFC 6749 §5.1 makes token_type REQUIRED; the reference treats absence as Bearer.
     if value is None:
         return "Bearer"
     if isinstance(value, str) and value.lower() == "bearer":  # RFC 6749 §5.1: any case
         return "Bearer"
-    raise _invalid(url, "has a token_type other than Bearer (G-7)")
+    if isinstance(value, str) and value.lower() == "dpop":
+        if dpop:
+            return "DPoP"
+        raise _invalid(url, "has token_type DPoP, but the request carried no proof")
+    raise _invalid(url, "has a token_type other than Bearer or DPoP (G-7)")
 
 
 def _expires_at(value: Any, now: datetime, url: str) -> datetime | None:

@@ -74,7 +74,9 @@ ConnectionStatus = Literal[
 TokenAuthMethod = Literal[
     "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
 ]
-GrantType = Literal["authorization_code", "client_credentials", "enterprise"]
+GrantType = Literal[
+    "authorization_code", "client_credentials", "enterprise", "jwt_bearer"
+]
 """How a server's tokens are obtained: a user in a browser (``authorization_code``), the
 client alone (``client_credentials``, machine to machine), or an enterprise IdP's ID-JAG
 redeemed with the RFC 7523 JWT bearer grant (``enterprise``)."""
@@ -117,6 +119,10 @@ class OAuthSettings:
         idp_client_secret_credential_id: Credential holding that client's secret.
         idp_id_token_credential_id: Credential holding a static ID token (tests, or a
             service identity); otherwise the caller passes the user's ID token.
+        assertion_credential_id: Credential holding the workload's JWT for the
+            ``jwt_bearer`` grant (RFC 7523 §2.1, workload identity federation).
+        dpop: Sender-constrained tokens (RFC 9449): ``auto`` when the AS advertises
+            ``dpop_signing_alg_values_supported`` with ES256, ``always`` or ``never``.
     """
 
     registration: RegistrationMode = "auto"
@@ -142,6 +148,8 @@ class OAuthSettings:
     idp_client_id: str | None = None
     idp_client_secret_credential_id: str | None = None
     idp_id_token_credential_id: str | None = None
+    assertion_credential_id: str | None = None
+    dpop: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +239,13 @@ class ClientRegistration:
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """A grant for ``(server_id, subject)`` (design.md §1)."""
+    """A grant for ``(server_id, subject)`` (design.md §1).
+
+    ``token_type`` is ``Bearer`` or ``DPoP``; ``dpop_key`` is the connection's
+    proof-of-possession private key (PEM, sealed at rest like the tokens), made at
+    connect and kept across refreshes (RFC 9449 §5: refresh tokens of public clients
+    are bound to it).
+    """
 
     server_id: str
     subject: str
@@ -253,6 +267,7 @@ class Connection:
     last_error_at: datetime | None = None
     updated_at: datetime | None = None
     version: int = 0
+    dpop_key: SecretStr | None = None
 
     def replace(self, **changes: Any) -> Connection:
         """Return a copy with ``changes`` applied."""

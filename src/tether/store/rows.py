@@ -232,6 +232,7 @@ def connection_row(ring: KeyRing, conn: Connection) -> Row:
         refresh_token_enc=ring.encrypt_optional(
             conn.refresh_token, ref("refresh_token")
         ),
+        dpop_key_enc=ring.encrypt_optional(conn.dpop_key, ref("dpop_key")),
         scopes=list(conn.scopes),
         required_scopes=list(conn.required_scopes),
     )
@@ -253,6 +254,7 @@ def connection_record(ring: KeyRing, row: Mapping[Any, Any]) -> Connection:
         refresh_token=ring.decrypt_optional(
             row["refresh_token_enc"], ref("refresh_token")
         ),
+        dpop_key=ring.decrypt_optional(row["dpop_key_enc"], ref("dpop_key")),
         scopes=tuple(row["scopes"]),
         required_scopes=tuple(row["required_scopes"]),
         version=row["version"],

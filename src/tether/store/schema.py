@@ -158,6 +158,7 @@ connections = sa.Table(
     sa.Column("last_error_at", _TS),
     sa.Column("updated_at", _TS),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("dpop_key_enc", sa.Text),  # revision 0002 (RFC 9449 key, sealed)
 )
 
 pending_authorizations = sa.Table(

@@ -31,7 +31,7 @@ R = TypeVar("R", bound=Any)
 SECRET_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "credential": ("value",),
     "registration": ("client_secret", "registration_access_token"),
-    "connection": ("access_token", "refresh_token"),
+    "connection": ("access_token", "refresh_token", "dpop_key"),
     "pending": ("code_verifier",),
 }
 """Record kind → its secret fields (reference-behaviour §2.6)."""
