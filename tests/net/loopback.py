@@ -121,6 +121,7 @@ class Exchange:
     path: str
     headers: dict[str, str]
     writer: asyncio.StreamWriter
+    keep_alive: bool = False
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -131,7 +132,8 @@ class Exchange:
     ) -> None:
         lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in headers]
-        lines.append("Connection: close")
+        if not self.keep_alive:
+            lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
         self.writer.write(head + body)
         await self.writer.drain()
@@ -148,15 +150,22 @@ async def redirect(exchange: Exchange) -> None:
 
 
 class LoopbackServer:
-    """A tiny HTTP/1.1 server on a loopback address that records what reached it."""
+    """A tiny HTTP/1.1 server on a loopback address that records what reached it.
+
+    With ``keep_alive=True`` a connection serves requests until the client closes it
+    (handlers then must not send ``Connection: close``); ``accepted`` counts connections.
+    """
 
     def __init__(
         self,
         host: str = "127.0.0.1",
         routes: Mapping[str, Handler] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        keep_alive: bool = False,
     ) -> None:
         self.host = host
+        self.keep_alive = keep_alive
         self.routes = {"/ok": ok, "/redirect": redirect, **(routes or {})}
         self.ssl_context = ssl_context
         self.accepted = 0
@@ -208,6 +217,16 @@ class LoopbackServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        await self._serve_one(reader, writer)
+        while self.keep_alive and not reader.at_eof():
+            try:
+                await self._serve_one(reader, writer)
+            except asyncio.IncompleteReadError:
+                return  # the client closed an idle connection
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, _ = request_line.split(" ", 2)
@@ -215,7 +234,9 @@ class LoopbackServer:
             k.strip().lower(): v.strip()
             for k, v in (line.split(":", 1) for line in header_lines if ":" in line)
         }
-        exchange = Exchange(method, target, headers, writer)
+        if self.keep_alive:  # the next request starts after this one's body
+            await reader.readexactly(int(headers.get("content-length", "0")))
+        exchange = Exchange(method, target, headers, writer, self.keep_alive)
         self.requests.append(exchange)
         handler = self.routes.get(urlsplit(target).path)
         if handler is None:

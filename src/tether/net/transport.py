@@ -7,6 +7,10 @@ no network backend (style example 7). For each request it checks the URL, refuse
 ``https`` → ``http`` downgrade across redirect hops (SSRF-4), lets the backend check
 every resolved address (SSRF-5), caps the response body while it streams (SSRF-8), and
 translates ``httpcore2`` exceptions into Tether's (style example 6).
+
+Connections are kept alive and reused (issue #3): only a *new* connection resolves a
+name, and the backend vets every address it resolved before connecting, so reuse never
+skips a check; the URL and the redirect rules are checked on every request.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Final
 
+import anyio
 import httpcore2
 import httpx2
 
@@ -55,12 +60,49 @@ def _describe_connect_error(host: str, exc: httpcore2.ConnectError) -> TetherErr
     )
 
 
+def translate_httpcore_error(host: str, exc: Exception) -> Exception:
+    """The Tether error for an ``httpcore2`` exception, or ``exc`` itself.
+
+    Mirrors httpx2's ``map_httpcore_exceptions``: the most specific mapping wins.
+
+    Args:
+        host: The host the request went to, for the message.
+        exc: The exception raised.
+
+    Returns:
+        A :class:`TetherError`, or ``exc`` unchanged when it is not ``httpcore2``'s.
+    """
+    if isinstance(exc, httpcore2.TimeoutException):
+        phase = type(exc).__name__.removesuffix("Timeout").lower() or "request"
+        return RequestTimeout(f"{phase} timed out talking to {host}")
+    if isinstance(exc, httpcore2.ConnectError):
+        return _describe_connect_error(host, exc)
+    if isinstance(exc, httpcore2.UnsupportedProtocol):
+        return BlockedDestination(f"refused to connect to {host}: {exc}")
+    if isinstance(exc, httpcore2.LocalProtocolError):
+        return UsageError(f"invalid HTTP request to {host}: {exc}")
+    if isinstance(exc, httpcore2.RemoteProtocolError):
+        return NetworkError(f"{host} broke the HTTP protocol: {exc}")
+    if isinstance(exc, httpcore2.NetworkError | httpcore2.ProtocolError):
+        return NetworkError(f"connection to {host} failed: {exc}")
+    return exc
+
+
+#: What :func:`translate_httpcore_error` maps (checked once per exception, not per
+#: chunk: the body stream's hot path has no context manager).
+_HTTPCORE_ERRORS: Final = (
+    httpcore2.TimeoutException,
+    httpcore2.NetworkError,
+    httpcore2.ProtocolError,
+    httpcore2.UnsupportedProtocol,
+)
+
+
 @contextmanager
 def map_httpcore_errors(host: str) -> Iterator[None]:
     """Translate ``httpcore2`` exceptions into Tether errors naming the host.
 
-    Mirrors httpx2's ``map_httpcore_exceptions``: the most specific mapping wins and
-    the original exception is chained. Tether errors pass through unchanged.
+    The original exception is chained. Tether errors pass through unchanged.
 
     Args:
         host: The host the request went to, for the message.
@@ -77,19 +119,8 @@ def map_httpcore_errors(host: str) -> Iterator[None]:
     """
     try:
         yield
-    except httpcore2.TimeoutException as exc:
-        phase = type(exc).__name__.removesuffix("Timeout").lower() or "request"
-        raise RequestTimeout(f"{phase} timed out talking to {host}") from exc
-    except httpcore2.ConnectError as exc:
-        raise _describe_connect_error(host, exc) from exc
-    except httpcore2.UnsupportedProtocol as exc:
-        raise BlockedDestination(f"refused to connect to {host}: {exc}") from exc
-    except httpcore2.LocalProtocolError as exc:
-        raise UsageError(f"invalid HTTP request to {host}: {exc}") from exc
-    except httpcore2.RemoteProtocolError as exc:
-        raise NetworkError(f"{host} broke the HTTP protocol: {exc}") from exc
-    except (httpcore2.NetworkError, httpcore2.ProtocolError) as exc:
-        raise NetworkError(f"connection to {host} failed: {exc}") from exc
+    except _HTTPCORE_ERRORS as exc:
+        raise translate_httpcore_error(host, exc) from exc
 
 
 #: WHATWG HTML §9.2.6: lines end in CRLF, LF or CR; an empty line ends an event.
@@ -121,6 +152,15 @@ def event_sizes(
     return finished, counted + len(buffer) - start, buffer[-3:]
 
 
+#: Closing a response whose body was not read to the end costs the connection: h11 can
+#: only start the next request once the server's message is complete. The MCP SDK closes
+#: an SSE response as soon as the JSON-RPC answer arrives, a moment before the server's
+#: end-of-stream chunk, so every call used to open (and TLS-handshake) a new connection.
+#: Closing therefore first reads what is left, within these bounds, and discards it.
+DRAIN_SECONDS: Final = 0.25
+DRAIN_BYTES: Final = 64 * 1024
+
+
 class CappedStream(httpx2.AsyncByteStream):
     """A response body that raises :class:`ResponseTooLarge` past its cap (SSRF-8).
 
@@ -128,6 +168,11 @@ class CappedStream(httpx2.AsyncByteStream):
     ``text/event-stream`` the cap applies to each event rather than the whole stream, so
     a long-lived SSE stream of small events keeps working while one huge event is still
     refused; a stream that never ends is the per-request deadline's job.
+
+    :meth:`aclose` on a body that is not finished reads and discards the rest first (at
+    most :data:`DRAIN_BYTES`, within :data:`DRAIN_SECONDS`), so the connection goes back
+    to the pool instead of being closed (issue #3). A body that failed (an error or the
+    cap) is never drained; a body still being read by another task is not either.
 
     Args:
         inner: The ``httpcore2`` body.
@@ -148,39 +193,91 @@ class CappedStream(httpx2.AsyncByteStream):
         self._host = host
         self._limit = limit
         self._per_event = per_event
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._counted = 0
+        self._tail = b""
+        self._finished = False  # read to the end, failed, or closed: nothing to drain
+        self._reading = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        """Yield the body's chunks, counting them against the cap.
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterate the body's chunks, counting them against the cap.
 
-        Yields:
-            Body chunks, unchanged.
+        Returns:
+            This stream (one pass over the body; see :meth:`__anext__`).
+        """
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The next chunk, unchanged.
+
+        Returns:
+            A body chunk.
 
         Raises:
             ResponseTooLarge: The body (or one SSE event) passed the cap.
+            StopAsyncIteration: The body is complete.
         """
-        counted = 0
-        tail = b""
-        with map_httpcore_errors(self._host):
-            async for chunk in self._inner:
-                if self._per_event:
-                    finished, counted, tail = event_sizes(counted, tail, chunk)
-                    largest = max([counted, *finished])
-                else:
-                    counted += len(chunk)
-                    largest = counted
-                if self._limit is not None and largest > self._limit:
-                    what = "an event from" if self._per_event else "the response from"
-                    raise ResponseTooLarge(
-                        f"{what} {self._host} is larger than {self._limit} bytes",
-                        details={"limit": self._limit},
-                    )
-                yield chunk
+        chunk = await self._pull()
+        limit = self._limit
+        if limit is not None:
+            if self._per_event:
+                finished, self._counted, self._tail = event_sizes(
+                    self._counted, self._tail, chunk
+                )
+                largest = max(self._counted, *finished) if finished else self._counted
+            else:
+                self._counted += len(chunk)
+                largest = self._counted
+            if largest > limit:
+                self._finished = True
+                what = "an event from" if self._per_event else "the response from"
+                raise ResponseTooLarge(
+                    f"{what} {self._host} is larger than {limit} bytes",
+                    details={"limit": limit},
+                )
+        return chunk
+
+    async def _pull(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._chunks is None:
+            self._chunks = aiter(self._inner)
+        self._reading = True
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            self._finished = True
+            raise
+        except _HTTPCORE_ERRORS as exc:
+            self._finished = True
+            raise translate_httpcore_error(self._host, exc) from exc
+        except BaseException:
+            self._finished = True
+            raise
+        finally:
+            self._reading = False
+
+    async def _drain(self) -> None:
+        if self._finished or self._reading or not hasattr(self._inner, "__aiter__"):
+            return
+        drained = 0
+        with anyio.move_on_after(DRAIN_SECONDS):
+            while drained <= DRAIN_BYTES:
+                try:
+                    drained += len(await self._pull())
+                except (StopAsyncIteration, TetherError):
+                    return
 
     async def aclose(self) -> None:
-        """Close the underlying ``httpcore2`` body."""
-        aclose = getattr(self._inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        """Read what is left of an unfinished body (see above), then close it."""
+        try:
+            await self._drain()
+        finally:
+            self._finished = True
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
@@ -191,7 +288,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         ssl_context: TLS settings (see :func:`tether.net.client.make_ssl_context`).
         resolver: Name resolution; the system resolver by default.
         max_body: Response size cap in bytes (per event for SSE); ``None`` for none.
-        max_connections: Pool size per scheme.
+        max_connections: Connections per scheme. One client serves every session
+            with a server, and each stateful MCP session's GET stream holds a
+            connection for as long as it is open, so this is httpx2's default (100).
+        max_keepalive_connections: Idle connections kept per scheme.
+        keepalive_expiry: Seconds an idle connection is kept.
     """
 
     def __init__(
@@ -201,7 +302,9 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         ssl_context: ssl.SSLContext,
         resolver: Resolver = system_resolver,
         max_body: int | None = 5 * 1024 * 1024,
-        max_connections: int = 20,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+        keepalive_expiry: float = 5.0,
     ) -> None:
         self._policy = policy
         self._max_body = max_body
@@ -209,6 +312,8 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             scheme: httpcore2.AsyncConnectionPool(
                 ssl_context=ssl_context,
                 max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+                keepalive_expiry=keepalive_expiry,
                 network_backend=GuardedBackend(
                     policy, scheme=scheme, resolver=resolver
                 ),

@@ -1,0 +1,224 @@
+"""Connections (and TLS) are reused across requests; every new one is still vetted.
+
+Issue #3: the MCP SDK closes an SSE response as soon as the JSON-RPC answer arrives, a
+moment before the server ends the stream, and h11 can only reuse a connection whose
+response was read to the end. The guarded transport reads (and discards) that remainder
+on close, within bounds, so one connection serves a whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import pytest
+import trustme
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from peers.fixture import MCPServer
+from tether.errors import ResponseTooLarge
+from tether.net import NetworkPolicy, guarded_client
+from tether.net.transport import DRAIN_BYTES, DRAIN_SECONDS
+
+from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def start_sse(exchange: Exchange) -> None:
+    exchange.writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
+
+async def answer_then_end(exchange: Exchange) -> None:
+    """One event, then (a little later, like a real server) the end of the stream."""
+    await start_sse(exchange)
+    exchange.writer.write(chunk(b'event: message\ndata: {"id": 1}\n\n'))
+    await exchange.writer.drain()
+    await asyncio.sleep(0.02)
+    exchange.writer.write(chunk(b": bye\n\n") + b"0\r\n\r\n")
+    await exchange.writer.drain()
+
+
+async def answer_then_nothing(exchange: Exchange) -> None:
+    """One event, then the stream stays open without a byte (a GET stream)."""
+    await start_sse(exchange)
+    exchange.writer.write(chunk(b'data: {"id": 1}\n\n'))
+    await exchange.writer.drain()
+    await asyncio.sleep(3600)
+
+
+async def answer_then_flood(exchange: Exchange) -> None:
+    """One event, then far more than the drain budget."""
+    await start_sse(exchange)
+    exchange.writer.write(chunk(b'data: {"id": 1}\n\n'))
+    await exchange.writer.drain()
+    exchange.writer.write(chunk(b": " + b"x" * (4 * DRAIN_BYTES) + b"\n\n"))
+    exchange.writer.write(b"0\r\n\r\n")
+    await exchange.writer.drain()
+
+
+async def big(exchange: Exchange) -> None:
+    await exchange.send(200, [("Content-Type", "text/plain")], b"x" * 5000)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LoopbackServer]:
+    routes = {
+        "/answer-then-end": answer_then_end,
+        "/answer-then-nothing": answer_then_nothing,
+        "/answer-then-flood": answer_then_flood,
+        "/big": big,
+    }
+    async with LoopbackServer("127.0.0.1", routes, keep_alive=True) as srv:
+        yield srv
+
+
+DNS_TABLE = {"mcp.test": ["127.0.0.1"]}
+
+
+def client(dns: FakeDNS, **kwargs: object) -> httpx2.AsyncClient:
+    policy = NetworkPolicy.from_allowlist(["mcp.test"])
+    options: dict[str, object] = {"timeout": 5, "follow_redirects": False, **kwargs}
+    return guarded_client(policy, resolver=dns, **options)  # type: ignore[arg-type]
+
+
+async def first_event_then_close(http: httpx2.AsyncClient, url: str) -> None:
+    """What the MCP SDK does: stop reading once the answer is in, then close."""
+    async with http.stream("POST", url, content=b"{}") as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                break
+
+
+async def test_one_connection_and_one_lookup_serve_many_requests(
+    server: LoopbackServer, guard: ConnectGuard
+) -> None:
+    dns = FakeDNS(DNS_TABLE)
+    async with client(dns) as http:
+        for _ in range(5):
+            response = await http.get(f"http://mcp.test:{server.port}/ok")
+            assert response.text == "hello"
+    assert server.accepted == 1
+    assert len(server.requests) == 5
+    assert dns.queries == ["mcp.test"]  # resolved (and vetted) per new connection
+    assert guard.destinations() == {("127.0.0.1", server.port)}
+
+
+async def test_an_sse_answer_closed_early_is_drained_and_its_connection_reused(
+    server: LoopbackServer,
+) -> None:
+    async with client(FakeDNS(DNS_TABLE)) as http:
+        for _ in range(5):
+            await first_event_then_close(
+                http, f"http://mcp.test:{server.port}/answer-then-end"
+            )
+    assert server.accepted == 1
+    assert len(server.requests) == 5
+
+
+async def test_tls_is_reused_too(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mcp.test").configure_cert(server_ctx)
+    handshakes: list[str | None] = []
+    server_ctx.sni_callback = lambda _obj, name, _ctx: handshakes.append(name)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    routes = {"/answer-then-end": answer_then_end}
+    async with (
+        LoopbackServer("127.0.0.1", routes, server_ctx, keep_alive=True) as srv,
+        client(FakeDNS(DNS_TABLE), ca_bundle=str(bundle)) as http,
+    ):
+        for _ in range(3):
+            await first_event_then_close(
+                http, f"https://mcp.test:{srv.port}/answer-then-end"
+            )
+            assert (await http.get(f"https://mcp.test:{srv.port}/ok")).text == "hello"
+    assert srv.accepted == 1
+    assert handshakes == ["mcp.test"]
+
+
+async def test_a_stream_that_does_not_end_is_closed_after_the_drain_window(
+    server: LoopbackServer,
+) -> None:
+    dns = FakeDNS(DNS_TABLE)
+    async with client(dns) as http:
+        started = time.monotonic()
+        await first_event_then_close(
+            http, f"http://mcp.test:{server.port}/answer-then-nothing"
+        )
+        assert time.monotonic() - started < DRAIN_SECONDS + 1
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+    assert server.accepted == 2  # the open stream's connection was not reused
+    assert dns.queries == ["mcp.test", "mcp.test"]  # and the new one was vetted
+
+
+async def test_no_more_than_the_drain_budget_is_read(
+    server: LoopbackServer,
+) -> None:
+    async with client(FakeDNS(DNS_TABLE)) as http:
+        await first_event_then_close(
+            http, f"http://mcp.test:{server.port}/answer-then-flood"
+        )
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+    assert server.accepted == 2
+
+
+async def test_a_body_over_the_cap_is_not_drained(server: LoopbackServer) -> None:
+    async with client(FakeDNS(DNS_TABLE), max_body=1000) as http:
+        with pytest.raises(ResponseTooLarge):
+            await http.get(f"http://mcp.test:{server.port}/big")
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+    assert server.accepted == 2
+
+
+async def test_a_close_cancelled_while_draining_stops_at_once(
+    server: LoopbackServer,
+) -> None:
+    async with client(FakeDNS(DNS_TABLE)) as http:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(DRAIN_SECONDS / 3):
+                await first_event_then_close(
+                    http, f"http://mcp.test:{server.port}/answer-then-nothing"
+                )
+        assert time.monotonic() - started < DRAIN_SECONDS
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+    assert server.accepted == 2
+
+
+async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) -> None:
+    """Through the real SDK client and server, whose tools/call answers come as SSE."""
+    with MCPServer(None, env={"MCP_PROTOCOL_VERSIONS": "2025-11-25"}) as mcp:
+        policy = NetworkPolicy.from_allowlist(["127.0.0.1"])
+        async with (
+            guarded_client(policy, timeout=10, follow_redirects=False) as http,
+            Client(streamable_http_client(mcp.url, http_client=http)) as session,
+        ):
+            await session.call_tool("echo", {"text": "warm"})
+            warm = len(guard.destinations()), len(guard.attempts)
+            for i in range(10):
+                result = await session.call_tool("echo", {"text": f"t{i}"})
+                assert not result.is_error
+            sequential = len(guard.attempts) - warm[1]
+            await asyncio.gather(
+                *(session.call_tool("echo", {"text": f"c{i}"}) for i in range(3))
+            )
+            for i in range(5):
+                await session.call_tool("echo", {"text": f"u{i}"})
+            total = len(guard.attempts) - warm[1]
+    assert warm[0] == 1  # only the MCP server was dialled
+    assert sequential == 0
+    # three calls at once need up to two more connections (one request at a time
+    # per HTTP/1.1 connection); the guard sees each connect twice (anyio, socket)
+    assert total <= 2 * 2
