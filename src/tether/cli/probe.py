@@ -36,6 +36,23 @@ CONFORMANCE_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: Otherwise call this tool when the server lists it (auth scenarios, step-up).
 CONFORMANCE_DEFAULT_TOOL = "test-tool"
+#: Scenarios that check what the client calls of what it listed: call every tool the
+#: hub keeps (http-invalid-tool-headers: tools with invalid x-mcp-header annotations
+#: must be left out; the others check headers and requestState on each call).
+CONFORMANCE_CALL_ALL_LISTED = frozenset(
+    {
+        "http-standard-headers",
+        "http-invalid-tool-headers",
+        "sep-2322-client-request-state",
+    }
+)
+#: Scenarios that read back a listed schema: ``(echo tool, tool whose inputSchema)``.
+CONFORMANCE_SCHEMA_ECHO: dict[str, tuple[str, str]] = {
+    "json-schema-2020-12-preservation": (
+        "json_schema_echo",
+        "json_schema_2020_12_tool",
+    ),
+}
 
 _MARK = {"ok": "ok", "failed": "FAILED", "skipped": "skipped"}
 
@@ -76,12 +93,31 @@ def conformance_options(
             client_secret=str(context["client_secret"]),
         )
     changes.update(_grant_options(scenario, context))
+    # 0.2.0: the revision the scenario speaks; 2026-07-28 is stateless from the first
+    # request on (an admin can set the same preference for a server).
+    if env.get("MCP_CONFORMANCE_PROTOCOL_VERSION"):
+        changes["protocol_version"] = env["MCP_CONFORMANCE_PROTOCOL_VERSION"]
     if base.call is None:
         call = CONFORMANCE_CALLS.get(scenario)
         if call is not None:
             changes.update(call=call[0], call_args=call[1])
+        changes["tool_calls"] = _context_calls(context)
+        changes["call_all_listed"] = scenario in CONFORMANCE_CALL_ALL_LISTED
+        changes["schema_echo"] = CONFORMANCE_SCHEMA_ECHO.get(scenario)
     options = ProbeOptions(**{**_fields(base), **changes})
     return options
+
+
+def _context_calls(context: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The context's ``toolCalls`` (http-custom-headers): the calls the client must make."""
+    calls = context.get("toolCalls")
+    if not isinstance(calls, list):
+        return ()
+    return tuple(
+        (str(call["name"]), dict(call.get("arguments") or {}))
+        for call in calls
+        if isinstance(call, dict) and call.get("name")
+    )
 
 
 def _grant_options(scenario: str, context: Mapping[str, Any]) -> dict[str, Any]:

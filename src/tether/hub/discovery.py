@@ -16,10 +16,14 @@ uses the server's ``WWW-Authenticate`` challenge: its ``resource_metadata`` (PRM
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import json
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
+
+from mcp.types import UNSUPPORTED_PROTOCOL_VERSION
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from tether.errors import DiscoveryError, NetworkError, RemoteError, TetherError
 from tether.hub.context import HubContext, profile_of
@@ -76,51 +80,138 @@ class Unauthenticated:
         return self.status in (401, 403)
 
 
-def _initialize() -> dict[str, Any]:
+def _initialize(version: str = PROBE_PROTOCOL_VERSION) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
         "id": 0,
         "method": "initialize",
         "params": {
-            "protocolVersion": PROBE_PROTOCOL_VERSION,
+            "protocolVersion": version,
             "capabilities": {},
             "clientInfo": _CLIENT_INFO,
         },
     }
 
 
-def _stateless(request_id: int, method: str) -> dict[str, Any]:
-    """A 2026-07-28 request: the revision travels in ``_meta`` on every request."""
+def _stateless_request(
+    request_id: int, method: str, version: str = STATELESS_PROTOCOL_VERSION
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 2026-07-28 request and its headers: the revision travels with every request."""
     meta = {
-        "io.modelcontextprotocol/protocolVersion": STATELESS_PROTOCOL_VERSION,
+        "io.modelcontextprotocol/protocolVersion": version,
         "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
         "io.modelcontextprotocol/clientCapabilities": {},
     }
-    return {
+    body = {
         "jsonrpc": "2.0",
         "id": request_id,
         "method": method,
         "params": {"_meta": meta},
     }
+    return body, {"MCP-Protocol-Version": version, "Mcp-Method": method}
+
+
+def _supported_versions(response: HttpResponse) -> list[str] | None:
+    """``data.supported`` of an ``UnsupportedProtocolVersion`` (-32022) error body."""
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or error.get("code") != UNSUPPORTED_PROTOCOL_VERSION:
+        return None
+    data = error.get("data")
+    supported = data.get("supported") if isinstance(data, dict) else None
+    if not isinstance(supported, list):
+        return []
+    return [v for v in supported if isinstance(v, str)]
+
+
+def _retry_version(supported: list[str]) -> str | None:
+    """The newest version both sides speak, preferring the stateless revisions."""
+    for known in (MODERN_PROTOCOL_VERSIONS, HANDSHAKE_PROTOCOL_VERSIONS):
+        mutual = [v for v in known if v in supported]
+        if mutual:
+            return mutual[-1]
+    return None
+
+
+_Post = Callable[[dict[str, Any], dict[str, str]], Awaitable[HttpResponse]]
+
+
+async def _stateless(post: _Post, version: str) -> tuple[HttpResponse, str | None]:
+    """``server/discover`` then ``tools/list``; or, after -32022, the version to retry."""
+    response = await post(*_stateless_request(1, "server/discover", version))
+    if response.status in (401, 403):
+        return response, None
+    if response.status >= 400:
+        supported = _supported_versions(response)
+        return response, _retry_version(supported) if supported else None
+    answer = await post(*_stateless_request(2, "tools/list", version))
+    return (answer if answer.status in (401, 403) else response), None
+
+
+async def _classic(post: _Post, version: str) -> HttpResponse:
+    """``initialize``, then ``notifications/initialized`` and ``tools/list``."""
+    response = await post(_initialize(version), {})
+    if response.status >= 300:
+        return response
+    headers = {"MCP-Protocol-Version": version}
+    session = response.header("mcp-session-id")
+    if session:
+        headers["Mcp-Session-Id"] = session
+    for body in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+    ):
+        answer = await post(body, headers)
+        if answer.status in (401, 403):
+            return answer
+    return response
+
+
+async def _stateless_first(post: _Post, version: str) -> HttpResponse:
+    """The stateless requests, retried once at the version a -32022 error allows."""
+    response, retry = await _stateless(post, version)
+    if retry in MODERN_PROTOCOL_VERSIONS:
+        response, _ = await _stateless(post, retry)
+    elif retry is not None:
+        response = await _classic(post, retry)
+    return response
 
 
 async def unauthenticated_challenge(
-    fetcher: Fetcher, url: str, *, profile: NetworkProfile, server: str
+    fetcher: Fetcher,
+    url: str,
+    *,
+    profile: NetworkProfile,
+    server: str,
+    protocol_version: str | None = None,
 ) -> Unauthenticated:
     """Ask the MCP server without a token and return its challenge (PRM-2, PRM-5).
 
-    Sends ``initialize``; when that passes (MCP 2025-11-25 lets a server challenge only
-    later requests), ``notifications/initialized`` and ``tools/list`` in the same
-    session. A server that refuses ``initialize`` with another 4xx may speak only the
-    stateless 2026-07-28 revision: then ``server/discover`` and ``tools/list`` with that
-    revision's header and ``_meta``. The first 401/403 decides. Only status and headers
-    are read; nothing is kept.
+    By default sends ``initialize``; when that passes (MCP 2025-11-25 lets a server
+    challenge only later requests), ``notifications/initialized`` and ``tools/list`` in
+    the same session. A server that refuses ``initialize`` with another 4xx may speak
+    only the stateless 2026-07-28 revision: then ``server/discover`` and ``tools/list``.
+    With ``protocol_version`` set to a stateless revision (the server's or the
+    caller's preference) the stateless requests go first and ``initialize`` is sent
+    only when the server's -32022 error lists no stateless revision (HTTP7-7).
+
+    Stateless requests carry what every 2026-07-28 request carries (HTTP7-3, HTTP7-5):
+    ``MCP-Protocol-Version`` and ``Mcp-Method`` headers and ``_meta`` with the revision,
+    client info and capabilities. An ``UnsupportedProtocolVersion`` (-32022) answer is
+    retried once with the newest version its ``data.supported`` shares with Tether.
+    The first 401/403 decides. Only status, headers and -32022 errors are read; nothing
+    is kept.
 
     Args:
         fetcher: The hub's guarded fetcher.
         url: The MCP endpoint.
         profile: The server's network profile.
         server: The server's name, for errors.
+        protocol_version: The revision to try first; ``None`` or a handshake revision
+            starts with ``initialize``.
 
     Returns:
         The deciding answer and its Bearer challenge.
@@ -141,36 +232,14 @@ async def unauthenticated_challenge(
             json_body=body,
         )
 
-    response = await post(_initialize(), {})
-    later: list[tuple[dict[str, Any], dict[str, str]]] = []
-    if response.status < 300:
-        headers = {"MCP-Protocol-Version": PROBE_PROTOCOL_VERSION}
-        session = response.header("mcp-session-id")
-        if session:
-            headers["Mcp-Session-Id"] = session
-        later = [
-            ({"jsonrpc": "2.0", "method": "notifications/initialized"}, headers),
-            (
-                {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-                headers,
-            ),
-        ]
-    elif 400 <= response.status < 500 and response.status not in (401, 403):
-        later = [
-            (
-                _stateless(n, method),
-                {
-                    "MCP-Protocol-Version": STATELESS_PROTOCOL_VERSION,
-                    "Mcp-Method": method,
-                },
-            )
-            for n, method in enumerate(("server/discover", "tools/list"), start=1)
-        ]
-    for body, headers in later:
-        answer = await post(body, headers)
-        if answer.status in (401, 403):
-            response = answer
-            break
+    if protocol_version in MODERN_PROTOCOL_VERSIONS:
+        response = await _stateless_first(post, protocol_version)
+    else:
+        response = await _classic(post, PROBE_PROTOCOL_VERSION)
+        if 400 <= response.status < 500 and response.status not in (401, 403):
+            answer = await _stateless_first(post, STATELESS_PROTOCOL_VERSION)
+            if answer.status in (401, 403):
+                response = answer
     return Unauthenticated(
         status=response.status,
         content_type=response.content_type,

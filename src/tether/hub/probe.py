@@ -110,6 +110,14 @@ class ProbeOptions:
         idp_client_id: Tether's client id at the IdP.
         idp_client_secret: Its secret (in-memory only).
         id_token: The user's ID token from the IdP (``enterprise``).
+        protocol_version: The MCP revision to try first (e.g. ``2026-07-28``: the
+            stateless revision, without an ``initialize`` even in the challenge);
+            ``None`` detects it.
+        tool_calls: Without ``call``, these ``(tool, arguments)`` calls, in order.
+        call_all_listed: Without ``call`` or ``tool_calls``, call every tool the hub
+            lists (no arguments): tools it leaves out are never called.
+        schema_echo: ``(echo_tool, tool)``: call ``echo_tool`` with ``{"schema": <the
+            inputSchema of tool as the hub lists it>}`` (JSON Schema preservation).
     """
 
     url: str
@@ -150,6 +158,10 @@ class ProbeOptions:
     idp_client_id: str | None = None
     idp_client_secret: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
+    protocol_version: str | None = None
+    tool_calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    call_all_listed: bool = False
+    schema_echo: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -463,7 +475,11 @@ async def _run(
     steps.append(step)
     try:
         answer = await unauthenticated_challenge(
-            fetcher, options.url, profile=profile, server=options.url
+            fetcher,
+            options.url,
+            profile=profile,
+            server=options.url,
+            protocol_version=options.protocol_version,
         )
     except TetherError as exc:
         step.requests = fetcher.take()
@@ -818,16 +834,41 @@ async def _list_and_call(
         "tool_names": names,
         "seconds": round(time.monotonic() - started, 3),
     }
-    name = options.call
-    if name is None and options.call_if_listed in names:
-        name = options.call_if_listed
-    if name is None:
-        return
-    step = ProbeStep("call")
-    report.steps.append(step)
-    result = await tether.call_tool(
-        server.id, name, dict(options.call_args), raise_errors=True
-    )
+    for name, arguments in await _planned_calls(tether, options, server, names):
+        step = ProbeStep("call")
+        report.steps.append(step)
+        await _call(tether, step, server, name, arguments)
+
+
+async def _planned_calls(
+    tether: Tether, options: ProbeOptions, server: ServerRecord, names: list[str]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The tool calls the options ask for, in order (see :class:`ProbeOptions`)."""
+    if options.call is not None:
+        return [(options.call, options.call_args)]
+    if options.tool_calls:
+        return list(options.tool_calls)
+    if options.call_all_listed:
+        return [(name, {}) for name in names]
+    if options.schema_echo is not None:
+        echo, source = options.schema_echo
+        tools = {t.get("name"): t for t in await tether.list_tools(server.id)}
+        schema = tools.get(source, {}).get("inputSchema")
+        if echo in tools and isinstance(schema, dict):
+            return [(echo, {"schema": schema})]
+    if options.call_if_listed in names:
+        return [(options.call_if_listed, {})]
+    return []
+
+
+async def _call(
+    tether: Tether,
+    step: ProbeStep,
+    server: ServerRecord,
+    name: str,
+    arguments: Mapping[str, Any],
+) -> None:
+    result = await tether.call_tool(server.id, name, dict(arguments), raise_errors=True)
     step.details = {
         "tool": name,
         "is_error": result.is_error,

@@ -50,6 +50,7 @@ SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to hear
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,10 +66,12 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     CONNECTION_CLOSED,
     REQUEST_TIMEOUT,
+    UNSUPPORTED_PROTOCOL_VERSION,
     ElicitRequestFormParams,
     ElicitRequestParams,
     ElicitResult,
     Implementation,
+    UnsupportedProtocolVersionErrorData,
 )
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
@@ -238,7 +241,46 @@ class _ObservingClient(httpx2.AsyncClient):
                 probe.expired = True
             if stream and isinstance(response.stream, httpx2.AsyncByteStream):
                 response.stream = _ObservedStream(response.stream, probe)
+        if request.headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS:
+            try:
+                response = await _complete_by_default(response)
+            except Exception as exc:
+                if probe is not None:
+                    probe.error = probe.error or exc
+                return _local_failure(request)
         return response
+
+
+async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
+    """Give a 2026-07-28 JSON result without ``resultType`` the default ``complete``.
+
+    The revision says a missing ``resultType`` means ``"complete"`` (HTTP7-5, SEP-2322),
+    but the SDK's result check requires the field; only ``application/json`` answers
+    are rewritten (an SSE stream is passed through as it is).
+    """
+    content_type = response.headers.get("content-type", "")
+    if response.status_code != 200 or not content_type.startswith("application/json"):
+        return response
+    body = await response.aread()
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return response
+    result = message.get("result") if isinstance(message, dict) else None
+    if not isinstance(result, dict) or "resultType" in result:
+        return response
+    result["resultType"] = "complete"
+    headers = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")
+    ]
+    return httpx2.Response(
+        response.status_code,
+        headers=headers,
+        content=json.dumps(message).encode(),
+        request=response.request,
+    )
 
 
 # --------------------------------------------------------------------- connections
@@ -252,6 +294,9 @@ class _Link:
     finished: anyio.Event = field(default_factory=anyio.Event)
     client: Client | None = None
     failure: Exception | None = None
+    listed: set[str] = field(default_factory=set)
+    """Tools listed on this connection: the SDK mirrors ``x-mcp-header`` arguments
+    only for tools it has listed itself (HTTP7-4)."""
 
 
 class MCPSession:
@@ -431,6 +476,9 @@ class MCPSession:
                 tools.extend(_wire(tool) for tool in page.tools)
                 cursor = page.next_cursor
                 if not cursor:
+                    link = self._current
+                    if link is not None and link.client is client:
+                        link.listed = {tool["name"] for tool in tools}
                     return tools
                 if cursor in seen:
                     raise MCPProtocolError(
@@ -477,6 +525,8 @@ class MCPSession:
                 await progress_callback(progress, total, message)
 
         async def call(client: Client) -> dict[str, Any]:
+            if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self._ensure_listed(client, name)
             result = await client.call_tool(
                 name,
                 arguments or {},
@@ -486,12 +536,65 @@ class MCPSession:
 
         return await self._request("tools/call", call)
 
+    async def _ensure_listed(self, client: Client, name: str) -> None:
+        """List the tools first when this connection has not seen ``name`` (HTTP7-4).
+
+        In the stateless revision a call must carry the tool's ``x-mcp-header``
+        arguments as ``Mcp-Param-*`` headers, which the SDK derives from its own
+        listing; a tool the listing drops (invalid annotations) is not called.
+
+        Raises:
+            MCPProtocolError: The server does not list the tool (``tool_unavailable``).
+        """
+        link = self._current
+        if link is None or link.client is not client or name in link.listed:
+            return
+        listed: set[str] = set()
+        cursor: str | None = None
+        for _ in range(self._max_pages):
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            listed.update(tool.name for tool in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        link.listed = listed
+        if name not in listed:
+            raise MCPProtocolError(
+                f"the server does not offer the tool {name!r} (not listed, or its "
+                "x-mcp-header annotations are invalid)",
+                server=self.server,
+                step="tools/call",
+                details={"reason": "tool_unavailable", "tool": name},
+            )
+
+    def _version_retry(self, exc: Exception) -> str | None:
+        """The connect mode to retry with after ``UnsupportedProtocolVersion`` (-32022).
+
+        The newest revision both sides speak, stateless ones first (HTTP7-7,
+        reference-behaviour §6.1.3); ``None`` when there is none or the error is another.
+        """
+        if (
+            not isinstance(exc, MCPError)
+            or exc.error.code != UNSUPPORTED_PROTOCOL_VERSION
+        ):
+            return None
+        try:
+            data = UnsupportedProtocolVersionErrorData.model_validate(exc.error.data)
+        except ValidationError:
+            return None
+        modern = [v for v in MODERN_PROTOCOL_VERSIONS if v in data.supported]
+        if modern:
+            return modern[-1]
+        if any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in data.supported):
+            return "legacy"
+        return None
+
     async def _request(
         self, step: str, operation: Callable[[Client], Awaitable[_T]]
     ) -> _T:
         """Run one operation under the deadline, renewing an expired session once."""
         async with deadline(self.timeout, server=self.server, step=step):
-            renewed = resent = False
+            renewed = resent = renegotiated = False
             while True:
                 link = await self._link(step)
                 probe = _Probe()
@@ -517,6 +620,18 @@ class MCPSession:
                         continue
                     if not resent and self._stream_broke(link, exc, probe):
                         resent = True  # HTTP7-1: re-issue once, the SDK picks a new id
+                        continue
+                    mode = None if renegotiated else self._version_retry(_leaf(exc))
+                    if mode is not None and probe.error is None:
+                        logger.info(
+                            "MCP server at %s rejected the protocol version; "
+                            "connecting again with %s",
+                            self.url,
+                            mode,
+                        )
+                        renegotiated = True
+                        self._mode = mode
+                        await self._retire(link)
                         continue
                     raise self._translate(exc, probe, link, step) from exc
                 finally:
