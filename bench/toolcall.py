@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
+import httpcore2  # noqa: E402
 import httpx2  # noqa: E402
 from mcp.client.client import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
@@ -49,8 +50,20 @@ from tether.hub.tether import Tether  # noqa: E402
 from tether.store.crypto import KeyRing  # noqa: E402
 
 VERSION = "2025-11-25"
+CONNECTS = [0]  # TCP connections opened, by every client (see count_connects)
 ACCEPT = "application/json, text/event-stream"
 Call = Callable[[str], Awaitable[str]]
+
+
+def count_connects() -> None:
+    """Count TCP connects: httpx2's default backend and Tether's guarded one share it."""
+    original = httpcore2.AnyIOBackend.connect_tcp
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        CONNECTS[0] += 1
+        return await original(self, *args, **kwargs)
+
+    httpcore2.AnyIOBackend.connect_tcp = counted  # type: ignore[method-assign]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -148,15 +161,25 @@ async def measure(
     name: str, call: Call, calls: int, workers: int, warmup: int
 ) -> dict[str, Any]:
     await sequential(call, warmup)
+    cpu, connects = time.process_time(), CONNECTS[0]
     seq = await sequential(call, calls)
+    seq_cpu, seq_connects = time.process_time() - cpu, CONNECTS[0] - connects
+    cpu, connects = time.process_time(), CONNECTS[0]
     conc, wall = await concurrent(call, calls, workers)
+    conc_cpu, conc_connects = time.process_time() - cpu, CONNECTS[0] - connects
     return {
         "client": name,
-        "sequential": summary(seq),
+        "sequential": {
+            **summary(seq),
+            "cpu_ms_per_call": round(seq_cpu / len(seq) * 1000, 3),
+            "connects": seq_connects,
+        },
         "concurrent": {
             **summary(conc),
             "workers": workers,
             "calls_per_s": round(len(conc) / wall, 1),
+            "cpu_ms_per_call": round(conc_cpu / len(conc) * 1000, 3),
+            "connects": conc_connects,
         },
     }
 
@@ -208,7 +231,7 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
                         await measure(name, call, calls, workers, warmup)
                     )
 
-            start = time.perf_counter()
+            start, connects = time.perf_counter(), CONNECTS[0]
             slow = await asyncio.gather(
                 *(
                     tether.call_tool("bench", "slow", {"seconds": 1, "steps": 2})
@@ -216,6 +239,7 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
                 )
             )
             slow_wall = time.perf_counter() - start
+            slow_connects = CONNECTS[0] - connects
             if any(r.is_error for r in slow):
                 raise RuntimeError([r.text for r in slow])
             sessions = {c["session_id"] for c in mcp.calls() if c["tool"] == "slow"}
@@ -243,9 +267,20 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
             }
             for name in merged
         },
+        "ratios_per_round": {
+            name: {
+                mode: [
+                    round(r[mode]["median_ms"] / s[mode]["median_ms"], 3)
+                    for r, s in zip(rows, results["sdk"], strict=True)
+                ]
+                for mode in ("sequential", "concurrent")
+            }
+            for name, rows in results.items()
+        },
         "slow_5x1s": {
             "wall_s": round(slow_wall, 3),
             "sessions": len(sessions),
+            "connects": slow_connects,
         },
     }
 
@@ -265,24 +300,33 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"tools/call echo, {report['calls_per_round']} calls x {report['rounds']} "
         f"rounds, {report['workers']} workers, MCP {report['protocol_version']}",
-        f"{'client':8} {'seq med':>9} {'seq p99':>9} {'conc med':>9} "
-        f"{'conc p99':>9} {'calls/s':>9} {'seq x':>7} {'conc x':>7}",
+        f"{'':8} {'--------- sequential ---------':>30}   "
+        f"{'-------------- concurrent ---------------':>41}",
+        f"{'client':8} {'med':>7} {'p99':>7} {'cpu':>6} {'conn':>5}   "
+        f"{'med':>7} {'p99':>7} {'cpu':>6} {'conn':>5} {'calls/s':>8}"
+        f"   {'seq x':>6} {'conc x':>6}  {'conc x per round':>16}",
     ]
     for name, row in report["clients"].items():
         ratio = report["ratios_vs_sdk"][name]
+        rounds = report["ratios_per_round"][name]["concurrent"]
+        seq, conc = row["sequential"], row["concurrent"]
         lines.append(
-            f"{name:8} {row['sequential']['median_ms']:>9.3f} "
-            f"{row['sequential']['p99_ms']:>9.3f} {row['concurrent']['median_ms']:>9.3f} "
-            f"{row['concurrent']['p99_ms']:>9.3f} "
-            f"{row['concurrent']['calls_per_s']:>9.1f} "
-            f"{ratio['sequential']:>7.3f} {ratio['concurrent']:>7.3f}"
+            f"{name:8} {seq['median_ms']:>7.2f} {seq['p99_ms']:>7.2f} "
+            f"{seq['cpu_ms_per_call']:>6.2f} {seq['connects']:>5.0f}   "
+            f"{conc['median_ms']:>7.2f} {conc['p99_ms']:>7.2f} "
+            f"{conc['cpu_ms_per_call']:>6.2f} {conc['connects']:>5.0f} "
+            f"{conc['calls_per_s']:>8.1f}   {ratio['sequential']:>6.3f} "
+            f"{ratio['concurrent']:>6.3f}  {min(rounds):.2f}..{max(rounds):.2f}"
         )
     slow = report["slow_5x1s"]
     lines.append(
         f"5 concurrent 1 s slow calls via Tether: {slow['wall_s']:.3f} s wall "
-        f"on {slow['sessions']} MCP session(s)"
+        f"on {slow['sessions']} MCP session(s), {slow['connects']} new connection(s)"
     )
-    lines.append("(ms per call; x = median / bare SDK median; target tether <= 1.05)")
+    lines.append(
+        "(ms per call; cpu = client CPU ms per call; conn = TCP connects per round; "
+        "x = median / bare SDK median, same run; target tether <= 1.05)"
+    )
     return "\n".join(lines)
 
 
@@ -293,6 +337,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    count_connects()
     report = asyncio.run(run(args.calls, args.concurrency, args.warmup, args.rounds))
     print(table(report))
     out_dir = ROOT / "bench" / "results"

@@ -21,7 +21,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from peers.fixture import MCPServer
-from tether.errors import ResponseTooLarge
+from tether.errors import BlockedDestination, ResponseTooLarge
 from tether.net import NetworkPolicy, guarded_client
 from tether.net.transport import DRAIN_BYTES, DRAIN_SECONDS
 
@@ -222,3 +222,16 @@ async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) ->
     # three calls at once need up to two more connections (one request at a time
     # per HTTP/1.1 connection); the guard sees each connect twice (anyio, socket)
     assert total <= 2 * 2
+
+
+async def test_an_origin_that_passed_is_still_refused_with_user_info(
+    server: LoopbackServer,
+) -> None:
+    """The transport remembers passed URL checks by scheme, host, port and user info."""
+    async with client(FakeDNS(DNS_TABLE)) as http:
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+        with pytest.raises(BlockedDestination, match="user name or password"):
+            await http.get(f"http://a:b@mcp.test:{server.port}/ok")
+        with pytest.raises(BlockedDestination, match="HTTPS is required"):
+            await http.get(f"http://other.test:{server.port}/ok")
+    assert len(server.requests) == 1

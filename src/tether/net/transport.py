@@ -280,6 +280,17 @@ class CappedStream(httpx2.AsyncByteStream):
                     await aclose()
 
 
+#: Origins whose URL check passed, remembered per transport (see ``_check_url``).
+_PASSED_MAX: Final = 256
+
+
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.lower().startswith(b"text/event-stream")
+    return False
+
+
 class GuardedTransport(httpx2.AsyncBaseTransport):
     """The only transport Tether sends requests through (style example 7).
 
@@ -308,6 +319,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
     ) -> None:
         self._policy = policy
         self._max_body = max_body
+        self._passed: set[tuple[bytes, bytes, int | None, bytes]] = set()
         self._pools = {
             scheme: httpcore2.AsyncConnectionPool(
                 ssl_context=ssl_context,
@@ -334,7 +346,8 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             BlockedDestination: The URL, an address or a downgrade was refused.
             NetworkError: The request failed (see :func:`map_httpcore_errors`).
         """
-        url = self._policy.check_url(request.url)
+        url = request.url
+        self._check_url(url)
         host = url.raw_host.decode("ascii")
         previous = request.extensions.get(HOP_SCHEME)
         if previous == "https" and url.scheme == "http":  # SSRF-4
@@ -357,12 +370,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         )
         with map_httpcore_errors(host):
             response = await self._pools[url.scheme].handle_async_request(core_request)
-        content_type = httpx2.Headers(response.headers).get("content-type", "")
         stream = CappedStream(
             response.stream,  # type: ignore[arg-type]
             host=host,
             limit=self._max_body,
-            per_event=content_type.lower().startswith("text/event-stream"),
+            per_event=_is_event_stream(response.headers),
         )
         return httpx2.Response(
             status_code=response.status,
@@ -370,6 +382,22 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             stream=stream,
             extensions=response.extensions,
         )
+
+    def _check_url(self, url: httpx2.URL) -> None:
+        """Check a hop's URL (SSRF-1, SSRF-2), remembering the origins that passed.
+
+        The verdict depends only on the scheme, host, port and user info, and the
+        policy is immutable, so an origin that passed once passes again: the cache
+        saves re-parsing on every call without skipping a check. Refusals are not
+        cached. Addresses are checked per new connection by the backend (SSRF-5).
+        """
+        key = (url.raw_scheme, url.raw_host, url.port, url.userinfo)
+        if key in self._passed:
+            return
+        self._policy.check_url(url)
+        if len(self._passed) >= _PASSED_MAX:
+            self._passed.clear()
+        self._passed.add(key)
 
     async def aclose(self) -> None:
         """Close both connection pools."""
