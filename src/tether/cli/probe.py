@@ -129,7 +129,16 @@ def _grant_options(scenario: str, context: Mapping[str, Any]) -> dict[str, Any]:
     user's ID token come from the context (the suite's IdP needs no client secret).
     """
     out: dict[str, Any] = {}
-    if context.get("idp_token_endpoint") and context.get("idp_id_token"):
+    if context.get("valid_jwt"):
+        # auth/wif-jwt-bearer (SEP-1933): the workload's JWT, straight to the AS;
+        # wrong_audience_jwt / expired_jwt are only for negative runs.
+        out.update(
+            grant="jwt_bearer",
+            registration="manual",
+            client_id=str(context.get("client_id") or "") or None,
+            assertion=str(context["valid_jwt"]),
+        )
+    elif context.get("idp_token_endpoint") and context.get("idp_id_token"):
         out.update(
             grant="enterprise",
             registration="manual",

@@ -38,6 +38,7 @@ from tether.errors import (
 )
 from tether.hub.context import HubContext, profile_of
 from tether.hub.discovery import Discoverer, as_metadata
+from tether.hub.dpop import check_token_type, connection_key, grant_key, post_token
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.registration import Registrar, auth_for
 from tether.hub.status import Event, transition
@@ -50,6 +51,7 @@ from tether.oauth.authorize import (
 from tether.oauth.callback import callback_state, validate_callback
 from tether.oauth.challenge import BearerChallenge
 from tether.oauth.client_auth import FormPost
+from tether.oauth.dpop import DPoPKey
 from tether.oauth.models import AuthorizationServerMetadata
 from tether.oauth.pkce import code_challenge, code_verifier
 from tether.oauth.revocation import (
@@ -387,6 +389,7 @@ class Connections:
                 step="callback",
                 hint="start the connection again",
             )
+        key = grant_key(server, discovery, None)  # a new grant gets a new key
         post = authorization_code_request(
             metadata.token_endpoint or "",
             code=code,
@@ -396,9 +399,12 @@ class Connections:
             auth=auth_for(registration),
             custom_params=server.oauth.token_params,
         )
-        tokens = await self._token_call(server, post, discovery, (pending.scopes or ""))
+        tokens = await self._token_call(
+            server, post, discovery, (pending.scopes or ""), key=key
+        )
         try:
             require_refresh_token(tokens, required=server.oauth.require_refresh_token)
+            dpop_key = check_token_type(server, tokens, key)
         except ConfigurationError as exc:
             # The grant is dropped, so the AS should drop it too (REV, best effort):
             # an access token nobody holds any more must not stay valid until expiry.
@@ -411,6 +417,7 @@ class Connections:
             current,
             "authorized",
             **_token_fields(tokens),  # replaces the whole set (G-11)
+            dpop_key=dpop_key,
             required_scopes=(),
             issuer=pending.issuer,
             client_id=registration.client_id,
@@ -467,16 +474,11 @@ class Connections:
         post: FormPost,
         discovery: DiscoveryRecord,
         requested_scopes: str,
+        *,
+        key: DPoPKey | None = None,
     ) -> TokenSet:
-        response = await self._ctx.fetcher.request(
-            "POST",
-            post.url,
-            profile=profile_of(server),
-            server=server.name,
-            step="token",
-            headers=post.headers,
-            form=post.body,
-        )
+        # with a DPoP proof when the grant is sender-constrained (RFC 9449 §5, §8)
+        response = await post_token(self._ctx, server, post, key)
         try:
             return parse_token_response(
                 response.status,
@@ -485,6 +487,7 @@ class Connections:
                 now=self._ctx.clock.now(),
                 url=post.url,
                 requested_scopes=requested_scopes.split(),
+                dpop=key is not None,
             )
         except TetherError as exc:
             # GEN-4: name the admin's server; the token endpoint stays in the details
@@ -633,7 +636,13 @@ class Connections:
             auth=auth_for(registration),
             custom_params=server.oauth.token_params,
         )
-        tokens = await self._token_call(server, post, discovery, " ".join(conn.scopes))
+        tokens = await self._token_call(
+            server,
+            post,
+            discovery,
+            " ".join(conn.scopes),
+            key=connection_key(server, conn),  # RFC 9449 §5: the grant's own key
+        )
         tokens = merge_refreshed(tokens, current_refresh_token=conn.refresh_token)
         require_refresh_token(tokens, required=server.oauth.require_refresh_token)
         fields = _token_fields(tokens)
@@ -699,6 +708,7 @@ class Connections:
                     "config_changed" if reason != "disconnect" else "disconnect",
                     access_token=None,
                     refresh_token=None,
+                    dpop_key=None,
                     expires_at=None,
                     scopes=(),
                     required_scopes=(),

@@ -1,4 +1,4 @@
-"""Grants without a browser: client credentials and enterprise-managed authorization.
+"""Grants without a browser: client credentials, enterprise, workload identity (JWT bearer).
 
 Issue #4 item 3; spec-checklist EXT-1 … EXT-6; SEP-1046 (OAuth client credentials),
 SEP-990 (enterprise-managed authorization, ID-JAG).
@@ -14,9 +14,20 @@ A server whose ``oauth.grant`` is
   §2.1). The ID token comes from the caller (:meth:`MachineGrants.connect` with
   ``id_token``) or from a configured credential; without a stored one, an expired grant
   is renewed with a refresh token when the AS issued one, else the user must connect
-  again.
+  again;
+* ``jwt_bearer`` presents a JWT the workload got from its own identity provider
+  (workload identity federation, SEP-1933) directly at the MCP authorization server with
+  the RFC 7523 §2.1 grant. The JWT comes from the credential ``assertion_credential_id``
+  (rotated by whatever refreshes the workload's token); client authentication is
+  optional (``none`` is accepted, RFC 7523 §3.1). A rejected assertion is never sent
+  again and no other grant is tried: the connection records the refusal and the next
+  use raises :class:`~tether.errors.AuthorizationRequired` until the credential changes
+  or an admin connects again.
 
-Both authenticate the client at the MCP AS with a pre-registered secret
+When the AS supports it, every grant asks for DPoP-bound tokens (RFC 9449,
+:mod:`tether.hub.dpop`); the connection's key is reused when the grant is run again.
+
+The first two authenticate the client at the MCP AS with a pre-registered secret
 (``client_secret_basic`` / ``client_secret_post`` per the negotiation table) or a private
 key (``private_key_jwt``, RFC 7523 §2.2, assertion built by
 :mod:`tether.oauth.assertions`). Scopes follow the code flow: configured, else the PRM's
@@ -44,6 +55,7 @@ from tether.errors import (
 )
 from tether.hub.context import profile_of
 from tether.hub.discovery import as_metadata
+from tether.hub.dpop import check_token_type, grant_key, post_token
 from tether.hub.status import Event, transition
 from tether.oauth.assertions import client_assertion, load_signing_key
 from tether.oauth.authorize import select_scopes, union_scopes
@@ -54,6 +66,7 @@ from tether.oauth.client_auth import (
     choose_auth_method,
     client_auth,
 )
+from tether.oauth.dpop import DPoPKey
 from tether.oauth.models import AuthorizationServerMetadata
 from tether.oauth.token_exchange import (
     JWT_BEARER_GRANT,
@@ -83,7 +96,10 @@ _MAX_ERROR = 1000
 _GRANT_TYPE = {
     "client_credentials": "client_credentials",
     "enterprise": JWT_BEARER_GRANT,
+    "jwt_bearer": JWT_BEARER_GRANT,
 }
+#: OAuth errors that are not worth another try with the same assertion.
+_TRANSIENT = frozenset({"oauth.server_error", "oauth.temporarily_unavailable"})
 
 
 def is_machine_grant(server: ServerRecord) -> bool:
@@ -146,6 +162,8 @@ class MachineGrants:
                 and conn.status not in ("disconnected", "needs_reauth")
             ):
                 return conn
+            if server.oauth.grant == "jwt_bearer":
+                await self._refuse_rejected_assertion(server, conn)
             if server.oauth.grant == "enterprise":
                 id_token = await self._static_id_token(server)
                 if id_token is None:
@@ -231,8 +249,19 @@ class MachineGrants:
                 server, server.oauth.client_secret_credential_id, "client secret"
             )
             auth, method = await self._client_auth(server, metadata, secret)
+            step = "dpop"
+            key = grant_key(server, discovery, current)
             step = "token"
-            if server.oauth.grant == "enterprise":
+            if server.oauth.grant == "jwt_bearer":
+                post = jwt_bearer_request(
+                    metadata.token_endpoint or "",
+                    assertion=await self._workload_jwt(server),
+                    scopes=scopes,
+                    auth=auth,
+                    resource=discovery.resource,  # RFC 8707: no ID-JAG names it here
+                    custom_params=server.oauth.token_params,
+                )
+            elif server.oauth.grant == "enterprise":
                 step = "token_exchange"
                 assertion = await self._id_jag(
                     server, discovery, metadata, scopes, id_token
@@ -253,14 +282,21 @@ class MachineGrants:
                     auth=auth,
                     custom_params=server.oauth.token_params,
                 )
-            tokens = await self._post_token(server, post, scopes)
+            tokens = await self._post_token(server, post, scopes, key)
+            dpop_key = check_token_type(server, tokens, key)
         except TetherError as exc:
             _name(exc, server, step)
             await self._mark_failed(server, subject, exc)
             raise
         await self._remember_client(server, metadata, method, secret)
         return await self._store(
-            server, subject, discovery, tokens, user=user, explicit=explicit
+            server,
+            subject,
+            discovery,
+            tokens,
+            user=user,
+            explicit=explicit,
+            dpop_key=dpop_key,
         )
 
     def _check_grant_supported(
@@ -313,6 +349,10 @@ class MachineGrants:
             issuer=metadata.issuer,
             override=oauth.token_auth_method,
         )
+        if method == "none" and oauth.grant == "jwt_bearer":
+            # RFC 7523 §3.1: the assertion is the grant; the client may stay anonymous
+            body = {"client_id": client_id} if client_id else {}
+            return ClientAuth(method="none", body=body), "none"
         if method == "none":
             raise ConfigurationError(
                 f"the {oauth.grant} grant needs client authentication, and the "
@@ -415,17 +455,13 @@ class MachineGrants:
         return grant.assertion
 
     async def _post_token(
-        self, server: ServerRecord, post: FormPost, scopes: Sequence[str]
+        self,
+        server: ServerRecord,
+        post: FormPost,
+        scopes: Sequence[str],
+        key: DPoPKey | None = None,
     ) -> TokenSet:
-        response = await self._ctx.fetcher.request(
-            "POST",
-            post.url,
-            profile=profile_of(server),
-            server=server.name,
-            step="token",
-            headers=post.headers,
-            form=post.body,
-        )
+        response = await post_token(self._ctx, server, post, key)
         return parse_token_response(
             response.status,
             response.body,
@@ -433,6 +469,57 @@ class MachineGrants:
             now=self._ctx.clock.now(),
             url=post.url,
             requested_scopes=scopes,
+            dpop=key is not None,
+        )
+
+    async def _workload_jwt(self, server: ServerRecord) -> SecretStr:
+        """The workload's JWT for the ``jwt_bearer`` grant (SEP-1933)."""
+        jwt = await self._credential(
+            server, server.oauth.assertion_credential_id, "workload JWT"
+        )
+        if jwt is None or not jwt.get_secret_value().strip():
+            raise ConfigurationError(
+                f"server '{server.name}' uses the jwt_bearer grant but has no workload "
+                "JWT",
+                server=server.name,
+                step="token",
+                hint="store the JWT from the workload's identity provider in a "
+                "credential and set it as the server's assertion credential",
+            )
+        return SecretStr(jwt.get_secret_value().strip())
+
+    async def _refuse_rejected_assertion(
+        self, server: ServerRecord, conn: Connection
+    ) -> None:
+        """Never resend an assertion the AS refused (SEP-1933: no retry, no fallback).
+
+        The grant runs again only once the credential changed after the refusal (a
+        rotated workload JWT) or through an explicit :meth:`connect`.
+        """
+        code = conn.last_error_code
+        if (
+            conn.status not in ("error", "needs_reauth")
+            or code is None
+            or not code.startswith("oauth.")
+            or code in _TRANSIENT
+        ):
+            return
+        ref = server.oauth.assertion_credential_id
+        credential = await self._ctx.stores.credentials.get(ref) if ref else None
+        if (
+            credential is not None
+            and credential.updated_at is not None
+            and conn.last_error_at is not None
+            and credential.updated_at > conn.last_error_at
+        ):
+            return
+        raise AuthorizationRequired(
+            f"the authorization server refused the workload JWT of server "
+            f"'{server.name}' ({code}); it is not sent again",
+            server=server.name,
+            step="token",
+            hint="update the workload JWT credential, or connect the server again",
+            details={"issuer": conn.issuer, "status": conn.status, "error": code},
         )
 
     async def _enterprise_without_id_token(
@@ -507,6 +594,7 @@ class MachineGrants:
         *,
         user: str | None,
         explicit: bool,
+        dpop_key: SecretStr | None = None,
     ) -> Connection:
         now = self._ctx.clock.now()
         for _ in range(3):
@@ -515,6 +603,7 @@ class MachineGrants:
                 "access_token": tokens.access_token,
                 "refresh_token": tokens.refresh_token,
                 "token_type": tokens.token_type,
+                "dpop_key": dpop_key,
                 "expires_at": tokens.expires_at,
                 "scopes": tuple(tokens.scopes),
                 "required_scopes": (),

@@ -110,6 +110,8 @@ class ProbeOptions:
         idp_client_id: Tether's client id at the IdP.
         idp_client_secret: Its secret (in-memory only).
         id_token: The user's ID token from the IdP (``enterprise``).
+        assertion: The workload's JWT (``jwt_bearer``; in-memory only).
+        dpop: The server's ``dpop`` setting (``auto``, ``always``, ``never``).
         protocol_version: The MCP revision to try first (e.g. ``2026-07-28``: the
             stateless revision, without an ``initialize`` even in the challenge);
             ``None`` detects it.
@@ -149,15 +151,17 @@ class ProbeOptions:
     legacy_endpoints: bool = False
     elicitation: Literal["decline", "defaults"] = "decline"
     reauthorize_retries: int = 0
-    grant: Literal["authorization_code", "client_credentials", "enterprise"] = (
-        "authorization_code"
-    )
+    grant: Literal[
+        "authorization_code", "client_credentials", "enterprise", "jwt_bearer"
+    ] = "authorization_code"
     private_key_pem: str | None = field(default=None, repr=False)
     signing_algorithm: str | None = None
     idp_token_endpoint: str | None = None
     idp_client_id: str | None = None
     idp_client_secret: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
+    assertion: str | None = field(default=None, repr=False)
+    dpop: Literal["auto", "always", "never"] = "auto"
     protocol_version: str | None = None
     tool_calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
     call_all_listed: bool = False
@@ -375,6 +379,7 @@ def _server_spec(options: ProbeOptions, scopes: str | None) -> dict[str, Any]:
             "signing_algorithm": options.signing_algorithm,
             "idp_token_endpoint": options.idp_token_endpoint,
             "idp_client_id": options.idp_client_id,
+            "dpop": options.dpop,
         },
     }
 
@@ -558,6 +563,7 @@ async def _machine_credentials(
     for field_name, value, label in (
         ("private_key_credential_id", options.private_key_pem, "private-key"),
         ("idp_client_secret_credential_id", options.idp_client_secret, "idp-secret"),
+        ("assertion_credential_id", options.assertion, "workload-jwt"),
     ):
         if value is not None:
             cred = await tether.credentials.create(

@@ -42,7 +42,14 @@ from tether.mcp.results import (
 )
 from tether.mcp.session import MCPSession, ProgressCallback
 from tether.oauth.challenge import BearerChallenge
-from tether.store.base import SHARED, ServerHealth, ServerRecord, ToolCacheEntry
+from tether.oauth.dpop import DPoPKey
+from tether.store.base import (
+    SHARED,
+    Connection,
+    ServerHealth,
+    ServerRecord,
+    ToolCacheEntry,
+)
 
 __all__ = ["ConnectionTest", "HubTokenSource", "ToolRegistry"]
 
@@ -90,7 +97,7 @@ class HubTokenSource:
         ):
             return self._cached
         conn = await self._connections.usable(self._server, self._subject)
-        token = _token(conn.access_token, conn.expires_at, conn.scopes)
+        token = _token(conn)
         due = self._connections.refresh_due(conn)
         reread = now + TOKEN_TTL
         self._cached, self._reread_at = (
@@ -129,13 +136,13 @@ class HubTokenSource:
         if stored.access_token is not None and (
             stored.access_token.get_secret_value() != token.access_token
         ):
-            return _token(stored.access_token, stored.expires_at, stored.scopes)
+            return _token(stored)
         try:
             conn = await self._connections.refresh(server, subject, stale=stored)
         except AuthorizationRequired:
             await self._rediscover(challenge)
             raise
-        return _token(conn.access_token, conn.expires_at, conn.scopes)
+        return _token(conn)
 
     async def _rediscover(self, challenge: BearerChallenge | None) -> None:
         """Store fresh discovery after an unfixable 401 (TOK-10); never masks the 401."""
@@ -147,10 +154,17 @@ class HubTokenSource:
             return
 
 
-def _token(value: Any, expires_at: Any, scopes: tuple[str, ...]) -> AccessToken:
-    if value is None:
+def _token(conn: Connection) -> AccessToken:
+    if conn.access_token is None:
         raise AuthorizationRequired("no access token is held; connect the server")
-    return AccessToken(value.get_secret_value(), expires_at, scopes)
+    key = DPoPKey(pem=conn.dpop_key) if conn.dpop_key is not None else None
+    return AccessToken(
+        conn.access_token.get_secret_value(),
+        conn.expires_at,
+        conn.scopes,
+        token_type=conn.token_type,  # DPoP tokens are presented with a proof
+        dpop_key=key,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +225,8 @@ class ToolRegistry:
                     self._connections, server, subject, clock=self._ctx.clock
                 ),
                 server=server.name,
+                now=self._ctx.clock.now,
+                random=self._ctx.random.token,
             )
         if server.auth_mode == "header":
             return HeaderAuth(

@@ -10,6 +10,11 @@ Two modes from reference-behaviour §3.2:
 * :class:`HeaderAuth` (``header_secret``): one static header, ``<scheme> <secret>`` or the
   raw secret when the scheme is blank; a 401 is left to the caller.
 
+A token of type ``DPoP`` (RFC 9449) is sent as ``Authorization: DPoP <token>`` with a
+fresh ``DPoP`` proof header (``htm``, ``htu``, ``ath``, the last ``DPoP-Nonce`` the server
+sent) on every request; a 401 with ``use_dpop_nonce`` is repeated once with the new nonce
+before any refresh (RFC 9449 §7.1, §9).
+
 The token source (implemented by ``hub/``) owns storage, the cross-process lock, the
 proactive refresh 60 s before expiry and the reactive refresh (design §3.3). These flows
 never run discovery, registration or a browser redirect.
@@ -17,15 +22,17 @@ never run discovery, registration or a browser redirect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
+import secrets
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import httpx2
 
 from tether.errors import AuthorizationRequired, StepUpRequired
 from tether.oauth.challenge import BearerChallenge, bearer_challenge
+from tether.oauth.dpop import DPOP_HEADER, DPoPKey, dpop_proof, nonce_challenge
 
 __all__ = ["AccessToken", "BearerAuth", "HeaderAuth", "TokenSource"]
 
@@ -38,11 +45,20 @@ class AccessToken:
         access_token: The token value; never shown in ``repr``.
         expires_at: When it expires (timezone-aware), or ``None`` when unknown.
         scopes: The scopes it was granted, when known.
+        token_type: ``Bearer`` or ``DPoP`` (RFC 9449).
+        dpop_key: The proof key of a ``DPoP`` token.
     """
 
     access_token: str = field(repr=False)
     expires_at: datetime | None = None
     scopes: tuple[str, ...] = ()
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
+    dpop_key: DPoPKey | None = field(default=None, repr=False)
+
+    @property
+    def is_dpop(self) -> bool:
+        """True when the token is presented with a DPoP proof."""
+        return self.token_type.lower() == "dpop" and self.dpop_key is not None
 
     def __repr__(self) -> str:
         expiry = self.expires_at.isoformat() if self.expires_at else None
@@ -81,15 +97,57 @@ class TokenSource(Protocol):
 class BearerAuth(httpx2.Auth):
     """Attach the connection's bearer token; turn 401/403 into one refresh and one retry."""
 
-    def __init__(self, source: TokenSource, *, server: str | None = None) -> None:
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        server: str | None = None,
+        now: Callable[[], datetime] | None = None,
+        random: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
         """Create the flow.
 
         Args:
             source: The token source for one (server, subject).
             server: Server name for error messages.
+            now: The clock for DPoP proofs (default: the system clock, UTC).
+            random: Random bytes for DPoP ``jti`` values.
         """
         self._source = source
         self._server = server
+        self._now = now or (lambda: datetime.now(UTC))
+        self._random = random
+        self._nonce: str | None = None  # the server's last DPoP-Nonce (RFC 9449 §9)
+
+    def _present(self, request: httpx2.Request, token: AccessToken) -> None:
+        """Set ``Authorization`` (and, for DPoP, a fresh proof) on ``request``."""
+        if token.is_dpop and token.dpop_key is not None:
+            request.headers["Authorization"] = f"DPoP {token.access_token}"
+            request.headers[DPOP_HEADER] = dpop_proof(
+                token.dpop_key,
+                method=request.method,
+                url=str(request.url),
+                now=self._now(),
+                jti=self._random(16),
+                nonce=self._nonce,
+                access_token=token.access_token,
+            )
+            return
+        request.headers.pop(DPOP_HEADER, None)
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+
+    def _nonce_retry(self, response: httpx2.Response, token: AccessToken) -> bool:
+        """Remember a new ``DPoP-Nonce``; True when a 401 asks to resend with it."""
+        if not token.is_dpop:
+            return False
+        header = response.headers.get("dpop-nonce")
+        previous = self._nonce
+        if header:
+            self._nonce = header
+        if response.status_code != 401:
+            return False
+        nonce = nonce_challenge(response.headers.get_list("www-authenticate"), header)
+        return nonce is not None and nonce != previous
 
     async def async_auth_flow(
         self, request: httpx2.Request
@@ -102,15 +160,23 @@ class BearerAuth(httpx2.Auth):
             StepUpRequired: From the source, or a second 403 ``insufficient_scope``.
         """
         token = await self._source.current()  # refreshed 60 s before expiry
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        self._present(request, token)
         response = yield request
+        if self._nonce_retry(response, token):  # RFC 9449 §9: once, with the nonce
+            self._present(request, token)
+            response = yield request
+            self._nonce_retry(response, token)
         if response.status_code not in (401, 403):
             return
         challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
         status = response.status_code
         token = await self._source.rejected(token, challenge, status=status)
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        self._present(request, token)
         response = yield request
+        if self._nonce_retry(response, token):
+            self._present(request, token)
+            response = yield request
+            self._nonce_retry(response, token)
         if response.status_code in (401, 403):
             challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
             raise _refusal(response.status_code, challenge, self._server)

@@ -287,7 +287,9 @@ def nonce_challenge(
     return None if any(errors) else nonce_header
 
 
-def token_nonce_error(members: Any, nonce_header: str | None, *, url: str) -> str | None:
+def token_nonce_error(
+    members: Any, nonce_header: str | None, *, url: str
+) -> str | None:
     """The nonce to retry a token request with (RFC 9449 §8): ``use_dpop_nonce``.
 
     Args:

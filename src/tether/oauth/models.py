@@ -77,6 +77,8 @@ class AuthorizationServerMetadata(BaseModel):
         client_id_metadata_document_supported: The AS accepts URL client ids (CIMD).
         authorization_response_iss_parameter_supported: RFC 9207 §3.
         authorization_grant_profiles_supported: Enterprise-managed authorization (later).
+        dpop_signing_alg_values_supported: RFC 9449 §5.1: the AS binds tokens to DPoP
+            proofs signed with these algorithms.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -97,6 +99,7 @@ class AuthorizationServerMetadata(BaseModel):
     client_id_metadata_document_supported: bool = False
     authorization_response_iss_parameter_supported: bool = False
     authorization_grant_profiles_supported: tuple[str, ...] | None = None
+    dpop_signing_alg_values_supported: tuple[str, ...] | None = None
 
 
 def _parse(model: type[_M], body: bytes, content_type: str | None, url: str) -> _M:
