@@ -244,3 +244,32 @@ def test_mask_url() -> None:
     assert "s3cret" not in masked
     assert "c0de" not in masked
     assert "client_id=a" in masked
+
+
+def test_conformance_options_for_the_2026_scenarios() -> None:
+    """The protocol preference, the context's toolCalls and the per-scenario calls."""
+    calls = [{"name": "t", "arguments": {"region": "eu", "verbose": None}}]
+    custom = conformance_options(
+        "http://localhost:1/mcp",
+        {
+            "MCP_CONFORMANCE_SCENARIO": "http-custom-headers",
+            "MCP_CONFORMANCE_PROTOCOL_VERSION": "2026-07-28",
+            "MCP_CONFORMANCE_CONTEXT": json.dumps({"name": "x", "toolCalls": calls}),
+        },
+        ProbeOptions(url="x"),
+    )
+    assert custom.protocol_version == "2026-07-28"
+    assert custom.tool_calls == (("t", {"region": "eu", "verbose": None}),)
+    invalid = conformance_options(
+        "http://localhost:1/mcp",
+        {"MCP_CONFORMANCE_SCENARIO": "http-invalid-tool-headers"},
+        ProbeOptions(url="x"),
+    )
+    assert invalid.call_all_listed
+    assert invalid.protocol_version is None
+    echo = conformance_options(
+        "http://localhost:1/mcp",
+        {"MCP_CONFORMANCE_SCENARIO": "json-schema-2020-12-preservation"},
+        ProbeOptions(url="x"),
+    )
+    assert echo.schema_echo == ("json_schema_echo", "json_schema_2020_12_tool")

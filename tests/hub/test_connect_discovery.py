@@ -21,6 +21,7 @@ from tether.hub.audit import Auditor
 from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
 from tether.hub.context import HubConfig, HubContext
+from tether.hub.discovery import unauthenticated_challenge
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge
@@ -244,3 +245,113 @@ async def test_authorization_server_switch_registers_anew_and_never_reuses() -> 
     assert to_as2
     assert all("client-of-as1" not in json.dumps(f) for f in to_as2)
     assert all("rt-1" not in json.dumps(f) for f in to_as2)
+
+
+# --------------------------------------------------------------------- 2026-07-28
+
+
+class ScriptedMCP(Fetcher):
+    """Answers MCP POSTs in order from a script and records headers and bodies."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__(NetworkPolicy())
+        self.answers = answers
+        self.posts: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        profile: NetworkProfile,
+        server: str | None,
+        step: str,
+        headers: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> HttpResponse:
+        self.posts.append((dict(headers or {}), json_body))
+        status, body, extra = self.answers.pop(0) if self.answers else (200, {}, {})
+        headers_out = {"content-type": ["application/json"]}
+        headers_out.update({k: [v] for k, v in extra.items()})
+        return HttpResponse(status, headers_out, json.dumps(body).encode(), url)
+
+
+UNSUPPORTED: Answer = (
+    400,
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {
+            "code": -32022,
+            "message": "Unsupported protocol version",
+            "data": {"supported": ["2026-07-28"], "requested": "2026-07-28"},
+        },
+    },
+    {},
+)
+
+
+async def test_stateless_preference_never_sends_initialize() -> None:
+    """HTTP7-3/HTTP7-5/HTTP7-7: every tokenless request carries the revision's headers
+    and ``_meta``; a -32022 answer is retried with a version from ``supported``."""
+    fetcher = ScriptedMCP([UNSUPPORTED, (200, {}, {}), challenge_401(scope="a")])
+    answer = await unauthenticated_challenge(
+        fetcher,
+        MCP,
+        profile=NetworkProfile(),
+        server="s",
+        protocol_version="2026-07-28",
+    )
+    assert answer.status == 401
+    assert answer.challenge is not None
+    assert answer.challenge.scope == ("a",)
+    methods = [body["method"] for _, body in fetcher.posts]
+    assert methods == ["server/discover", "server/discover", "tools/list"]
+    for headers, body in fetcher.posts:
+        meta = body["params"]["_meta"]
+        assert headers["MCP-Protocol-Version"] == "2026-07-28"
+        assert headers["Mcp-Method"] == body["method"]
+        assert meta["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+        assert meta["io.modelcontextprotocol/clientInfo"]["name"] == "tether"
+        assert meta["io.modelcontextprotocol/clientCapabilities"] == {}
+
+
+async def test_unsupported_stateless_falls_back_to_the_handshake() -> None:
+    """A -32022 that lists only handshake revisions leads to ``initialize``."""
+    only_old = (
+        400,
+        {
+            "error": {
+                "code": -32022,
+                "message": "no",
+                "data": {"supported": ["2025-06-18"]},
+            }
+        },
+        {},
+    )
+    fetcher = ScriptedMCP([only_old, challenge_401()])
+    answer = await unauthenticated_challenge(
+        fetcher,
+        MCP,
+        profile=NetworkProfile(),
+        server="s",
+        protocol_version="2026-07-28",
+    )
+    assert answer.status == 401
+    initialize = fetcher.posts[1][1]
+    assert initialize["method"] == "initialize"
+    assert initialize["params"]["protocolVersion"] == "2025-06-18"
+
+
+async def test_default_still_starts_with_initialize() -> None:
+    fetcher = ScriptedMCP([(400, {}, {}), (200, {}, {}), challenge_401()])
+    answer = await unauthenticated_challenge(
+        fetcher, MCP, profile=NetworkProfile(), server="s"
+    )
+    assert answer.status == 401
+    assert [b["method"] for _, b in fetcher.posts] == [
+        "initialize",
+        "server/discover",
+        "tools/list",
+    ]
