@@ -669,7 +669,7 @@ TRIGGER_CHANGES: dict[str, dict[str, Any]] = {
         "oauth": {"idp_id_token_credential_id": "<cred>"}
     },
     "oauth.assertion_credential_id": {"oauth": {"assertion_credential_id": "<cred>"}},
-    "oauth.dpop": {"oauth": {"dpop": "never"}},
+    "oauth.dpop": {"oauth": {"dpop": "auto"}},
 }
 
 

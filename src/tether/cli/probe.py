@@ -85,6 +85,8 @@ def conformance_options(
         "legacy_endpoints": True,
         # elicitation-sep1034-client-defaults: nobody answers, so accept the defaults.
         "elicitation": "defaults",
+        # auth/dpop, auth/dpop-nonce: DPoP when the AS advertises it (RFC 9449)
+        "dpop": "auto",
     }
     if context.get("client_id") and context.get("client_secret"):
         changes.update(

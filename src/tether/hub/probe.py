@@ -161,7 +161,7 @@ class ProbeOptions:
     idp_client_secret: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
     assertion: str | None = field(default=None, repr=False)
-    dpop: Literal["auto", "always", "never"] = "auto"
+    dpop: Literal["auto", "always", "never"] = "never"
     protocol_version: str | None = None
     tool_calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
     call_all_listed: bool = False

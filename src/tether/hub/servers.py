@@ -115,7 +115,7 @@ class OAuthSpec(BaseModel):
     idp_client_secret_credential_id: str | None = None
     idp_id_token_credential_id: str | None = None
     assertion_credential_id: str | None = None
-    dpop: Literal["auto", "always", "never"] = "auto"
+    dpop: Literal["auto", "always", "never"] = "never"
 
     @field_validator("authorization_params", "token_params", mode="before")
     @classmethod

@@ -22,8 +22,9 @@ Part            Value
 
 When to use DPoP (Tether's rule, documented in docs/configuration.md): the server's
 ``oauth.dpop`` setting — ``auto`` when the AS advertises
-``dpop_signing_alg_values_supported`` including ``ES256``, ``always``, or ``never`` —
-see :func:`dpop_wanted`.
+``dpop_signing_alg_values_supported`` including ``ES256``, ``always``, or ``never`` (the
+default, since an AS such as oidc-provider advertises DPoP while many MCP servers accept
+only Bearer tokens) — see :func:`dpop_wanted`.
 """
 
 from __future__ import annotations

@@ -122,7 +122,9 @@ class OAuthSettings:
         assertion_credential_id: Credential holding the workload's JWT for the
             ``jwt_bearer`` grant (RFC 7523 §2.1, workload identity federation).
         dpop: Sender-constrained tokens (RFC 9449): ``auto`` when the AS advertises
-            ``dpop_signing_alg_values_supported`` with ES256, ``always`` or ``never``.
+            ``dpop_signing_alg_values_supported`` with ES256, ``always`` or ``never``
+            (the default: an AS may advertise DPoP while the MCP server accepts only
+            Bearer tokens).
     """
 
     registration: RegistrationMode = "auto"
@@ -149,7 +151,7 @@ class OAuthSettings:
     idp_client_secret_credential_id: str | None = None
     idp_id_token_credential_id: str | None = None
     assertion_credential_id: str | None = None
-    dpop: Literal["auto", "always", "never"] = "auto"
+    dpop: Literal["auto", "always", "never"] = "never"
 
 
 @dataclass(frozen=True, slots=True)
