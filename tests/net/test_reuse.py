@@ -205,7 +205,11 @@ async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) ->
             guarded_client(policy, timeout=10, follow_redirects=False) as http,
             Client(streamable_http_client(mcp.url, http_client=http)) as session,
         ):
-            await session.call_tool("echo", {"text": "warm"})
+            # the SDK opens its GET stream in the background after the handshake,
+            # while the first POSTs are in flight: that may take a second connection
+            for i in range(5):
+                await session.call_tool("echo", {"text": f"warm{i}"})
+            await asyncio.sleep(0.2)
             warm = len(guard.destinations()), len(guard.attempts)
             for i in range(10):
                 result = await session.call_tool("echo", {"text": f"t{i}"})

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+import anyio
+
 from tether.hub.clock import Clock
 from tether.store.base import ServerRecord
 
@@ -79,19 +81,56 @@ class ServerCache:
     ) -> None:
         self._lookup = lookup
         self._cache: TTLCache[str, ServerRecord] = TTLCache(clock, SERVER_TTL)
+        self._flights: dict[str, _Flight] = {}
+        self._generation = 0
 
     async def get(self, ref: str) -> ServerRecord:
         """The server with this id or name.
+
+        Concurrent misses for one ``ref`` share one lookup: when an entry lapses under
+        load, one call reads the store and the others wait for its answer, instead of
+        every in-flight call reading it at once (issue #3, the p99 of concurrent
+        calls). A failed lookup is not shared: each waiter then looks up itself.
 
         Raises:
             NotFound: No such server.
         """
         server = self._cache.get(ref)
-        if server is None:
+        if server is not None:
+            return server
+        flight = self._flights.get(ref)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.server is not None:
+                return flight.server
+            return await self._lookup(ref)
+        flight = self._flights[ref] = _Flight()
+        generation = self._generation
+        try:
             server = await self._lookup(ref)
-            self._cache.put(ref, server)
-        return server
+            if generation == self._generation:  # no change arrived meanwhile
+                self._cache.put(ref, server)
+            flight.server = server
+            return server
+        finally:
+            if self._flights.get(ref) is flight:
+                del self._flights[ref]
+            flight.done.set()
 
     def forget(self, server_id: str) -> None:
-        """Drop a server's entries (under its id, its name and any old name)."""
+        """Drop a server's entries (under its id, its name and any old name).
+
+        A lookup in flight may have read the old record: its answer still goes to the
+        calls already waiting for it, but is not cached, and later calls start afresh.
+        """
         self._cache.discard(lambda _ref, server: server.id == server_id)
+        self._generation += 1
+        self._flights.clear()
+
+
+class _Flight:
+    """One lookup in progress, and the calls waiting for it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.server: ServerRecord | None = None
