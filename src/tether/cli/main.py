@@ -117,7 +117,10 @@ def servers_add(
     allow_network: Annotated[list[str], typer.Option(help="Host or CIDR.")] = [],  # noqa: B006
     ca_bundle: str | None = None,
     grant: Annotated[
-        str, typer.Option(help="authorization_code, client_credentials or enterprise.")
+        str,
+        typer.Option(
+            help="authorization_code, client_credentials, jwt_bearer or enterprise."
+        ),
     ] = "authorization_code",
     private_key_credential: Annotated[
         str | None, typer.Option(help="Credential with a PEM key (private_key_jwt).")
@@ -146,6 +149,13 @@ def servers_add(
     legacy_endpoints: Annotated[
         bool, typer.Option(help="2025-03-26 fallback: /authorize, /token, /register.")
     ] = False,
+    dpop: Annotated[
+        str, typer.Option(help="Sender-constrained tokens: never, auto or always.")
+    ] = "never",
+    assertion_credential: Annotated[
+        str | None,
+        typer.Option(help="Credential with the JWT for the jwt_bearer grant."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register an MCP server."""
@@ -164,6 +174,7 @@ def servers_add(
             ("private_key_credential_id", private_key_credential),
             ("idp_client_secret_credential_id", idp_client_secret_credential),
             ("idp_id_token_credential_id", idp_id_token_credential),
+            ("assertion_credential_id", assertion_credential),
         ):
             refs[key] = (await tether.credentials.get_record(ref)).id if ref else None
         spec = {
@@ -195,6 +206,7 @@ def servers_add(
                 "resource_match": resource_match,
                 "resource_expected": resource_expected,
                 "legacy_endpoints": legacy_endpoints,
+                "dpop": dpop,
                 **refs,
             },
         }
@@ -340,7 +352,7 @@ def connect(
 
     async def action(tether: Tether) -> None:
         grant = (await tether.servers.get(name)).oauth.grant
-        if grant == "client_credentials":
+        if grant in ("client_credentials", "jwt_bearer"):
             info = await tether.connect_machine(name, user=user)
             return render.connection(info, as_json=as_json)
         if grant == "enterprise":
