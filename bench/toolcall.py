@@ -12,7 +12,9 @@ the same run:
   guarded transport, result normalisation);
 * ``sdk``: ``mcp.client.Client`` over ``streamable_http_client`` with a plain
   ``httpx2.AsyncClient``;
-* ``raw``: one JSON-RPC POST per call with ``httpx2`` (the floor).
+* ``raw``: one JSON-RPC POST per call with ``httpx2`` (the floor);
+* ``guarded``: the same POSTs through Tether's :func:`guarded_client` (the guarded
+  transport's own cost, next to ``raw``).
 
 Each runs the ``echo`` tool sequentially and with ``--concurrency`` workers sharing one
 connection. Latencies are reported as median and p99 per call; ratios are against the
@@ -47,6 +49,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from peers.fixture import MCPServer  # noqa: E402
 from tether.hub.tether import Tether  # noqa: E402
+from tether.net import NetworkPolicy, guarded_client  # noqa: E402
 from tether.store.crypto import KeyRing  # noqa: E402
 
 VERSION = "2025-11-25"
@@ -114,9 +117,9 @@ def summary(values: list[float]) -> dict[str, float]:
 class Raw:
     """A minimal Streamable HTTP JSON-RPC client (one POST per call)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, client: httpx2.AsyncClient | None = None) -> None:
         self.url = url
-        self.client = httpx2.AsyncClient(timeout=30.0, trust_env=False)
+        self.client = client or httpx2.AsyncClient(timeout=30.0, trust_env=False)
         self.headers = {"accept": ACCEPT, "content-type": "application/json"}
         self.next_id = 0
 
@@ -208,8 +211,18 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
 
         raw = Raw(mcp.url)
         await raw.start()
+        policy = NetworkPolicy.from_allowlist(["127.0.0.0/8"])
+        guarded = Raw(
+            mcp.url, guarded_client(policy, timeout=30.0, follow_redirects=False)
+        )
+        await guarded.start()
         sdk_http = httpx2.AsyncClient(timeout=30.0, trust_env=False)
-        results: dict[str, list[dict[str, Any]]] = {"tether": [], "sdk": [], "raw": []}
+        results: dict[str, list[dict[str, Any]]] = {
+            "tether": [],
+            "sdk": [],
+            "raw": [],
+            "guarded": [],
+        }
         async with Client(
             streamable_http_client(mcp.url, http_client=sdk_http), cache=None
         ) as sdk:
@@ -223,6 +236,7 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
                 "tether": via_tether,
                 "sdk": via_sdk,
                 "raw": raw.echo,
+                "guarded": guarded.echo,
             }
             # interleave rounds so drift (CPU frequency, GC) hits every client alike
             for _ in range(rounds):
@@ -245,6 +259,7 @@ async def run(calls: int, workers: int, warmup: int, rounds: int) -> dict[str, A
             sessions = {c["session_id"] for c in mcp.calls() if c["tool"] == "slow"}
         await sdk_http.aclose()
         await raw.client.aclose()
+        await guarded.client.aclose()
         await tether.aclose()
 
     merged = {name: merge(rows) for name, rows in results.items()}

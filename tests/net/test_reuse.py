@@ -67,6 +67,12 @@ async def answer_then_flood(exchange: Exchange) -> None:
     await exchange.writer.drain()
 
 
+async def ok_then_hang_up(exchange: Exchange) -> None:
+    """Answer as if keeping the connection, then close it while it is idle."""
+    await exchange.send(200, [("Content-Type", "text/plain")], b"bye")
+    exchange.writer.close()
+
+
 async def big(exchange: Exchange) -> None:
     await exchange.send(200, [("Content-Type", "text/plain")], b"x" * 5000)
 
@@ -78,6 +84,7 @@ async def server() -> AsyncIterator[LoopbackServer]:
         "/answer-then-nothing": answer_then_nothing,
         "/answer-then-flood": answer_then_flood,
         "/big": big,
+        "/ok-then-hang-up": ok_then_hang_up,
     }
     async with LoopbackServer("127.0.0.1", routes, keep_alive=True) as srv:
         yield srv
@@ -239,3 +246,15 @@ async def test_an_origin_that_passed_is_still_refused_with_user_info(
         with pytest.raises(BlockedDestination, match="HTTPS is required"):
             await http.get(f"http://other.test:{server.port}/ok")
     assert len(server.requests) == 1
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused(
+    server: LoopbackServer,
+) -> None:
+    dns = FakeDNS(DNS_TABLE)
+    async with client(dns) as http:
+        assert (await http.get(f"http://mcp.test:{server.port}/ok-then-hang-up")).text
+        await asyncio.sleep(0.05)  # the FIN arrives while the connection is idle
+        assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
+    assert server.accepted == 2
+    assert dns.queries == ["mcp.test", "mcp.test"]

@@ -12,8 +12,11 @@ rebinding resolver to answer differently (reference behaviour §3.1 5).
 from __future__ import annotations
 
 import ipaddress
+import select
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import anyio
 import httpcore2
@@ -80,6 +83,69 @@ async def vet_url(
     except OSError as exc:
         raise NetworkError(f"could not resolve {host}: {exc}") from exc
     return policy.check_addresses(host, addresses, scheme=parsed.scheme)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would not block (on an idle connection: the server closed it).
+
+    A socket without a descriptor counts as readable, so its connection is dropped.
+    """
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _KeptStream(httpcore2.AsyncNetworkStream):
+    """A connected stream that looks its socket up once, not on every pool pass.
+
+    The pool asks every idle connection ``get_extra_info("is_readable")`` before each
+    request it places (``has_expired``); anyio answers by building its whole attribute
+    table (with a ``getpeername`` call) each time, which cost more than the rest of the
+    transport once connections are kept alive (issue #3). Everything else is passed
+    through unchanged.
+    """
+
+    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(
+        self,
+        max_bytes: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(
+        self,
+        buffer: bytes,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> httpcore2.AsyncNetworkStream:
+        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _KeptStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "socket":
+            return self._socket
+        if info == "is_readable":
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
 
 
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
@@ -161,7 +227,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         failures: list[str] = []
         for address in addresses:
             try:
-                return await self._sockets.connect_tcp(
+                stream = await self._sockets.connect_tcp(
                     str(address),
                     port,
                     timeout=connect_timeout,
@@ -170,6 +236,8 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                 )
             except httpcore2.ConnectError as exc:
                 failures.append(f"{address}: {str(exc) or type(exc).__name__}")
+            else:
+                return _KeptStream(stream)
         raise httpcore2.ConnectError(
             f"could not connect to {host} port {port} ({'; '.join(failures)})"
         )
