@@ -17,9 +17,10 @@ the same run:
   transport's own cost, next to ``raw``).
 
 Each runs the ``echo`` tool sequentially and with ``--concurrency`` workers sharing one
-connection. Latencies are reported as median and p99 per call; ratios are against the
+client (one MCP session). Latencies are reported as median and p99 per call, with the
+client's CPU time per call and the TCP connections it opened; ratios are against the
 bare SDK (target: Tether <= 1.05x). Finally five concurrent 1-second ``slow`` calls on
-one Tether connection should finish in about one second. Results go to stdout and to
+one Tether MCP session should finish in about one second. Results go to stdout and to
 ``bench/results/toolcall-<date>.json``.
 """
 
