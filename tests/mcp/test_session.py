@@ -126,6 +126,7 @@ class Gate:
     bearer: bool = False
     expire_always: bool = False
     break_calls: int = 0  # cut this many tools/call response streams before the answer
+    get_delay: float = 0.0  # hold the listening GET this long before serving it
     methods: list[str] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
     expired: set[str] = field(default_factory=set)
@@ -141,6 +142,8 @@ class Gate:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         body, msg = await _read_json(receive)
         method = str(msg.get("method", scope["method"]))
+        if method == "GET" and self.get_delay:
+            await anyio.sleep(self.get_delay)
         self.methods.append(method)
         if method == "tools/call" and self.break_calls > 0:
             self.break_calls -= 1
@@ -315,6 +318,7 @@ def _reset_gates(peer: Peer) -> None:
         gate.methods.clear()
         gate.tokens.clear()
         gate.break_calls = 0
+        gate.get_delay = 0.0
 
 
 # --------------------------------------------------------------------- tests
@@ -746,3 +750,28 @@ async def test_elicitation_goes_to_the_handler(
     ) as session:
         result = await session.call_tool("ask", {})
     assert json.loads(result["content"][0]["text"]) == expected
+
+
+async def test_first_request_waits_for_the_listening_stream(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """A stateful server may answer on the GET stream (Streamable HTTP, listening).
+
+    The SDK opens that stream in the background after ``initialized``; the session lets
+    it open before its first request, so nothing the server sends there is missed.
+    """
+    peer.gates["sse"].get_delay = 0.1  # a slow listening stream
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        await session.call_tool("echo", {"text": "hi"})
+    methods = peer.gates["sse"].methods
+    assert methods.index("GET") < methods.index("tools/call")
+
+
+async def test_stateless_connect_does_not_wait_for_a_listening_stream(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    async with MCPSession(peer.url("stateless"), http) as session:
+        started = time.monotonic()
+        await session.connect()
+        assert time.monotonic() - started < 0.2
+    assert "GET" not in peer.gates["stateless"].methods

@@ -189,6 +189,10 @@ class _ObservedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+#: Longest wait for the SDK's GET stream after a stateful connect.
+LISTEN_WAIT = 0.25
+
+
 class _ObservingClient(httpx2.AsyncClient):
     """Hands the SDK's requests to the caller's client and records what happens."""
 
@@ -199,6 +203,13 @@ class _ObservingClient(httpx2.AsyncClient):
         )
         self._inner = inner
         self._auth = auth
+        self.session_started = False  # the server gave a session id: a GET will follow
+        self.listening = anyio.Event()  # the SDK's GET stream got its answer
+
+    def new_connection(self) -> None:
+        """Forget the previous connection's session and listening stream."""
+        self.session_started = False
+        self.listening = anyio.Event()
 
     def build_request(self, *args: Any, **kwargs: Any) -> httpx2.Request:
         """Build with the caller's client: its headers, timeouts and base URL."""
@@ -230,17 +241,7 @@ class _ObservingClient(httpx2.AsyncClient):
             else:
                 probe.error = exc
             return _local_failure(request)
-        if probe is not None:
-            if response.status_code >= 400:
-                probe.status = response.status_code
-            if (
-                response.status_code == 404
-                and request.method == "POST"
-                and "mcp-session-id" in request.headers
-            ):
-                probe.expired = True
-            if stream and isinstance(response.stream, httpx2.AsyncByteStream):
-                response.stream = _ObservedStream(response.stream, probe)
+        self._observe(request, response, probe, stream=stream)
         if request.headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS:
             try:
                 response = await _complete_by_default(response)
@@ -249,6 +250,32 @@ class _ObservingClient(httpx2.AsyncClient):
                     probe.error = probe.error or exc
                 return _local_failure(request)
         return response
+
+    def _observe(
+        self,
+        request: httpx2.Request,
+        response: httpx2.Response,
+        probe: _Probe | None,
+        *,
+        stream: bool,
+    ) -> None:
+        """Record what a response says about the session and the operation."""
+        if request.method == "GET":
+            self.listening.set()
+        elif "mcp-session-id" in response.headers:
+            self.session_started = True
+        if probe is None:
+            return
+        if response.status_code >= 400:
+            probe.status = response.status_code
+        if (
+            response.status_code == 404
+            and request.method == "POST"
+            and "mcp-session-id" in request.headers
+        ):
+            probe.expired = True
+        if stream and isinstance(response.stream, httpx2.AsyncByteStream):
+            response.stream = _ObservedStream(response.stream, probe)
 
 
 async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
@@ -656,11 +683,19 @@ class MCPSession:
                 )
             link, probe = _Link(), _Probe()
             self._links.add(link)
+            self._http.new_connection()
             try:
                 await self._tg.start(self._run, link, probe)
             except Exception as exc:
                 self._links.discard(link)
                 raise self._translate(exc, probe, None, step) from exc
+            if self._http.session_started:
+                # The SDK opens the server-to-client GET stream in the background after
+                # `initialized`. A server may deliver responses and notifications on it
+                # (Streamable HTTP, "Listening for messages"), so give it a moment to be
+                # open before the first request; a server without one answers at once.
+                with anyio.move_on_after(LISTEN_WAIT):
+                    await self._http.listening.wait()
             self._current = link
             return link
 
