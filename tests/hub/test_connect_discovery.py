@@ -319,7 +319,7 @@ async def test_stateless_preference_never_sends_initialize() -> None:
 
 async def test_unsupported_stateless_falls_back_to_the_handshake() -> None:
     """A -32022 that lists only handshake revisions leads to ``initialize``."""
-    only_old = (
+    only_old: Answer = (
         400,
         {
             "error": {
