@@ -21,6 +21,7 @@ following h11's local/remote split::
      │   │   ├─ InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient,
      │   │   ├─ UnsupportedGrantType, InvalidScope, AccessDenied, InvalidTarget, …
      │   ├─ InvalidResponse           a body that is not what the protocol requires
+     │   │   └─ SkillVerificationFailed  a skill file fails its digest, size or frontmatter
      │   └─ MCPProtocolError          JSON-RPC or transport-level MCP failure
      │       └─ SessionExpired        the server forgot our MCP session (HTTP 404)
      ├─ BlockedDestination            the SSRF policy refused an address
@@ -66,6 +67,7 @@ __all__ = [
     "ResponseTooLarge",
     "ServerError",
     "SessionExpired",
+    "SkillVerificationFailed",
     "StepUpRequired",
     "StorageError",
     "TemporarilyUnavailable",
@@ -219,6 +221,17 @@ class InvalidResponse(RemoteError):
     """A response body was not what the protocol requires (HTML for JSON, bad fields)."""
 
     code = "invalid_response"
+
+
+class SkillVerificationFailed(InvalidResponse):
+    """A skill file does not match its ``skills/list`` entry (SEP-2640, verification).
+
+    Its size, SHA-256 digest or (for ``SKILL.md``) YAML frontmatter differs from what the
+    server listed; the content must not be used. ``details`` names the ``skill``, the
+    file's ``uri`` and the ``reason`` (``size``, ``digest`` or ``frontmatter``).
+    """
+
+    code = "skill_verification_failed"
 
 
 class OAuthError(RemoteError):

@@ -54,6 +54,15 @@ CONFORMANCE_SCHEMA_ECHO: dict[str, tuple[str, str]] = {
     ),
 }
 
+#: Skills scenarios (SEP-2640): list only (a host reads no file before a skill is
+#: loaded), or load every skill, which must stop at a file that fails verification.
+CONFORMANCE_SKILLS: dict[str, Literal["list", "load"]] = {
+    "sep-2640-client-no-prefetch": "list",
+    "sep-2640-client-verify-digest": "load",
+    "sep-2640-client-verify-size": "load",
+    "sep-2640-client-verify-frontmatter": "load",
+}
+
 _MARK = {"ok": "ok", "failed": "FAILED", "skipped": "skipped"}
 
 
@@ -106,6 +115,8 @@ def conformance_options(
         changes["tool_calls"] = _context_calls(context)
         changes["call_all_listed"] = scenario in CONFORMANCE_CALL_ALL_LISTED
         changes["schema_echo"] = CONFORMANCE_SCHEMA_ECHO.get(scenario)
+    if base.skills == "off":
+        changes["skills"] = CONFORMANCE_SKILLS.get(scenario, "off")
     options = ProbeOptions(**{**_fields(base), **changes})
     return options
 
@@ -169,6 +180,17 @@ def _resource_match(value: str) -> Literal["exact", "prefix"]:
     if value == "prefix":
         return "prefix"
     raise UsageError(f"--resource-match must be exact or prefix, not {value!r}")
+
+
+def _skills_mode(value: str) -> Literal["off", "list", "load"]:
+    modes: dict[str, Literal["off", "list", "load"]] = {
+        "off": "off",
+        "list": "list",
+        "load": "load",
+    }
+    if value in modes:
+        return modes[value]
+    raise UsageError(f"--skills must be off, list or load, not {value!r}")
 
 
 def _fields(options: ProbeOptions) -> dict[str, Any]:
@@ -263,6 +285,9 @@ def probe(
     wait: Annotated[int, typer.Option(help="Seconds to wait for the callback.")] = 300,
     call: Annotated[str | None, typer.Option(help="Tool to call.")] = None,
     args: Annotated[str, typer.Option(help="Tool arguments as JSON.")] = "{}",
+    skills: Annotated[
+        str, typer.Option(help="off, list (skills/list), or load (read and verify).")
+    ] = "off",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     conformance: Annotated[
         bool,
@@ -301,6 +326,7 @@ def probe(
             client_metadata_url=client_metadata_url,
             call=call,
             call_args=call_args,
+            skills=_skills_mode(skills),
         )
         if conformance:
             options = conformance_options(url, os.environ, options)

@@ -120,6 +120,9 @@ class ProbeOptions:
             lists (no arguments): tools it leaves out are never called.
         schema_echo: ``(echo_tool, tool)``: call ``echo_tool`` with ``{"schema": <the
             inputSchema of tool as the hub lists it>}`` (JSON Schema preservation).
+        skills: After the tools, ``list`` the server's skills (SEP-2640; no file is
+            read), or ``load`` each one: its ``SKILL.md`` and then its supporting
+            files, every file verified against the listing.
     """
 
     url: str
@@ -166,6 +169,7 @@ class ProbeOptions:
     tool_calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
     call_all_listed: bool = False
     schema_echo: tuple[str, str] | None = None
+    skills: Literal["off", "list", "load"] = "off"
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,8 @@ async def _run(
                 ProbeStep(name, "skipped", "the server did not ask for authorization")
             )
     await _tools(tether, fetcher, options, report, server)
+    if options.skills != "off" and report.failed_step is None:
+        await _skills(tether, options, report, server)
 
 
 async def _oauth(
@@ -893,6 +899,39 @@ async def _call(
         "message": step.summary,
         "hint": "check the tool's arguments (--args)",
     }
+
+
+async def _skills(
+    tether: Tether, options: ProbeOptions, report: ProbeReport, server: ServerRecord
+) -> None:
+    """List the server's skills and, with ``load``, load each one (SEP-2640)."""
+    step = ProbeStep("skills")
+    report.steps.append(step)
+    try:
+        entries = await tether.list_skills(server.id)
+    except TetherError as exc:
+        _fail(step, exc)
+        return
+    step.summary = f"{len(entries)} skill(s)"
+    step.details = {
+        "skills": [
+            {"name": e.name, "uri": e.uri, "files": len(e.files)} for e in entries
+        ]
+    }
+    if options.skills != "load":
+        return
+    for entry in entries:
+        step = ProbeStep("skill")
+        report.steps.append(step)
+        try:
+            skill = await tether.read_skill(server.id, entry.name)
+            for file in entry.supporting:
+                await tether.read_skill_file(server.id, entry.name, file.uri)
+        except TetherError as exc:
+            _fail(step, exc)
+            continue
+        step.summary = f"{skill.name} loaded and verified"
+        step.details = {"skill": skill.name, "files": len(entry.files)}
 
 
 def check_options(options: ProbeOptions) -> None:

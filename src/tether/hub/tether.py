@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import TetherError, UsageError
+from tether.errors import NotFound, TetherError, UsageError
 from tether.hub.audit import Auditor
 from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
@@ -28,7 +28,8 @@ from tether.hub.servers import ServerService
 from tether.hub.tools import ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
 from tether.mcp.results import ToolResult, result_from_error
-from tether.mcp.session import ProgressCallback
+from tether.mcp.session import MCPSession, ProgressCallback
+from tether.mcp.skills import Skill, SkillEntry
 from tether.net.backend import Resolver, system_resolver, vet_url
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
@@ -264,6 +265,75 @@ class Tether:
             arguments,
             raise_errors=raise_errors,
             progress=progress,
+        )
+
+    # ------------------------------------------------------------------ skills
+
+    async def list_skills(
+        self, server_ref: str, *, user: str | None = None
+    ) -> list[SkillEntry]:
+        """The skills a server offers (SEP-2640 ``skills/list``); no file is read.
+
+        A server that does not declare the Skills extension has none.
+
+        Args:
+            server_ref: The server's id or name.
+            user: The user asking (needed for per-user servers).
+
+        Raises:
+            TetherError: The server could not be reached or answered badly.
+        """
+        session = await self._skill_session(server_ref, user)
+        return await session.list_skills()
+
+    async def read_skill(
+        self, server_ref: str, name: str, *, user: str | None = None
+    ) -> Skill:
+        """Load one skill: its ``SKILL.md``, verified against a fresh listing.
+
+        Only now is a file of the skill read; supporting files wait for
+        :meth:`read_skill_file`.
+
+        Raises:
+            NotFound: The server lists no skill ``name``.
+            SkillVerificationFailed: Size, digest or frontmatter differ from the
+                listing; nothing of the skill is returned.
+            TetherError: The server could not be reached or answered badly.
+        """
+        session = await self._skill_session(server_ref, user)
+        entry = await self._skill_entry(session, name)
+        return await session.read_skill(entry)
+
+    async def read_skill_file(
+        self, server_ref: str, name: str, uri: str, *, user: str | None = None
+    ) -> bytes:
+        """Read one file a skill lists, verified against its size and digest.
+
+        Raises:
+            NotFound: The server lists no skill ``name``.
+            UsageError: The skill lists no file ``uri``.
+            SkillVerificationFailed: Size or digest differ from the listing.
+            TetherError: The server could not be reached or answered badly.
+        """
+        session = await self._skill_session(server_ref, user)
+        entry = await self._skill_entry(session, name)
+        return await session.read_skill_file(entry, uri)
+
+    async def _skill_session(self, server_ref: str, user: str | None) -> MCPSession:
+        server = await self._tool_servers.get(server_ref)
+        if not server.enabled:
+            raise UsageError(f"server '{server.name}' is disabled", server=server.name)
+        return await self.tools.session(server, self.tools.subject(server, user))
+
+    @staticmethod
+    async def _skill_entry(session: MCPSession, name: str) -> SkillEntry:
+        for entry in await session.list_skills():
+            if entry.name == name:
+                return entry
+        raise NotFound(
+            f"the server lists no skill {name!r}",
+            server=session.server,
+            step="skills/list",
         )
 
     async def test_connection(

@@ -42,7 +42,11 @@ raises the recorded cause.
   by default :func:`~tether.mcp.elicitation.decline` (no user sits at a service's
   session; see :mod:`tether.mcp.elicitation`).
 
-Left out: resources, prompts, sampling callbacks (``InputRequiredResult`` rounds get the
+* **Skills** (SEP-2640, :mod:`tether.mcp.skills`): ``skills/list`` and, only when a
+  skill is loaded, ``resources/read`` of its files, each verified against the listing
+  before it is returned.
+
+Left out: other resources, prompts, sampling callbacks (``InputRequiredResult`` rounds get the
 SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to hear
 ``list_changed``), and the HTTP+SSE 2024-11-05 fallback (HTTP-10, optional).
 """
@@ -71,10 +75,11 @@ from mcp.types import (
     ElicitRequestParams,
     ElicitResult,
     Implementation,
+    Request,
     UnsupportedProtocolVersionErrorData,
 )
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from tether.errors import (
     MCPProtocolError,
@@ -85,6 +90,15 @@ from tether.errors import (
     UsageError,
 )
 from tether.mcp.elicitation import ElicitationHandler, decline
+from tether.mcp.skills import (
+    EXTENSION,
+    Skill,
+    SkillEntry,
+    content_bytes,
+    parse_listing,
+    verify_file,
+    verify_manifest,
+)
 from tether.net.client import deadline, mapped_errors
 
 __all__ = [
@@ -110,6 +124,13 @@ ToolsChangedCallback = Callable[[], Awaitable[None]]
 """Called after ``notifications/tools/list_changed``; invalidate the tool cache."""
 
 _T = TypeVar("_T")
+
+
+class _SkillsPage(BaseModel):
+    """One ``skills/list`` result; :func:`~tether.mcp.skills.parse_listing` checks it."""
+
+    skills: Any = None
+    next_cursor: Any = Field(default=None, alias="nextCursor")
 
 
 def connect_mode(protocol_version: str | None) -> str:
@@ -562,6 +583,90 @@ class MCPSession:
             return _wire(result)
 
         return await self._request("tools/call", call)
+
+    # ----------------------------------------------------------------- skills
+
+    @property
+    def offers_skills(self) -> bool:
+        """Whether the server declared the Skills extension (SEP-2640), once connected."""
+        extensions = (self.capabilities or {}).get("extensions") or {}
+        return isinstance(extensions, dict) and EXTENSION in extensions
+
+    async def list_skills(self) -> list[SkillEntry]:
+        """Every skill the server lists (``skills/list``, all pages); no file is read.
+
+        A server without the extension has none (no request is sent). A malformed
+        entry is dropped, with a warning, and the others kept.
+
+        Raises:
+            MCPProtocolError: A JSON-RPC error, a repeated cursor, or too many pages.
+            InvalidResponse: The result has no ``skills`` array.
+            TetherError: As for :meth:`list_tools`.
+        """
+        await self.connect()
+        if not self.offers_skills:
+            return []
+
+        async def walk(client: Client) -> list[SkillEntry]:
+            skills: list[SkillEntry] = []
+            cursor: str | None = None
+            seen: set[str] = set()
+            for _ in range(self._max_pages):
+                params = {"cursor": cursor} if cursor else {}
+                page = await client.session.send_request(
+                    Request[Any, Any](method="skills/list", params=params), _SkillsPage
+                )
+                entries, problems = parse_listing(page.skills, server=self.server)
+                for problem in problems:
+                    logger.warning("ignoring a skill: %s", problem)
+                skills.extend(entries)
+                cursor = page.next_cursor
+                if not isinstance(cursor, str) or not cursor:
+                    return skills
+                if cursor in seen:
+                    break
+                seen.add(cursor)
+            raise MCPProtocolError(
+                "skills/list did not end (a repeated cursor or too many pages)",
+                server=self.server,
+                step="skills/list",
+            )
+
+        return await self._request("skills/list", walk)
+
+    async def read_skill(self, entry: SkillEntry) -> Skill:
+        """Load a skill: read its ``SKILL.md`` and verify it against ``entry``.
+
+        Supporting files are not read (SEP-2640: never ahead of need); use
+        :meth:`read_skill_file` when the skill asks for one.
+
+        Raises:
+            SkillVerificationFailed: Size, digest or frontmatter differ from ``entry``;
+                nothing of the file is returned.
+            TetherError: As for :meth:`list_tools`.
+        """
+        content = await self._read_resource(entry.uri)
+        return verify_manifest(entry, content, server=self.server)
+
+    async def read_skill_file(self, entry: SkillEntry, uri: str) -> bytes:
+        """Read one file of a skill and verify its size and digest.
+
+        Raises:
+            UsageError: ``entry`` lists no file ``uri``.
+            SkillVerificationFailed: Size or digest differ from the listing.
+            TetherError: As for :meth:`list_tools`.
+        """
+        listed = entry.file(uri)
+        content = await self._read_resource(uri)
+        verify_file(listed, content, server=self.server, skill=entry.name)
+        return content
+
+    async def _read_resource(self, uri: str) -> bytes:
+        async def read(client: Client) -> bytes:
+            result = _wire(await client.read_resource(uri))
+            return content_bytes(result.get("contents", []), uri, server=self.server)
+
+        return await self._request("resources/read", read)
 
     async def _ensure_listed(self, client: Client, name: str) -> None:
         """List the tools first when this connection has not seen ``name`` (HTTP7-4).
