@@ -232,6 +232,7 @@ ERROR_CODES: list[tuple[errors.TetherError, str]] = [
     (E.RemoteError("x"), "server_error"),
     (E.DiscoveryError("x"), "server_error"),
     (E.InvalidResponse("x"), "server_error"),
+    (E.SkillVerificationFailed("x"), "server_error"),
     (E.OAuthError("x"), "server_error"),
     (E.InvalidRequest("x"), "server_error"),
     (E.InvalidClient("x"), "server_error"),
