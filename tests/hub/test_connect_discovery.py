@@ -8,7 +8,6 @@ never presented to it). The fetcher answers by URL; everything else is the real 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,14 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
+from hub.fakes import FakeFetcher, Sent
 from tether.errors import AuthorizationRequired, DiscoveryError
 from tether.hub.audit import Auditor
 from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
 from tether.hub.context import HubConfig, HubContext
 from tether.hub.discovery import unauthenticated_challenge
-from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
-from tether.net.policy import NetworkPolicy
+from tether.net.fetch import HttpResponse, NetworkProfile
 from tether.oauth.challenge import BearerChallenge
 from tether.store.base import Connection, OAuthSettings, ServerRecord, Stores
 from tether.store.crypto import KeyRing
@@ -54,34 +53,33 @@ def as_doc(issuer: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-class RoutedFetcher(Fetcher):
+class RoutedFetcher(FakeFetcher):
     """Answers ``(method, url)`` from a table (404 otherwise) and records requests."""
 
     def __init__(self, routes: dict[tuple[str, str], Answer]) -> None:
-        super().__init__(NetworkPolicy())
+        super().__init__()
         self.routes = routes
-        self.sent: list[tuple[str, str, str, dict[str, str]]] = []
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        profile: NetworkProfile,
-        server: str | None,
-        step: str,
-        headers: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> HttpResponse:
-        self.sent.append((method, url, step, {**(headers or {}), **(form or {})}))
-        status, body, extra = self.routes.get((method, url), (404, {}, {}))
-        headers_out = {"content-type": ["application/json"]}
-        headers_out.update({k: [v] for k, v in extra.items()})
-        return HttpResponse(status, headers_out, json.dumps(body).encode(), url)
+    @property
+    def sent(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        return [
+            (r.method, r.url, r.step, {**r.headers, **r.form}) for r in self.requests
+        ]
+
+    def answer(self, sent: Sent) -> HttpResponse:
+        return json_answer(
+            self.routes.get((sent.method, sent.url), (404, {}, {})), sent
+        )
 
     def urls(self, step: str) -> list[str]:
         return [url for _, url, s, _ in self.sent if s == step]
+
+
+def json_answer(answer: Answer, sent: Sent) -> HttpResponse:
+    status, body, extra = answer
+    headers_out = {"content-type": ["application/json"]}
+    headers_out.update({k: [v] for k, v in extra.items()})
+    return HttpResponse(status, headers_out, json.dumps(body).encode(), sent.url)
 
 
 def challenge_401(**params: str) -> Answer:
@@ -250,31 +248,19 @@ async def test_authorization_server_switch_registers_anew_and_never_reuses() -> 
 # --------------------------------------------------------------------- 2026-07-28
 
 
-class ScriptedMCP(Fetcher):
+class ScriptedMCP(FakeFetcher):
     """Answers MCP POSTs in order from a script and records headers and bodies."""
 
     def __init__(self, answers: list[Answer]) -> None:
-        super().__init__(NetworkPolicy())
+        super().__init__()
         self.answers = answers
-        self.posts: list[tuple[dict[str, str], dict[str, Any]]] = []
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        profile: NetworkProfile,
-        server: str | None,
-        step: str,
-        headers: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> HttpResponse:
-        self.posts.append((dict(headers or {}), json_body))
-        status, body, extra = self.answers.pop(0) if self.answers else (200, {}, {})
-        headers_out = {"content-type": ["application/json"]}
-        headers_out.update({k: [v] for k, v in extra.items()})
-        return HttpResponse(status, headers_out, json.dumps(body).encode(), url)
+    @property
+    def posts(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [(r.headers, r.json_body) for r in self.requests]
+
+    def answer(self, sent: Sent) -> HttpResponse:
+        return json_answer(self.answers.pop(0) if self.answers else (200, {}, {}), sent)
 
 
 UNSUPPORTED: Answer = (

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from hub.fakes import FakeFetcher, Sent
 from tether.errors import (
     AuthorizationRequired,
     ConfigurationError,
@@ -28,8 +29,7 @@ from tether.errors import (
 )
 from tether.hub.context import HubConfig
 from tether.hub.tether import Tether
-from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
-from tether.net.policy import NetworkPolicy
+from tether.net.fetch import HttpResponse
 from tether.oauth.token_exchange import ID_JAG_TOKEN_TYPE, JWT_BEARER_GRANT
 from tether.store.base import DiscoveryRecord, ServerRecord
 from tether.store.crypto import KeyRing
@@ -69,28 +69,19 @@ def answer(status: int, url: str, **members: Any) -> HttpResponse:
     )
 
 
-class RouterFetcher(Fetcher):
+class RouterFetcher(FakeFetcher):
     """Answers POSTs by URL; records (step, url, headers, form)."""
 
     def __init__(self, routes: dict[str, Handler]) -> None:
-        super().__init__(NetworkPolicy())
+        super().__init__()
         self.routes = routes
-        self.sent: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        profile: NetworkProfile,
-        server: str | None,
-        step: str,
-        headers: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> HttpResponse:
-        self.sent.append((step, url, dict(headers or {}), dict(form or {})))
-        return self.routes[url](headers or {}, form or {})
+    @property
+    def sent(self) -> list[tuple[str, str, dict[str, str], dict[str, str]]]:
+        return [(r.step, r.url, r.headers, r.form) for r in self.requests]
+
+    def answer(self, sent: Sent) -> HttpResponse:
+        return self.routes[sent.url](sent.headers, sent.form)
 
     def form(self, step: str) -> list[dict[str, str]]:
         return [f for s, _, _, f in self.sent if s == step]

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from hub.fakes import FakeFetcher, Sent
 from tether.errors import NetworkError
 from tether.hub.audit import Auditor
 from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
 from tether.hub.context import HubConfig, HubContext
-from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
-from tether.net.policy import NetworkPolicy
+from tether.net.fetch import HttpResponse
 from tether.store.base import (
     ClientRegistration,
     Connection,
@@ -40,27 +39,18 @@ class Clock:
         return NOW
 
 
-class ScriptedFetcher(Fetcher):
+class ScriptedFetcher(FakeFetcher):
     """Answers each request with the next scripted response (or raises it)."""
 
     def __init__(self, script: list[HttpResponse | Exception]) -> None:
-        super().__init__(NetworkPolicy())
+        super().__init__()
         self.script = script
-        self.sent: list[Mapping[str, str]] = []
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        profile: NetworkProfile,
-        server: str | None,
-        step: str,
-        headers: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> HttpResponse:
-        self.sent.append(dict(form or {}))
+    @property
+    def sent(self) -> list[Mapping[str, str]]:
+        return [r.form for r in self.requests]
+
+    def answer(self, sent: Sent) -> HttpResponse:
         answer = self.script.pop(0)
         if isinstance(answer, Exception):
             raise answer
