@@ -14,6 +14,10 @@ the protocol revision to 2025-03-26 or demand a bearer token:
 ``/flaky/``    stateful, for cutting response streams (``Gate.break_calls``)
 ``/flaky-stateless/`` the same, stateless
 ``/auth/``     401 unless ``Bearer good``; 403 ``insufficient_scope`` for ``narrow``
+``/listen/``   stateless, serves ``subscriptions/listen`` (so advertises
+               ``tools.listChanged``); ``notify_changed`` publishes on :data:`BUS`
+``/no-listen/`` the same capability, but the gate answers ``subscriptions/listen`` with
+               -32601 (``Gate.refuse_listen``)
 =============  =========================================================================
 """
 
@@ -21,20 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import mcp.types as types
 import pytest
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.subscriptions import ListenHandler, ServerEvent, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -49,6 +56,7 @@ from tether.errors import (
     StepUpRequired,
     UsageError,
 )
+from tether.mcp import session as session_module
 from tether.mcp.auth import AccessToken, BearerAuth
 from tether.mcp.elicitation import accept_defaults
 from tether.mcp.pool import SessionPool
@@ -60,7 +68,41 @@ from tether.oauth.challenge import BearerChallenge
 # --------------------------------------------------------------------- the server
 
 EXTRA_TOOLS = [f"extra_{i}" for i in range(4)]
-TOOL_NAMES = ["echo", "slow", "progress", "notify_changed", "fail", "boom", "forever"]
+TOOL_NAMES = [
+    "echo",
+    "slow",
+    "progress",
+    "notify_changed",
+    "fail",
+    "boom",
+    "forever",
+    "drop_listeners",  # ends every open listen stream gracefully
+]
+
+
+class CountingBus:
+    """An in-process ``SubscriptionBus`` that counts its open listen streams."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[object, Any] = {}
+
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+    async def publish(self, event: ServerEvent) -> None:
+        for listener in list(self._listeners.values()):
+            listener(event)
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, listener: Any) -> Any:
+        token = object()
+        self._listeners[token] = listener
+        return lambda: self._listeners.pop(token, None)
+
+
+BUS = CountingBus()
+LISTEN = ListenHandler(BUS)
 ALL_TOOLS = TOOL_NAMES + EXTRA_TOOLS
 PAGE_SIZE = 4
 
@@ -96,7 +138,12 @@ async def call_tool(
         for step in range(3):
             await ctx.session.report_progress(step + 1, 3, f"step {step + 1}")
     elif name == "notify_changed":
-        await ctx.session.send_tool_list_changed()
+        if ctx.protocol_version == "2026-07-28":
+            await BUS.publish(ToolsListChanged())  # to listen subscribers only
+        else:
+            await ctx.session.send_tool_list_changed()
+    elif name == "drop_listeners":
+        LISTEN.close()
     elif name == "fail":
         return text("the tool failed", is_error=True)
     elif name == "boom":
@@ -127,6 +174,7 @@ class Gate:
     expire_always: bool = False
     break_calls: int = 0  # cut this many tools/call response streams before the answer
     get_delay: float = 0.0  # hold the listening GET this long before serving it
+    refuse_listen: bool = False  # answer subscriptions/listen with -32601
     methods: list[str] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
     expired: set[str] = field(default_factory=set)
@@ -179,6 +227,8 @@ class Gate:
     def _refusal(
         self, headers: dict[str, str], msg: dict[str, Any], method: str
     ) -> tuple[int, Any, dict[str, str]] | None:
+        if self.refuse_listen and method == "subscriptions/listen":
+            return 200, _rpc_error(msg, -32601, "Method not found"), {}
         sid = headers.get("mcp-session-id")
         if sid is not None and (self.expire_always or sid in self.expired):
             return 404, _rpc_error(msg, -32600, "Session not found"), {}
@@ -241,9 +291,12 @@ async def _respond(
 
 
 def build_gates() -> dict[str, Gate]:
-    def manager(**kwargs: Any) -> StreamableHTTPSessionManager:
+    def manager(listen: bool = False, **kwargs: Any) -> StreamableHTTPSessionManager:
         server: Server[Any] = Server(
-            "peer", on_list_tools=list_tools, on_call_tool=call_tool
+            "peer",
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_subscriptions_listen=LISTEN if listen else None,
         )
         return StreamableHTTPSessionManager(server, **kwargs)
 
@@ -256,6 +309,8 @@ def build_gates() -> dict[str, Gate]:
         "auth": Gate(manager(), bearer=True),
         "flaky": Gate(manager()),
         "flaky-stateless": Gate(manager(stateless=True)),
+        "listen": Gate(manager(listen=True, stateless=True)),
+        "no-listen": Gate(manager(listen=True, stateless=True), refuse_listen=True),
     }
 
 
@@ -775,3 +830,135 @@ async def test_stateless_connect_does_not_wait_for_a_listening_stream(
         await session.connect()
         assert time.monotonic() - started < 0.2
     assert "GET" not in peer.gates["stateless"].methods
+
+
+# ------------------------------------------------ stateless list_changed (listen)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Poll: the state lives in the server's thread, with no event to wait on."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if condition():
+            return
+        assert time.monotonic() < deadline, "the condition did not come true"
+        await anyio.sleep(0.01)
+
+
+async def test_stateless_tool_list_change_arrives_on_a_subscription(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """2026-07-28 has no GET stream: the change comes on ``subscriptions/listen``."""
+    calls = 0
+
+    async def on_tools_changed() -> None:
+        nonlocal calls
+        calls += 1
+
+    async with MCPSession(
+        peer.url("listen"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        await session.connect()
+        assert session.stateless is True
+        assert (session.capabilities or {})["tools"]["listChanged"] is True
+        await _until(lambda: BUS.listeners == 1)
+        await session.call_tool("notify_changed", {})
+        await _until(lambda: calls == 1)
+        await session.call_tool("notify_changed", {})
+        await _until(lambda: calls == 2)
+        await anyio.sleep(0.1)
+        assert calls == 2  # once per change: the SDK's copy to the handler is skipped
+        assert peer.gates["listen"].methods.count("subscriptions/listen") == 1
+    # closing the session ends the stream; the server sees its subscriber go
+    await _until(lambda: BUS.listeners == 0)
+
+
+async def test_subscription_is_reopened_and_the_gap_reported(
+    peer: Peer, http: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed stream is re-opened; events are not replayed, so the cache is dropped."""
+    monkeypatch.setattr(session_module, "SUBSCRIBE_BACKOFF", (0.05, 0.2))
+    changed = 0
+
+    async def on_tools_changed() -> None:
+        nonlocal changed
+        changed += 1
+
+    async with MCPSession(
+        peer.url("listen"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        await session.connect()
+        await _until(lambda: BUS.listeners == 1)
+        await session.call_tool("drop_listeners", {})  # graceful server-side close
+        await _until(
+            lambda: peer.gates["listen"].methods.count("subscriptions/listen") == 2
+        )
+        await _until(lambda: changed == 1)  # the re-opened stream reports the gap
+        await _until(lambda: BUS.listeners == 1)
+        await session.call_tool("notify_changed", {})
+        await _until(lambda: changed == 2)
+    await _until(lambda: BUS.listeners == 0)
+
+
+async def test_no_subscription_without_the_capability(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """A stateless server without ``tools.listChanged`` is not asked to subscribe."""
+
+    async def on_tools_changed() -> None:
+        raise AssertionError("no change was announced")
+
+    async with MCPSession(
+        peer.url("stateless"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        started = time.monotonic()
+        await session.call_tool("echo", {})
+        assert time.monotonic() - started < 1
+        assert not (session.capabilities or {})["tools"].get("listChanged")
+    assert "subscriptions/listen" not in peer.gates["stateless"].methods
+
+
+async def test_refused_subscription_costs_requests_nothing(
+    peer: Peer,
+    http: httpx2.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that advertises the capability but refuses the method is asked once."""
+    monkeypatch.setattr(session_module, "SUBSCRIBE_BACKOFF", (0.01, 0.01))
+    gate = peer.gates["no-listen"]
+
+    async def on_tools_changed() -> None:
+        raise AssertionError("no change was announced")
+
+    async with MCPSession(
+        peer.url("no-listen"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        for _ in range(3):
+            result = await session.call_tool("echo", {"text": "x"})
+            assert result["content"][0]["text"] == "echo:x:2026-07-28"
+        await _until(lambda: "subscriptions/listen" in gate.methods)
+        await anyio.sleep(0.1)  # no retries after -32601
+    assert gate.methods.count("subscriptions/listen") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_subscription_does_not_delay_requests(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """Requests never wait for the listen stream's acknowledgment."""
+
+    async def on_tools_changed() -> None:
+        pass
+
+    async with MCPSession(
+        peer.url("listen"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        await session.connect()
+        started = time.monotonic()
+        for _ in range(5):
+            await session.call_tool("echo", {})
+        elapsed = time.monotonic() - started
+        await _until(lambda: BUS.listeners == 1)
+    assert elapsed < 2
+    await _until(lambda: BUS.listeners == 0)

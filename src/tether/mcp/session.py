@@ -23,7 +23,13 @@ What Tether adds to the SDK at this seam:
   ``details``; HTTP failures and Tether errors raised below (the guarded transport,
   :class:`~tether.mcp.auth.BearerAuth`) keep their type. A result with ``isError: true``
   is returned, not raised (TOOL-1).
-* **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11).
+* **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11). In the
+  stateful revisions the SDK hears it on its GET stream. The stateless revision has no
+  such stream: when the server advertises ``tools.listChanged``, each connection keeps a
+  ``subscriptions/listen`` stream for tool-list changes open in the background (SEP-2575;
+  the SDK's :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it
+  ends, and calls ``on_tools_changed`` after a re-open too, since events are not
+  replayed. Requests never wait for it and never fail because of it.
 
 Why the SDK is wrapped the way it is. The SDK's transport runs each POST in a task of a
 task group entered by whoever opened the connection; an exception from ``httpx2``
@@ -47,8 +53,8 @@ raises the recorded cause.
   before it is returned.
 
 Left out: other resources, prompts, sampling callbacks (``InputRequiredResult`` rounds get the
-SDK's default refusals), ``subscriptions/listen`` (the 2026-07-28 way to hear
-``list_changed``), and the HTTP+SSE 2024-11-05 fallback (HTTP-10, optional).
+SDK's default refusals), subscriptions other than tool-list changes, and the HTTP+SSE
+2024-11-05 fallback (HTTP-10, optional).
 """
 
 from __future__ import annotations
@@ -66,9 +72,16 @@ import anyio.abc
 import httpx2
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import (
+    ListenNotSupportedError,
+    SubscriptionLost,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp.types import (
     CONNECTION_CLOSED,
+    METHOD_NOT_FOUND,
     REQUEST_TIMEOUT,
     UNSUPPORTED_PROTOCOL_VERSION,
     ElicitRequestFormParams,
@@ -212,6 +225,8 @@ class _ObservedStream(httpx2.AsyncByteStream):
 
 #: Longest wait for the SDK's GET stream after a stateful connect.
 LISTEN_WAIT = 0.25
+#: First and longest pause (seconds) before re-opening a ``subscriptions/listen`` stream.
+SUBSCRIBE_BACKOFF = (1.0, 60.0)
 
 
 class _ObservingClient(httpx2.AsyncClient):
@@ -835,7 +850,11 @@ class MCPSession:
                 link.client = client
                 started = True
                 task_status.started()
-                await link.stop.wait()
+                async with anyio.create_task_group() as background:
+                    if self._wants_subscription(client):
+                        background.start_soon(self._subscribe, client)
+                    await link.stop.wait()
+                    background.cancel_scope.cancel()
         except Exception as exc:
             if not started:
                 raise
@@ -845,12 +864,75 @@ class MCPSession:
             link.finished.set()
             self._links.discard(link)
 
+    def _wants_subscription(self, client: Client) -> bool:
+        """Stateless, someone to tell, and the server advertises ``tools.listChanged``.
+
+        At 2026-07-28 ``listChanged`` says the server delivers the change on
+        ``subscriptions/listen`` streams (the only place it can).
+        """
+        if self._on_tools_changed is None:
+            return False
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return False
+        tools = client.server_capabilities.tools
+        return tools is not None and tools.list_changed is True
+
+    async def _subscribe(self, client: Client) -> None:
+        """Keep one tool-list subscription open for the connection's life.
+
+        Runs beside the connection and is cancelled with it. A stream that ends or
+        drops is re-opened after a pause that doubles up to ``SUBSCRIBE_BACKOFF[1]``
+        (reset once a stream is acknowledged); events are not replayed, so a re-opened
+        stream calls ``on_tools_changed`` first. A server that does not know
+        ``subscriptions/listen`` is not asked again on this connection. Nothing here
+        raises: failures are logged.
+        """
+        first, longest = SUBSCRIBE_BACKOFF
+        pause = first
+        opened_before = False
+        while True:
+            try:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    pause = first
+                    if not subscription.honored.tools_list_changed:
+                        logger.info(
+                            "MCP server at %s declined tool-list subscriptions",
+                            self.url,
+                        )
+                        return
+                    if opened_before:
+                        await self._tools_changed()  # what changed meanwhile is lost
+                    opened_before = True
+                    async for event in subscription:
+                        if isinstance(event, ToolsListChanged):
+                            await self._tools_changed()
+                    logger.debug("MCP server at %s closed the subscription", self.url)
+            except ListenNotSupportedError:
+                return
+            except MCPError as exc:
+                if exc.error.code == METHOD_NOT_FOUND:
+                    logger.info(
+                        "MCP server at %s advertises tools.listChanged but does not "
+                        "serve subscriptions/listen",
+                        self.url,
+                    )
+                    return
+                logger.debug("MCP subscription at %s failed: %r", self.url, exc)
+            except (SubscriptionLost, TimeoutError) as exc:
+                logger.debug("MCP subscription at %s lost: %r", self.url, exc)
+            except Exception:
+                logger.warning("MCP subscription at %s failed", self.url, exc_info=True)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, longest)
+
     async def _on_message(self, message: Any) -> None:
         """The SDK's message handler: server notifications and transport exceptions."""
         if isinstance(message, Exception):
             logger.debug("MCP transport at %s reported %r", self.url, message)
             return
         changed = getattr(message, "method", None) == "notifications/tools/list_changed"
+        if changed and _on_subscription(message):
+            return  # the SDK copies listen-stream events here; _subscribe handles them
         if changed and self._on_tools_changed is not None and self._tg is not None:
             self._tg.start_soon(self._tools_changed)
 
@@ -927,6 +1009,12 @@ class MCPSession:
         if probe.status is not None:
             text = f"HTTP {probe.status}, {text}"
         return MCPProtocolError(text, server=self.server, step=step, details=details)
+
+
+def _on_subscription(message: Any) -> bool:
+    """Whether a notification came on a ``subscriptions/listen`` stream."""
+    meta = getattr(getattr(message, "params", None), "meta", None)
+    return isinstance(meta, dict) and SUBSCRIPTION_ID_META_KEY in meta
 
 
 def _leaf(exc: BaseException) -> Exception:
