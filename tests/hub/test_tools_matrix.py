@@ -121,20 +121,34 @@ async def test_tool_list_spans_pages(
     assert result.text == "bulk_119: x"
 
 
+@pytest.mark.parametrize("version", [STATEFUL, "2026-07-28"])
 async def test_list_changed_invalidates_cache(
-    make_tether: MakeTether, tmp_peers: PeerFactory
+    make_tether: MakeTether, tmp_peers: PeerFactory, version: str
 ) -> None:
-    """``change_tools`` sends list_changed; the next list has the new tool at once."""
-    mcp = tmp_peers.mcp_server()
+    """``change_tools`` sends list_changed; the next list has the new tool at once.
+
+    Stateful: the notification rides the call's SSE stream. Stateless (2026-07-28):
+    it reaches only ``subscriptions/listen`` streams, which the session keeps open.
+    """
+    mcp = tmp_peers.mcp_server(MCP_PROTOCOL_VERSIONS=version)
     tether = await make_tether()
     server_id = await open_server(tether, "changing", mcp)
     before = {t["name"] for t in await tether.list_tools("changing")}
     assert "added_1" not in before
     assert await tether.stores.tools.get(server_id, SHARED) is not None
+    health = await tether.stores.tools.get_health(server_id, SHARED)
+    assert health is not None
+    assert health.protocol_version == version
+    if version != STATEFUL:  # the subscription opens in the background; wait for it
+        for _ in range(250):
+            if await anyio.to_thread.run_sync(mcp.listeners):
+                break
+            await anyio.sleep(0.02)
+        assert await anyio.to_thread.run_sync(mcp.listeners) == 1
 
     result = await tether.call_tool("changing", "change_tools", {})
     assert result.structured == {"added": "added_1"}
-    # the notification rides the call's SSE stream; its handler runs in its own task
+    # the callback runs in a task of its own
     for _ in range(250):
         if await tether.stores.tools.get(server_id, SHARED) is None:
             break

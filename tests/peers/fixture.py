@@ -554,6 +554,11 @@ class MCPServer(_Peer):
         data: list[dict[str, Any]] = self.get_json("/_calls")
         return data
 
+    def listeners(self) -> int:
+        """Open ``subscriptions/listen`` streams (2026-07-28)."""
+        data: dict[str, int] = self.get_json("/_listeners")
+        return data["listeners"]
+
     def clear_calls(self) -> None:
         self.get_json("/_calls", method="DELETE")
 

@@ -46,12 +46,15 @@ setting comes from the environment (``tests/peers/fixture.py`` sets them):
 
 Tools: echo(text), add(a, b), fail(message) -> isError, slow(seconds, steps) with
 progress notifications, whoami() -> the caller's token claims, admin_only(),
-change_tools() -> adds a tool and sends notifications/tools/list_changed,
+change_tools() -> adds a tool and sends notifications/tools/list_changed (on the
+call's stream in the handshake revisions; at 2026-07-28 to the `subscriptions/listen`
+streams that asked for tool-list changes, the only place that revision allows),
 http_error().
 
 Test-only endpoints: GET /healthz; GET /_calls (every tools/call: tool, sub,
 client_id, scope, session_id, protocol_version); DELETE /_calls clears it;
-POST /_expire_sessions (every session id issued so far answers 404 from now on).
+POST /_expire_sessions (every session id issued so far answers 404 from now on);
+GET /_listeners ({"listeners": n}: open `subscriptions/listen` streams).
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import (
@@ -482,12 +491,40 @@ async def t_admin_only(ctx: Ctx, args: Mapping[str, Any]) -> types.CallToolResul
     return _text(f"admin ok for {_caller(ctx).get('sub')}")
 
 
+class CountingBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, counting the listen streams subscribed to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners = 0
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        unsubscribe = super().subscribe(listener)
+        self.listeners += 1
+        done = False
+
+        def once() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.listeners -= 1
+                unsubscribe()
+
+        return once
+
+
+BUS = CountingBus()
+
+
 async def t_change_tools(ctx: Ctx, args: Mapping[str, Any]) -> types.CallToolResult:
     name = f"added_{len(EXTRA_TOOLS) + 1}"
     EXTRA_TOOLS.append(name)
-    await ctx.session.send_notification(
-        types.ToolListChangedNotification(), related_request_id=ctx.request_id
-    )
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        await BUS.publish(ToolsListChanged())
+    else:
+        await ctx.session.send_notification(
+            types.ToolListChangedNotification(), related_request_id=ctx.request_id
+        )
     return _text(f"added {name}", structured={"added": name})
 
 
@@ -531,6 +568,7 @@ SERVER = PeerServer(
     instructions="Loopback MCP server for Tether tests.",
     on_list_tools=list_tools,
     on_call_tool=call_tool,
+    on_subscriptions_listen=ListenHandler(BUS),
 )
 
 
@@ -865,10 +903,14 @@ def build_app() -> Starlette:
     async def expire(request: Request) -> Response:
         return JSONResponse({"expired": gate.expire_all()})
 
+    async def listeners(request: Request) -> Response:
+        return JSONResponse({"listeners": BUS.listeners})
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_calls", calls, methods=["GET", "DELETE"]),
         Route("/_expire_sessions", expire, methods=["POST"]),
+        Route("/_listeners", listeners, methods=["GET"]),
         Route(CFG.path, endpoint=gate, methods=["GET", "POST", "DELETE"]),
     ]
     if CFG.auth and _flag("MCP_PRM", "1"):
