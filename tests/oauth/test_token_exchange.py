@@ -164,3 +164,43 @@ def test_parse_id_jag_errors(
 )
 def test_supports_id_jag(profiles: tuple[str, ...] | None, expected: bool) -> None:
     assert supports_id_jag(profiles) is expected
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "expected"),
+    [
+        (300, 300),
+        ("120", 120),
+        (" 60 ", 60),
+        (True, None),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_id_jag_lifetime_is_read_leniently(
+    expires_in: object, expected: int | None
+) -> None:
+    grant = parse_id_jag_response(
+        200,
+        _body(
+            access_token="jag",
+            issued_token_type=ID_JAG_TOKEN_TYPE,
+            token_type="N_A",
+            expires_in=expires_in,
+        ),
+        "application/json",
+        url=IDP,
+    )
+    assert grant.expires_in == expected
+
+
+def test_jwt_bearer_request_sends_resource_when_given() -> None:
+    post = jwt_bearer_request(
+        f"{AS}/token",
+        assertion=SecretStr("id-jag"),
+        scopes=[],
+        auth=client_auth("none", client_id="c"),
+        resource="https://mcp.example/mcp",
+    )
+    assert post.body["resource"] == "https://mcp.example/mcp"
+    assert "scope" not in post.body
