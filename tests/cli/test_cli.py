@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from peers.fixture import AuthServer, MCPServer
 from tether.cli.main import app
 
 SECRET = "sk-live-0123456789abcdef"
@@ -118,3 +120,32 @@ def test_keys_add_refuses_keys_from_the_environment(
     result = runner.invoke(app, ["keys", "add"])
     assert result.exit_code == 2
     assert "TETHER_ENCRYPTION_KEYS" in result.output
+
+
+@pytest.mark.realservers
+def test_connect_follow_redirects_and_audit_names_the_operator(
+    runner: CliRunner, auth_server: AuthServer, mcp_server: MCPServer
+) -> None:
+    added = runner.invoke(
+        app,
+        [
+            "servers",
+            "add",
+            "peer",
+            mcp_server.url,
+            "--auth",
+            "oauth",
+            "--allow-network",
+            "127.0.0.0/8",
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    connected = runner.invoke(app, ["connect", "peer", "--follow-redirects", "--json"])
+    assert connected.exit_code == 0, connected.output
+    assert json.loads(connected.output)["status"] == "connected"
+    events = json.loads(runner.invoke(app, ["audit", "--json"]).output)
+    actors = {e["action"]: e["actor"] for e in events}
+    assert actors["connection.start"] == "cli"
+    assert actors["connection.connect"] == "cli"
+    listed = runner.invoke(app, ["tools", "list", "peer"])
+    assert "whoami" in listed.output

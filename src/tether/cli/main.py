@@ -351,14 +351,18 @@ def connect(
     id_token = sys.stdin.readline().strip() if id_token_stdin else None
 
     async def action(tether: Tether) -> None:
-        grant = (await tether.servers.get(name)).oauth.grant
+        oauth = (await tether.servers.get(name)).oauth
+        grant = oauth.grant
+        # A shared connection is made by the operator at this terminal (the audit
+        # actor); a per-user one needs --user, which the hub checks.
+        who = user if (user or oauth.per_user) else "cli"
         if grant in ("client_credentials", "jwt_bearer"):
-            info = await tether.connect_machine(name, user=user)
+            info = await tether.connect_machine(name, user=who)
             return render.connection(info, as_json=as_json)
         if grant == "enterprise":
-            info = await tether.connect_enterprise(name, user=user, id_token=id_token)
+            info = await tether.connect_enterprise(name, user=who, id_token=id_token)
             return render.connection(info, as_json=as_json)
-        started = await tether.connect(name, user=user)
+        started = await tether.connect(name, user=who)
         redirect_uri = tether.ctx.config.redirect_uri
         if follow_redirects:
             from tether.net.browser import follow_authorization
@@ -379,7 +383,7 @@ def connect(
                 )
                 return
             params = await wait_for_callback(redirect_uri, seconds=wait)
-        render.connection(await tether.complete(params, user=user), as_json=as_json)
+        render.connection(await tether.complete(params, user=who), as_json=as_json)
 
     with_tether(action)
 
