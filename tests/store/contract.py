@@ -671,3 +671,24 @@ class StoreContract:
         assert len(failures) == 1
         async with locks.lock("k", timeout=0.05):
             pass
+
+    async def test_lease_excludes_other_holders_until_released_or_expired(
+        self, harness: Harness
+    ) -> None:
+        leases = harness.stores.leases
+        assert leases is not None
+        ttl = timedelta(seconds=30)
+        assert await leases.acquire("refresh:s1:shared", "a", ttl=ttl)
+        assert not await leases.acquire("refresh:s1:shared", "b", ttl=ttl)
+        assert await leases.acquire("refresh:s1:shared", "a", ttl=ttl)  # extend
+        assert await leases.acquire("refresh:s2:shared", "b", ttl=ttl)  # other key
+        await leases.release("refresh:s1:shared", "b")  # not b's: a keeps it
+        assert not await leases.acquire("refresh:s1:shared", "b", ttl=ttl)
+        await leases.release("refresh:s1:shared", "a")
+        assert await leases.acquire("refresh:s1:shared", "b", ttl=ttl)
+        # a holder that stops extending loses the lease when it expires
+        harness.clock.advance(timedelta(seconds=29))
+        assert not await leases.acquire("refresh:s1:shared", "c", ttl=ttl)
+        harness.clock.advance(timedelta(seconds=1))
+        assert await leases.acquire("refresh:s1:shared", "c", ttl=ttl)
+        assert not await leases.acquire("refresh:s1:shared", "b", ttl=ttl)

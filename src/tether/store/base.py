@@ -44,6 +44,7 @@ __all__ = [
     "DiscoveryRecord",
     "DiscoveryStore",
     "GrantType",
+    "LeaseStore",
     "LockProvider",
     "OAuthSettings",
     "PendingAuthorization",
@@ -270,6 +271,7 @@ class Connection:
     updated_at: datetime | None = None
     version: int = 0
     dpop_key: SecretStr | None = None
+    retry_at: datetime | None = None
 
     def replace(self, **changes: Any) -> Connection:
         """Return a copy with ``changes`` applied."""
@@ -548,6 +550,27 @@ class LockProvider(Protocol):
         ...
 
 
+class LeaseStore(Protocol):
+    """Named leases shared by every process using the same store.
+
+    A lease is a row with a holder and an expiry: taking and releasing it are one short
+    atomic statement each, so no database connection is held while the holder works,
+    and a holder that dies loses the lease when it expires.
+    """
+
+    async def acquire(self, key: str, holder: str, *, ttl: timedelta) -> bool:
+        """Take ``key`` for ``holder`` (or extend it) if free, expired or already held.
+
+        Returns:
+            ``True`` when ``holder`` now holds the lease until ``now + ttl``.
+        """
+        ...
+
+    async def release(self, key: str, holder: str) -> None:
+        """Give the lease up if ``holder`` still holds it."""
+        ...
+
+
 @dataclass(slots=True)
 class Stores:
     """Every store the hub needs, built together by a backend factory."""
@@ -562,6 +585,7 @@ class Stores:
     tools: ToolCacheStore
     toolsets: ToolsetStore
     locks: LockProvider
+    leases: LeaseStore | None = None
     closers: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 """In-process named locks (the :class:`~tether.store.base.LockProvider` for one process).
 
-Used by the memory and SQLite backends, and in front of the PostgreSQL advisory lock so
+Used in front of the lease-row locks (``store/lease.py``) of every backend so
 that tasks of one process queue here instead of polling the database. A Redis lock for
 scale-out implements the same Protocol later.
 """

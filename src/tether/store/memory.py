@@ -34,7 +34,7 @@ from tether.store.base import (
     Toolset,
 )
 from tether.store.crypto import KeyRing
-from tether.store.locks import LocalLockProvider
+from tether.store.lease import LeaseLockProvider
 from tether.store.rules import (
     check_entries,
     id_taken,
@@ -91,6 +91,7 @@ class MemoryBackend:
         self.tools: dict[tuple[str, str], ToolCacheEntry] = {}
         self.health: dict[tuple[str, str], ServerHealth] = {}
         self.toolsets: dict[str, Toolset] = {}
+        self.leases: dict[str, tuple[str, datetime]] = {}
 
     def require_server(self, server_id: str) -> None:
         """Mirror the SQL foreign keys: raise ``NotFound`` for an unknown server."""
@@ -539,6 +540,27 @@ class MemoryToolsetStore(_Store):
             return self._b.toolsets.pop(toolset_id, None) is not None
 
 
+class MemoryLeaseStore(_Store):
+    """:class:`~tether.store.base.LeaseStore` in memory (one process)."""
+
+    async def acquire(self, key: str, holder: str, *, ttl: timedelta) -> bool:
+        """Take or extend the lease if free, expired or already ``holder``'s."""
+        now = self._b.now()
+        async with self._b.lock:
+            current = self._b.leases.get(key)
+            if current is not None and current[0] != holder and current[1] > now:
+                return False
+            self._b.leases[key] = (holder, now + ttl)
+            return True
+
+    async def release(self, key: str, holder: str) -> None:
+        """Drop the lease if ``holder`` still holds it."""
+        async with self._b.lock:
+            current = self._b.leases.get(key)
+            if current is not None and current[0] == holder:
+                del self._b.leases[key]
+
+
 def open_memory_stores(
     key_ring: KeyRing, *, now: Callable[[], datetime] | None = None
 ) -> tuple[Stores, MemoryBackend]:
@@ -552,6 +574,7 @@ def open_memory_stores(
         The stores and the backend (for :meth:`MemoryBackend.rotate_secrets`).
     """
     backend = MemoryBackend(key_ring, now or utc_now)
+    leases = MemoryLeaseStore(backend)
     stores = Stores(
         servers=MemoryServerStore(backend),
         credentials=MemoryCredentialStore(backend),
@@ -562,6 +585,7 @@ def open_memory_stores(
         audit=MemoryAuditLog(backend),
         tools=MemoryToolCacheStore(backend),
         toolsets=MemoryToolsetStore(backend),
-        locks=LocalLockProvider(),
+        locks=LeaseLockProvider(leases),
+        leases=leases,
     )
     return stores, backend

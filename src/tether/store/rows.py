@@ -215,6 +215,7 @@ _CONNECTION_PLAIN = (
     "last_error",
     "last_error_at",
     "updated_at",
+    "retry_at",
 )
 
 

@@ -159,6 +159,16 @@ connections = sa.Table(
     sa.Column("updated_at", _TS),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("dpop_key_enc", sa.Text),  # revision 0002 (RFC 9449 key, sealed)
+    sa.Column("retry_at", _TS),  # revision 0003: transient refresh failure back-off
+)
+
+# revision 0003: cross-process leases (refresh, registration), one short statement each
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("key", _ID, primary_key=True),
+    sa.Column("holder", _ID, nullable=False),
+    sa.Column("expires_at", _TS, nullable=False),
 )
 
 pending_authorizations = sa.Table(

@@ -14,9 +14,10 @@ Atomic steps:
   a given ``state``;
 * upserts are ``INSERT … ON CONFLICT DO UPDATE`` (both dialects).
 
-Locks: in-process for SQLite (one process owns the file); PostgreSQL session advisory
-locks (``pglock.py``), so refreshes are single-flight across workers. A Redis lock comes
-with the Redis backend.
+Locks: lease rows (``leases`` table, :class:`SqlLeaseStore`) behind
+:class:`~tether.store.lease.LeaseLockProvider`, the same code on SQLite and PostgreSQL,
+so refreshes are single-flight across processes without holding a pooled connection
+while the authorization server answers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.errors import NotFound, VersionConflict
@@ -54,8 +56,7 @@ from tether.store.database import (
     unique,
     upsert,
 )
-from tether.store.locks import LocalLockProvider
-from tether.store.pglock import PostgresLockProvider
+from tether.store.lease import LeaseLockProvider
 from tether.store.rules import check_entries, utc_now
 
 __all__ = ["open_sql_stores"]
@@ -309,6 +310,38 @@ class SqlConnectionStore(_Store):
         await self._delete_for_server(self._t, server_id, "subject", subject)
 
 
+class SqlLeaseStore(_Store):
+    """:class:`~tether.store.base.LeaseStore` on the ``leases`` table."""
+
+    _t = schema.leases
+
+    async def acquire(self, key: str, holder: str, *, ttl: timedelta) -> bool:
+        """``INSERT … ON CONFLICT DO UPDATE … WHERE expired or ours RETURNING``."""
+        now = self._b.now()
+        t = self._t
+        async with self._b.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            insert = dialect.insert(t).values(
+                key=key, holder=holder, expires_at=now + ttl
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=[t.c.key],
+                set_={
+                    "holder": insert.excluded.holder,
+                    "expires_at": insert.excluded.expires_at,
+                },
+                where=sa.or_(t.c.expires_at <= now, t.c.holder == holder),
+            ).returning(t.c.holder)
+            row = (await conn.execute(statement)).first()
+        return row is not None
+
+    async def release(self, key: str, holder: str) -> None:
+        """Delete the row if ``holder`` still holds it."""
+        t = self._t
+        async with self._b.begin() as conn:
+            await conn.execute(sa.delete(t).where(t.c.key == key, t.c.holder == holder))
+
+
 class SqlPendingStore(_Store):
     """:class:`~tether.store.base.PendingStore` on ``pending_authorizations``."""
 
@@ -495,11 +528,8 @@ def open_sql_stores(
     """
     engine = create_engine(url)
     backend = SqlBackend(engine, key_ring, now or utc_now)
-    locks: LockProvider = (
-        PostgresLockProvider(engine)
-        if engine.dialect.name == "postgresql"
-        else LocalLockProvider()
-    )
+    leases = SqlLeaseStore(backend)
+    locks: LockProvider = LeaseLockProvider(leases)
     stores = Stores(
         servers=SqlServerStore(backend),
         credentials=SqlCredentialStore(backend),
@@ -511,6 +541,7 @@ def open_sql_stores(
         tools=SqlToolCacheStore(backend),
         toolsets=SqlToolsetStore(backend),
         locks=locks,
+        leases=leases,
         closers=[backend.dispose],
     )
     return stores, backend
