@@ -23,6 +23,7 @@ following h11's local/remote split::
      │   ├─ InvalidResponse           a body that is not what the protocol requires
      │   │   └─ SkillVerificationFailed  a skill file fails its digest, size or frontmatter
      │   └─ MCPProtocolError          JSON-RPC or transport-level MCP failure
+     │       ├─ PermissionDenied      HTTP 403 for one call; nothing stored changes
      │       └─ SessionExpired        the server forgot our MCP session (HTTP 404)
      ├─ BlockedDestination            the SSRF policy refused an address
      ├─ NetworkError                  connect/read failure; tokens are kept, retried later
@@ -62,6 +63,7 @@ __all__ = [
     "NetworkError",
     "NotFound",
     "OAuthError",
+    "PermissionDenied",
     "RemoteError",
     "RequestTimeout",
     "ResponseTooLarge",
@@ -370,6 +372,16 @@ class MCPProtocolError(RemoteError):
     code = "mcp.protocol"
 
 
+class PermissionDenied(MCPProtocolError):
+    """The MCP server refused one call with HTTP 403 (not ``insufficient_scope``).
+
+    An authorization decision for that call only: nothing stored changes, and the
+    grant keeps working for everything else (RFC 6750 §3.1; RFC 9110 §15.5.4).
+    """
+
+    code = "mcp.forbidden"
+
+
 class SessionExpired(MCPProtocolError):
     """The server no longer knows our MCP session (HTTP 404 on a session id)."""
 
@@ -422,6 +434,7 @@ HTTP_STATUS: Final[Mapping[type[TetherError], int]] = {
     ConfigurationError: 409,
     AuthorizationRequired: 401,
     StepUpRequired: 403,
+    PermissionDenied: 403,
     CallbackRejected: 400,
     BlockedDestination: 400,
     RemoteError: 502,

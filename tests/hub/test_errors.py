@@ -28,6 +28,7 @@ from tether.errors import (
     NetworkError,
     NotFound,
     OAuthError,
+    PermissionDenied,
     RemoteError,
     RequestTimeout,
     ResponseTooLarge,
@@ -77,6 +78,7 @@ PARENTS: list[tuple[type[TetherError], type[TetherError]]] = [
     (SkillVerificationFailed, InvalidResponse),
     (MCPProtocolError, RemoteError),
     (SessionExpired, MCPProtocolError),
+    (PermissionDenied, MCPProtocolError),
     (BlockedDestination, TetherError),
     (NetworkError, TetherError),
     (RequestTimeout, NetworkError),
@@ -140,6 +142,7 @@ HTTP_EXPECTED: list[tuple[type[TetherError], int]] = [
     (DiscoveryError, 502),  # inherited
     (InvalidGrant, 502),  # inherited through OAuthError
     (SessionExpired, 502),  # inherited twice
+    (PermissionDenied, 403),
     (NetworkError, 502),
     (RequestTimeout, 504),
     (ResponseTooLarge, 502),  # inherited

@@ -27,21 +27,28 @@ from tether.errors import (
     CallbackRejected,
     ConfigurationError,
     InvalidClient,
-    InvalidGrant,
     NetworkError,
     NotFound,
     OAuthError,
-    RemoteError,
     TetherError,
     UsageError,
-    VersionConflict,
 )
 from tether.hub.context import HubContext, profile_of
 from tether.hub.discovery import Discoverer, as_metadata
 from tether.hub.dpop import check_token_type, connection_key, grant_key, post_token
+from tether.hub.flight import SingleFlight
+from tether.hub.grants import (
+    GrantWriter,
+    cleared_change,
+    dead_grant_change,
+    event_change,
+    failure_fields,
+    refreshed_change,
+    step_up_change,
+)
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.registration import Registrar, auth_for
-from tether.hub.status import Event, transition
+from tether.hub.status import Event
 from tether.oauth.authorize import (
     authorization_url,
     select_scopes,
@@ -132,6 +139,9 @@ class Connections:
         self._ctx = ctx
         self.discoverer = Discoverer(ctx)
         self.registrar = Registrar(ctx)
+        self.grants = GrantWriter(ctx)
+        self._flights: SingleFlight[Connection] = SingleFlight()
+        self.refresh_lease = True
         self.on_change: Callable[[str, str | None], Awaitable[None]] | None = None
 
     async def _changed(self, server_id: str, subject: str | None) -> None:
@@ -160,41 +170,16 @@ class Connections:
 
     async def get(self, server: ServerRecord, subject: str) -> Connection:
         """The connection record, or an empty disconnected one."""
-        conn = await self._ctx.stores.connections.get(server.id, subject)
-        return conn or Connection(server_id=server.id, subject=subject)
-
-    async def _write(
-        self, current: Connection, event: Event, **changes: object
-    ) -> Connection:
-        """Apply ``event`` and ``changes`` with compare-and-set (TOK-6)."""
-        status = transition(current.status, event)
-        updated = current.replace(
-            status=status, updated_at=self._ctx.clock.now(), **changes
-        )
-        return await self._ctx.stores.connections.save(
-            updated, expected_version=current.version
-        )
+        return await self.grants.read(server.id, subject)
 
     async def _mark_failed(
         self, server: ServerRecord, subject: str, event: Event, error: TetherError
     ) -> None:
-        """Record a failure on the connection; never loses a concurrent write."""
-        for _ in range(3):
-            current = await self.get(server, subject)
-            changes: dict[str, object] = {
-                "last_error_code": error.code,
-                "last_error": _short(error),
-                "last_error_at": self._ctx.clock.now(),
-            }
-            if event == "invalid_grant":  # rule 2: only invalid_grant drops tokens
-                changes.update(access_token=None, refresh_token=None, expires_at=None)
-            try:
-                await self._write(current, event, **changes)
-                return
-            except VersionConflict:
-                continue
-            except UsageError:  # event not allowed from this status: leave it
-                return
+        """Record a failure that keeps the tokens (rule 2); never loses a peer's write."""
+        now = self._ctx.clock.now()
+        await self.grants.apply(
+            server.id, subject, event_change(event, now, **failure_fields(error, now))
+        )
 
     # ------------------------------------------------------------------ start
 
@@ -382,13 +367,16 @@ class Connections:
             expected_issuer=pending.issuer,
             iss_parameter_supported=metadata.authorization_response_iss_parameter_supported,
         )
-        registration = await self.registrar.current(server, pending.issuer)
-        if registration.client_id != pending.client_id:
+        try:  # the client this connect was started with, live or staged
+            registration = await self.registrar.for_grant(
+                server, pending.issuer, pending.client_id
+            )
+        except AuthorizationRequired:
             raise CallbackRejected(
                 "the client registration changed during the connect",
                 step="callback",
                 hint="start the connection again",
-            )
+            ) from None
         key = grant_key(server, discovery, None)  # a new grant gets a new key
         post = authorization_code_request(
             metadata.token_endpoint or "",
@@ -411,24 +399,30 @@ class Connections:
             outcome = await self._revoke_dropped(server, metadata, registration, tokens)
             exc.details["revocation"] = outcome
             raise
-        current = await self.get(server, pending.subject)
         now = self._ctx.clock.now()
-        conn = await self._write(
-            current,
-            "authorized",
-            **_token_fields(tokens),  # replaces the whole set (G-11)
-            dpop_key=dpop_key,
-            required_scopes=(),
-            issuer=pending.issuer,
-            client_id=registration.client_id,
-            resource=pending.resource,
-            connected_by=pending.user_id,
-            connected_at=now,
-            refreshed_at=now,
-            last_error_code=None,
-            last_error=None,
-            last_error_at=None,
+        conn = await self.grants.apply(
+            server.id,
+            pending.subject,
+            event_change(
+                "authorized",
+                now,
+                **_token_fields(tokens),  # replaces the whole set (G-11)
+                dpop_key=dpop_key,
+                required_scopes=(),
+                issuer=pending.issuer,
+                client_id=registration.client_id,
+                resource=pending.resource,
+                connected_by=pending.user_id,
+                connected_at=now,
+                refreshed_at=now,
+                retry_at=None,
+                last_error_code=None,
+                last_error=None,
+                last_error_at=None,
+            ),
+            retry_storage=True,  # the AS issued these tokens: never drop them
         )
+        await self.registrar.promote(server, registration)
         await self._changed(server.id, pending.subject)
         await self._ctx.auditor.record(
             "connection.connect",
@@ -532,6 +526,8 @@ class Connections:
 
         Raises:
             AuthorizationRequired: Not connected, or the grant is dead; names the issuer.
+            NetworkError: The token expired and its refresh is backing off after a
+                transient failure (the tokens are kept; the error says when).
         """
         if is_machine_grant(server):  # client credentials / enterprise: no browser
             return await MachineGrants(self).usable(server, subject)
@@ -539,8 +535,31 @@ class Connections:
         if conn.access_token is None or conn.status in ("disconnected", "needs_reauth"):
             raise self._auth_required(server, conn)
         if self.needs_refresh(conn) and conn.refresh_token is not None:
+            if self._backing_off(conn):
+                return self._during_backoff(server, conn)
             return await self.refresh(server, subject, stale=conn)
         return conn
+
+    def _backing_off(self, conn: Connection) -> bool:
+        return conn.retry_at is not None and conn.retry_at > self._ctx.clock.now()
+
+    def _during_backoff(self, server: ServerRecord, conn: Connection) -> Connection:
+        """Use a token that still works while a failed refresh waits (rule 2)."""
+        now = self._ctx.clock.now()
+        if conn.access_token is not None and (
+            conn.expires_at is None or conn.expires_at > now
+        ):
+            return conn
+        retry_at = conn.retry_at.isoformat() if conn.retry_at else None
+        raise NetworkError(
+            f"the token of server '{server.name}' expired and its refresh failed "
+            f"({conn.last_error_code or 'unreachable'}); the next try is at {retry_at}",
+            server=server.name,
+            step="refresh",
+            hint="the authorization server is unreachable or overloaded; "
+            "the grant is kept and retried automatically",
+            details={"retry_at": retry_at, "status": conn.status},
+        )
 
     def _auth_required(
         self, server: ServerRecord, conn: Connection, why: str | None = None
@@ -554,7 +573,20 @@ class Connections:
                 "issuer": conn.issuer,
                 "status": conn.status,
                 "required_scopes": list(conn.required_scopes),
+                "last_error_code": conn.last_error_code,
             },
+        )
+
+    def _adoptable(self, conn: Connection, stale: Connection | None) -> bool:
+        """A peer's token replaces the caller's stale one only while it is fresh."""
+        now = self._ctx.clock.now()
+        return (
+            stale is not None
+            and conn.access_token is not None
+            and conn.access_token != stale.access_token
+            and conn.status in ("connected", "refresh_failed", "error")
+            and not self.needs_refresh(conn)
+            and (conn.expires_at is None or conn.expires_at > now)
         )
 
     async def refresh(
@@ -565,56 +597,92 @@ class Connections:
         stale: Connection | None = None,
         force: bool = False,
     ) -> Connection:
-        """Refresh the grant once for all concurrent callers (RFR-5).
+        """Refresh the grant once for all concurrent callers (RFR-5, issue 7).
+
+        Callers in this process share one flight; the flight takes the connection's
+        cross-process lease, re-reads, and refreshes only if no peer did. The token
+        request and the persist of its answer run shielded from cancellation, so a
+        caller's deadline never throws away tokens the AS issued.
 
         Args:
             server: The server.
             subject: The connection subject.
             stale: The connection the caller saw; if the stored one already has another
-                access token, a peer refreshed and that one is returned.
+                fresh access token, a peer refreshed and that one is returned.
             force: Refresh even when the token is not close to expiry.
 
         Returns:
             The connection after the refresh (or a peer's).
 
         Raises:
-            AuthorizationRequired: No refresh token, or the AS said ``invalid_grant``.
-            NetworkError: The AS could not be reached (tokens are kept).
-            OAuthError: The AS refused for another reason.
+            AuthorizationRequired: No refresh token, or the AS refused the grant (any
+                OAuth error: the provider's code is in ``details``).
+            NetworkError, RemoteError: A transient failure (network, 5xx, 429); the
+                tokens are kept and the connection backs off.
         """
         if is_machine_grant(server):  # the grant itself is re-run (RFC 6749 §4.4.3)
             return await MachineGrants(self).renew(server, subject, stale=stale)
-        async with self._ctx.stores.locks.lock(f"refresh:{server.id}:{subject}"):
+        if not self.refresh_lease:  # benchmarks only: the unguarded baseline
+            return await self._refresh_flight(server, subject, stale, force)
+        key = (server.id, subject)
+        conn = await self._flights.run(
+            key, lambda: self._refresh_flight(server, subject, stale, force)
+        )
+        if stale is not None and conn.access_token == stale.access_token:
+            # the flight we joined started before our token was refused: one more
+            conn = await self._flights.run(
+                key, lambda: self._refresh_flight(server, subject, stale, True)
+            )
+        return conn
+
+    async def _refresh_flight(
+        self,
+        server: ServerRecord,
+        subject: str,
+        stale: Connection | None,
+        force: bool,
+    ) -> Connection:
+        conn = await self.get(server, subject)
+        if self._adoptable(conn, stale):
+            return conn
+        if not self.refresh_lease:  # benchmarks only: the unguarded baseline
+            return await self._refresh_held(server, conn, stale, force)
+        async with self.grants.lease(server.id, subject):
             conn = await self.get(server, subject)
-            if stale is not None and conn.access_token != stale.access_token:
-                return conn  # a peer refreshed while we waited for the lock
-            if conn.access_token is None and conn.refresh_token is None:
-                raise self._auth_required(server, conn)
-            if not force and stale is None and not self.needs_refresh(conn):
-                return conn
-            if conn.refresh_token is None:
+            if self._adoptable(conn, stale):
+                return conn  # a peer refreshed while we waited for the lease
+            return await self._refresh_held(server, conn, stale, force)
+
+    async def _refresh_held(
+        self,
+        server: ServerRecord,
+        conn: Connection,
+        stale: Connection | None,
+        force: bool,
+    ) -> Connection:
+        if conn.refresh_token is None or conn.status in (
+            "disconnected",
+            "needs_reauth",
+        ):
+            if conn.access_token is not None and conn.status not in (
+                "disconnected",
+                "needs_reauth",
+            ):
                 raise self._auth_required(
                     server,
                     conn,
                     f"server '{server.name}' holds no refresh token; connect it again",
                 )
-            try:
-                return await self._refresh(server, conn)
-            except InvalidGrant as exc:
-                await self._mark_failed(server, subject, "invalid_grant", exc)
-                raise self._auth_required(
-                    server,
-                    conn,
-                    f"the authorization server refused the refresh "
-                    f"token of server '{server.name}' ({exc.error})",
-                ) from exc
-            except (NetworkError, RemoteError, ConfigurationError) as exc:
-                await self._mark_failed(
-                    server, subject, "unreachable" if _retryable(exc) else "failed", exc
-                )
-                raise
+            raise self._auth_required(server, conn)
+        if not force and stale is None and not self.needs_refresh(conn):
+            return conn
+        if self._backing_off(conn):
+            return self._during_backoff(server, conn)
+        return await self._refresh_exchange(server, conn)
 
-    async def _refresh(self, server: ServerRecord, conn: Connection) -> Connection:
+    async def _refresh_exchange(
+        self, server: ServerRecord, conn: Connection
+    ) -> Connection:
         discovery = await self.discoverer.stored_or_fresh(server)
         if conn.issuer is not None and discovery.issuer != conn.issuer:
             # PRM-9: the PRM now names another AS (SEP-2352); this grant and its
@@ -626,38 +694,114 @@ class Connections:
                 f"{discovery.issuer}; connect it again",
             )
         metadata = as_metadata(discovery)
-        registration = await self.registrar.current(
-            server, conn.issuer or discovery.issuer
+        registration = await self.registrar.for_grant(
+            server, conn.issuer or discovery.issuer, conn.client_id
         )
+        used = conn.refresh_token.get_secret_value() if conn.refresh_token else ""
         post = refresh_request(
             metadata.token_endpoint or "",
-            refresh_token=conn.refresh_token or _secret(""),
+            refresh_token=_secret(used),
             resource=conn.resource,
             auth=auth_for(registration),
             custom_params=server.oauth.token_params,
         )
-        tokens = await self._token_call(
-            server,
-            post,
-            discovery,
-            " ".join(conn.scopes),
-            key=connection_key(server, conn),  # RFC 9449 §5: the grant's own key
+        # From the request to the commit nothing may cancel us: the AS rotates the
+        # refresh token when it answers, so its answer must reach the store (issue 7
+        # item 3). The fetcher's own deadline (the server's timeout) bounds the wait.
+        with anyio.CancelScope(shield=True):
+            try:
+                tokens = await self._token_call(
+                    server,
+                    post,
+                    discovery,
+                    " ".join(conn.scopes),
+                    key=connection_key(server, conn),  # RFC 9449 §5: the grant's key
+                )
+            except TetherError as exc:
+                return await self._refresh_failed(server, conn, used, exc)
+            now = self._ctx.clock.now()
+            tokens = merge_refreshed(tokens, current_refresh_token=conn.refresh_token)
+            fields = _token_fields(tokens)
+            if not tokens.scopes:  # reference §3.3: keep the old granted scopes
+                fields["scopes"] = conn.scopes
+            stored = await self.grants.apply(
+                server.id,
+                conn.subject,
+                refreshed_change(used, now, **fields),
+                retry_storage=True,
+            )
+        if stored.access_token != tokens.access_token:
+            # a reconnect or disconnect replaced the grant meanwhile; it wins
+            if stored.access_token is None or stored.status == "needs_reauth":
+                raise self._auth_required(server, stored)
+            return stored
+        await self._audit_grant(server, stored, "connection.refresh")
+        return stored
+
+    async def _refresh_failed(
+        self, server: ServerRecord, conn: Connection, used: str, exc: TetherError
+    ) -> Connection:
+        """Classify a failed refresh (issue 7 item 5) and record it; raise or adopt.
+
+        * transient (network, timeout, HTTP 5xx or 429, ``server_error``,
+          ``temporarily_unavailable``): tokens kept, back-off per connection;
+        * any other OAuth error, standard or not, in any status (Slack answers with
+          HTTP 200): the grant is dead - unless a peer already replaced the refused
+          refresh token, whose tokens are then adopted;
+        * anything else (an answer that is not a token response): tokens kept.
+        """
+        now = self._ctx.clock.now()
+        subject = conn.subject
+        if _retryable(exc):
+            retry_at = self.grants.backoff(conn, _retry_after(exc))
+            change = event_change(
+                "unreachable", now, retry_at=retry_at, **failure_fields(exc, now)
+            )
+            await self.grants.apply(server.id, subject, change, retry_storage=True)
+            await self._audit_grant(server, conn, "connection.refresh_failed", exc)
+            raise exc
+        if not isinstance(exc, OAuthError):
+            await self._mark_failed(server, subject, "failed", exc)
+            await self._audit_grant(server, conn, "connection.refresh_failed", exc)
+            raise exc
+        stored = await self.grants.apply(
+            server.id, subject, dead_grant_change(used, exc, now), retry_storage=True
         )
-        tokens = merge_refreshed(tokens, current_refresh_token=conn.refresh_token)
-        require_refresh_token(tokens, required=server.oauth.require_refresh_token)
-        fields = _token_fields(tokens)
-        if not tokens.scopes:
-            fields["scopes"] = (
-                conn.scopes
-            )  # reference §3.3: keep the old granted scopes
-        return await self._write(
-            conn,
-            "refreshed",
-            **fields,
-            refreshed_at=self._ctx.clock.now(),
-            last_error_code=None,
-            last_error=None,
-            last_error_at=None,
+        if stored.refresh_token is not None and stored.access_token is not None:
+            return stored  # a peer replaced the refused token: adopt its grant
+        await self._audit_grant(server, stored, "connection.needs_reauth", exc)
+        described = exc.error
+        if exc.error_description:
+            described += f": {exc.error_description[:200]}"
+        raise self._auth_required(
+            server,
+            stored,
+            f"the authorization server refused the refresh token of server "
+            f"'{server.name}' ({described})",
+        ) from exc
+
+    async def _audit_grant(
+        self,
+        server: ServerRecord,
+        conn: Connection,
+        action: str,
+        error: TetherError | None = None,
+    ) -> None:
+        """Refreshes, their failures and ``needs_reauth`` are audit events (issue 11)."""
+        after: dict[str, object] = {"status": conn.status}
+        if conn.expires_at is not None:
+            after["expires_at"] = conn.expires_at.isoformat()
+        if error is not None:
+            after["error"] = error.code
+            if isinstance(error, OAuthError):
+                after["oauth_error"] = error.error
+        await self._ctx.auditor.record(
+            action,
+            actor=None,
+            target_type="connection",
+            target_id=f"{server.id}:{conn.subject}",
+            server_id=server.id,
+            after=after,
         )
 
     async def record_step_up(
@@ -668,18 +812,14 @@ class Connections:
     ) -> Connection:
         """Record the scopes a 403 ``insufficient_scope`` asked for (SCP-6).
 
-        The connection keeps its tokens (other tools may still work) and turns
-        ``needs_reauth`` with the union of granted and required scopes, which the next
-        :meth:`start` requests.
+        The connection keeps its tokens and its status (other tools still work, and
+        one user's call must not take a shared connection down); the next
+        :meth:`start` requests the union of granted and required scopes.
         """
-        for _ in range(3):
-            conn = await self.get(server, subject)
-            needed = union_scopes(conn.scopes, conn.required_scopes, scopes)
-            try:
-                return await self._write(conn, "step_up", required_scopes=needed)
-            except VersionConflict:
-                continue
-        raise VersionConflict("the connection kept changing; try again")
+        now = self._ctx.clock.now()
+        return await self.grants.apply(
+            server.id, subject, step_up_change(tuple(scopes), now)
+        )
 
     # ------------------------------------------------------------------ disconnect
 
@@ -700,25 +840,17 @@ class Connections:
         if conn is None:
             return []
         outcomes = await self._revoke(server, conn)
-        for _ in range(3):
-            current = await self.get(server, subject)
-            try:
-                await self._write(
-                    current,
-                    "config_changed" if reason != "disconnect" else "disconnect",
-                    access_token=None,
-                    refresh_token=None,
-                    dpop_key=None,
-                    expires_at=None,
-                    scopes=(),
-                    required_scopes=(),
-                    last_error_code=None,
-                    last_error=None if reason == "disconnect" else reason[:_MAX_ERROR],
-                    last_error_at=None,
-                )
-                break
-            except VersionConflict:
-                continue
+        event: Event = "config_changed" if reason != "disconnect" else "disconnect"
+        await self.grants.apply(
+            server.id,
+            subject,
+            cleared_change(
+                event,
+                self._ctx.clock.now(),
+                None if reason == "disconnect" else reason,
+            ),
+            retry_storage=True,
+        )
         await self._changed(server.id, subject)
         await self._ctx.auditor.record(
             "connection.disconnect",
@@ -794,11 +926,26 @@ class Connections:
         await self._ctx.stores.tools.delete(server.id)
 
 
+_TRANSIENT_OAUTH = frozenset({"server_error", "temporarily_unavailable"})
+
+
 def _retryable(exc: TetherError) -> bool:
+    """True for a transient failure.
+
+    The network, HTTP 5xx or 429, or an RFC 6749 §5.2 / §4.1.2.1 code that says the AS
+    itself is failing.
+    """
     if isinstance(exc, NetworkError):
+        return True
+    if isinstance(exc, OAuthError) and exc.error in _TRANSIENT_OAUTH:
         return True
     status = exc.details.get("status")
     return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _retry_after(exc: TetherError) -> float | None:
+    value = exc.details.get("retry_after")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _secret(value: str) -> SecretStr:

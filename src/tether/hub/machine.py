@@ -42,21 +42,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import anyio
 from pydantic import SecretStr
 
 from tether.errors import (
     AuthorizationRequired,
     ConfigurationError,
-    InvalidGrant,
     NotFound,
     TetherError,
     UsageError,
-    VersionConflict,
 )
 from tether.hub.context import profile_of
 from tether.hub.discovery import as_metadata
 from tether.hub.dpop import check_token_type, grant_key, post_token
-from tether.hub.status import Event, transition
+from tether.hub.grants import dead_grant_change, event_change, failure_fields
+from tether.hub.status import Event
 from tether.oauth.assertions import client_assertion, load_signing_key
 from tether.oauth.authorize import select_scopes, union_scopes
 from tether.oauth.challenge import BearerChallenge
@@ -153,15 +153,24 @@ class MachineGrants:
             stale: The connection the caller saw (e.g. whose token got a 401); when the
                 stored one already has another token, a peer renewed and it is returned.
         """
-        async with self._ctx.stores.locks.lock(f"refresh:{server.id}:{subject}"):
+        return await self._conns._flights.run(
+            ("machine", server.id, subject),
+            lambda: self._renew_flight(server, subject, stale),
+        )
+
+    async def _renew_flight(
+        self, server: ServerRecord, subject: str, stale: Connection | None
+    ) -> Connection:
+        async with self._conns.grants.lease(server.id, subject):
             conn = await self._conns.get(server, subject)
             if (
                 stale is not None
                 and conn.access_token is not None
                 and conn.access_token != stale.access_token
                 and conn.status not in ("disconnected", "needs_reauth")
+                and not self._conns.needs_refresh(conn)
             ):
-                return conn
+                return conn  # a peer renewed while we waited for the lease
             if server.oauth.grant == "jwt_bearer":
                 await self._refuse_rejected_assertion(server, conn)
             if server.oauth.grant == "enterprise":
@@ -211,7 +220,7 @@ class MachineGrants:
                     hint="call connect_enterprise(server, user=..., id_token=...), or "
                     "configure a static ID token credential",
                 )
-        async with self._ctx.stores.locks.lock(f"refresh:{server.id}:{subject}"):
+        async with self._conns.grants.lease(server.id, subject):
             try:
                 await self._conns.discoverer.discover(server, challenge=challenge)
             except TetherError as exc:
@@ -282,22 +291,31 @@ class MachineGrants:
                     auth=auth,
                     custom_params=server.oauth.token_params,
                 )
-            tokens = await self._post_token(server, post, scopes, key)
-            dpop_key = check_token_type(server, tokens, key)
         except TetherError as exc:
             _name(exc, server, step)
             await self._mark_failed(server, subject, exc)
             raise
-        await self._remember_client(server, metadata, method, secret)
-        return await self._store(
-            server,
-            subject,
-            discovery,
-            tokens,
-            user=user,
-            explicit=explicit,
-            dpop_key=dpop_key,
-        )
+        # the AS issues tokens when it answers: from the request to the commit
+        # nothing may cancel us (issue 7 item 3)
+        with anyio.CancelScope(shield=True):
+            try:
+                tokens = await self._post_token(server, post, scopes, key)
+                dpop_key = check_token_type(server, tokens, key)
+            except TetherError as exc:
+                _name(exc, server, step)
+                await self._mark_failed(server, subject, exc)
+                raise
+            conn = await self._store(
+                server,
+                subject,
+                discovery,
+                tokens,
+                user=user,
+                explicit=explicit,
+                dpop_key=dpop_key,
+                client=(metadata, method, secret),
+            )
+        return conn
 
     def _check_grant_supported(
         self, server: ServerRecord, metadata: AuthorizationServerMetadata
@@ -528,9 +546,9 @@ class MachineGrants:
         """Renew an enterprise grant without an ID token: refresh if possible."""
         if conn.refresh_token is not None and conn.status != "disconnected":
             try:
-                return await self._conns._refresh(server, conn)
-            except InvalidGrant as exc:
-                await self._mark_failed(server, conn.subject, exc, "invalid_grant")
+                return await self._conns._refresh_exchange(server, conn)
+            except AuthorizationRequired:
+                pass  # the grant is dead (recorded); a new ID token is needed
         raise AuthorizationRequired(
             f"server '{server.name}' needs a fresh ID token from the enterprise IdP "
             "to connect again",
@@ -595,10 +613,12 @@ class MachineGrants:
         user: str | None,
         explicit: bool,
         dpop_key: SecretStr | None = None,
+        client: tuple[AuthorizationServerMetadata, str, SecretStr | None],
     ) -> Connection:
         now = self._ctx.clock.now()
-        for _ in range(3):
-            current = await self._conns.get(server, subject)
+        events: list[Event] = []
+
+        def change(current: Connection) -> Connection | None:
             changes: dict[str, object] = {
                 "access_token": tokens.access_token,
                 "refresh_token": tokens.refresh_token,
@@ -611,6 +631,7 @@ class MachineGrants:
                 "client_id": server.oauth.client_id,
                 "resource": discovery.resource,
                 "refreshed_at": now,
+                "retry_at": None,
                 "last_error_code": None,
                 "last_error": None,
                 "last_error_at": None,
@@ -620,43 +641,33 @@ class MachineGrants:
             event: Event = "authorized" if current.access_token is None else "refreshed"
             if current.status in ("disconnected", "needs_reauth", "error"):
                 event = "authorized"
-            try:
-                conn = await self._save(current, event, changes)
-            except VersionConflict:
-                continue
-            if explicit:
-                # An explicit connect starts afresh. A grant run inside a request (first
-                # use, expiry, a 401) must not close the MCP session that is waiting
-                # for the token; its auth flow simply reads the new one.
-                await self._conns._changed(server.id, subject)
-            await self._ctx.auditor.record(
-                "connection.connect" if event == "authorized" else "connection.renew",
-                actor=user,
-                target_type="connection",
-                target_id=f"{server.id}:{subject}",
-                server_id=server.id,
-                after={
-                    "grant": server.oauth.grant,
-                    "status": conn.status,
-                    "scopes": list(conn.scopes),
-                    "expires_at": conn.expires_at.isoformat()
-                    if conn.expires_at
-                    else None,
-                },
-            )
-            return conn
-        raise VersionConflict("the connection kept changing; try again")
+            events[:] = [event]
+            return event_change(event, now, **changes)(current)
 
-    async def _save(
-        self, current: Connection, event: Event, changes: dict[str, object]
-    ) -> Connection:
-        status = transition(current.status, event)
-        updated = current.replace(
-            status=status, updated_at=self._ctx.clock.now(), **changes
+        conn = await self._conns.grants.apply(
+            server.id, subject, change, retry_storage=True
         )
-        return await self._ctx.stores.connections.save(
-            updated, expected_version=current.version
+        await self._remember_client(server, *client)
+        if explicit:
+            # An explicit connect starts afresh. A grant run inside a request (first
+            # use, expiry, a 401) must not close the MCP session that is waiting
+            # for the token; its auth flow simply reads the new one.
+            await self._conns._changed(server.id, subject)
+        authorized = events == ["authorized"]
+        await self._ctx.auditor.record(
+            "connection.connect" if authorized else "connection.renew",
+            actor=user,
+            target_type="connection",
+            target_id=f"{server.id}:{subject}",
+            server_id=server.id,
+            after={
+                "grant": server.oauth.grant,
+                "status": conn.status,
+                "scopes": list(conn.scopes),
+                "expires_at": conn.expires_at.isoformat() if conn.expires_at else None,
+            },
         )
+        return conn
 
     async def _mark_failed(
         self,
@@ -666,19 +677,9 @@ class MachineGrants:
         event: Event = "failed",
     ) -> None:
         """Record the failure; tokens are kept unless the grant itself was refused."""
-        for _ in range(3):
-            current = await self._conns.get(server, subject)
-            changes: dict[str, object] = {
-                "last_error_code": error.code,
-                "last_error": str(error)[:_MAX_ERROR],
-                "last_error_at": self._ctx.clock.now(),
-            }
-            if event == "invalid_grant":
-                changes.update(access_token=None, refresh_token=None, expires_at=None)
-            try:
-                await self._save(current, event, changes)
-                return
-            except VersionConflict:
-                continue
-            except UsageError:
-                return
+        now = self._ctx.clock.now()
+        if event == "invalid_grant":
+            change = dead_grant_change(None, error, now)
+        else:
+            change = event_change(event, now, **failure_fields(error, now))
+        await self._conns.grants.apply(server.id, subject, change, retry_storage=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import NotFound, TetherError
+from tether.errors import AuthorizationRequired, NotFound, TetherError
 from tether.hub.context import HubContext, profile_of
 from tether.net.fetch import HttpResponse
 from tether.oauth.authorize import union_scopes
@@ -102,14 +102,26 @@ class Registrar:
             )
             await self._ctx.stores.registrations.put(registration)
             return registration
+        # one registration at a time per server and issuer (issue 7 item 8)
+        async with self._ctx.stores.locks.lock(f"register:{server.id}:{issuer}"):
+            return await self._ensure_held(server, metadata, path, scopes)
+
+    async def _ensure_held(
+        self,
+        server: ServerRecord,
+        metadata: AuthorizationServerMetadata,
+        path: str,
+        scopes: Sequence[str],
+    ) -> ClientRegistration:
+        cfg = self._ctx.config
+        issuer = metadata.issuer
         existing = await self._ctx.stores.registrations.get(server.id, issuer)
         if existing is not None and self._reusable(existing, path):
             missing = self._uncovered(server, existing, scopes)
             if not missing:
                 return existing
             registration = await self._widen(server, metadata, existing, scopes)
-            await self._ctx.stores.registrations.put(registration)
-            return registration
+            return await self._keep(registration, existing)
         if path == "metadata_document":
             registration = ClientRegistration(
                 server_id=server.id,
@@ -118,12 +130,72 @@ class Registrar:
                 source="metadata_document",
                 auth_method="none",
                 redirect_uri=cfg.redirect_uri,
-                created_at=now,
+                created_at=self._ctx.clock.now(),
             )
         else:
             registration = await self._register(server, metadata, scopes)
-        await self._ctx.stores.registrations.put(registration)
-        return registration
+        return await self._keep(registration, existing)
+
+    async def _keep(
+        self, registration: ClientRegistration, live: ClientRegistration | None
+    ) -> ClientRegistration:
+        """Store a registration without touching a live grant's client (issue 7 item 10).
+
+        The same client (an RFC 7592 update), or the first one at this issuer, is
+        stored as the live registration. A new client beside a live one is staged
+        under its own key: only the connect that made it uses it, and it replaces the
+        live one when that connect completes (:meth:`promote`).
+        """
+        if live is None or live.client_id == registration.client_id:
+            await self._ctx.stores.registrations.put(registration)
+            return registration
+        staged = replace(
+            registration, issuer=_client_key(live.issuer, registration.client_id)
+        )
+        await self._ctx.stores.registrations.put(staged)
+        return replace(staged, issuer=live.issuer)
+
+    async def for_grant(
+        self, server: ServerRecord, issuer: str, client_id: str | None
+    ) -> ClientRegistration:
+        """The registration of the client that holds a grant (or a started connect).
+
+        Raises:
+            AuthorizationRequired: That client is gone; connect again.
+        """
+        store = self._ctx.stores.registrations
+        live = await store.get(server.id, issuer)
+        if live is not None and client_id in (None, live.client_id):
+            return live
+        if client_id is not None:
+            kept = await store.get(server.id, _client_key(issuer, client_id))
+            if kept is not None:
+                return replace(kept, issuer=issuer)
+        raise AuthorizationRequired(
+            f"the OAuth client of server '{server.name}' at {issuer} is no longer "
+            "registered",
+            server=server.name,
+            step="registration",
+            hint="connect the server again (a new client is registered)",
+        )
+
+    async def promote(
+        self, server: ServerRecord, registration: ClientRegistration
+    ) -> None:
+        """Make a completed connect's client the live one.
+
+        The previous live client is kept under its own key for the grants that still
+        use it (their refreshes must present the client that holds them).
+        """
+        store = self._ctx.stores.registrations
+        issuer = registration.issuer
+        async with self._ctx.stores.locks.lock(f"register:{server.id}:{issuer}"):
+            live = await store.get(server.id, issuer)
+            if live is None or live.client_id == registration.client_id:
+                return
+            await store.put(replace(live, issuer=_client_key(issuer, live.client_id)))
+            await store.put(registration)
+            await store.delete(server.id, _client_key(issuer, registration.client_id))
 
     @staticmethod
     def _registered_scopes(
@@ -289,6 +361,11 @@ class Registrar:
                 hint="connect the server again",
             )
         return registration
+
+
+def _client_key(issuer: str, client_id: str) -> str:
+    """Where a client other than the live one is kept (same issuer, same table)."""
+    return f"{issuer}#client:{client_id}"
 
 
 def auth_for(registration: ClientRegistration) -> ClientAuth:

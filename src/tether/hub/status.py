@@ -6,6 +6,9 @@ Rule 2: a network failure never discards tokens; only ``invalid_grant``, a confi
 change or ``disconnect`` does (design.md §3.3).
 Rule 3: ``disconnect`` and ``config_changed`` are allowed from every status, so an admin
 can always get back to a clean slate.
+Rule 4: ``step_up`` records the scopes a 403 ``insufficient_scope`` asked for and keeps
+the status: the grant still works for everything else, and one user's call must not
+take a shared connection down for everybody (issue 7).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ Event = Literal[
     "refreshed",  # a refresh stored a fresh grant
     "unreachable",  # the AS could not be reached; tokens kept, retried later
     "invalid_grant",  # the AS refused the refresh token: a user must reconnect
-    "step_up",  # the MCP server wants more scope (RFC 6750 §3.1)
+    "step_up",  # the MCP server wants more scope (RFC 6750 §3.1); the status stays
     "failed",  # any other failure (bad response, refresh token required but absent)
     "disconnect",  # an admin or user disconnected
     "config_changed",  # a re-authorization trigger field of the server changed
@@ -41,7 +44,7 @@ TRANSITIONS: Final[Mapping[ConnectionStatus, Mapping[Event, ConnectionStatus]]] 
         "refreshed": "connected",
         "unreachable": "refresh_failed",
         "invalid_grant": "needs_reauth",
-        "step_up": "needs_reauth",
+        "step_up": "connected",
         "failed": "error",
         **_ALWAYS,
     },
@@ -50,12 +53,12 @@ TRANSITIONS: Final[Mapping[ConnectionStatus, Mapping[Event, ConnectionStatus]]] 
         "refreshed": "connected",
         "unreachable": "refresh_failed",
         "invalid_grant": "needs_reauth",
-        "step_up": "needs_reauth",
+        "step_up": "refresh_failed",
         "failed": "error",
         **_ALWAYS,
     },
-    # A step-up keeps the tokens (other tools may still work), so a forced refresh can
-    # run here; only a new authorization grants the missing scope.
+    # Tokens of a dead grant are gone; only a new authorization brings the connection
+    # back. A refresh that finishes after a peer marked the grant dead changes nothing.
     "needs_reauth": {
         "authorized": "connected",
         "refreshed": "needs_reauth",
@@ -71,7 +74,7 @@ TRANSITIONS: Final[Mapping[ConnectionStatus, Mapping[Event, ConnectionStatus]]] 
         "refreshed": "connected",
         "unreachable": "refresh_failed",
         "invalid_grant": "needs_reauth",
-        "step_up": "needs_reauth",
+        "step_up": "error",
         "failed": "error",
         **_ALWAYS,
     },

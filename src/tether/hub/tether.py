@@ -156,8 +156,14 @@ class Tether:
         allow_networks: Sequence[str] = (),
         resolver: Resolver = system_resolver,
         clock: Clock | None = None,
+        refresh_lease: bool = True,
     ) -> Tether:
-        """Open the stores (migrating SQL databases) and build a ready facade."""
+        """Open the stores (migrating SQL databases) and build a ready facade.
+
+        ``refresh_lease=False`` turns off the in-process single-flight and the
+        cross-process lease around refreshes: only for measuring what they prevent
+        (``bench/refresh_storm.py``); never in production.
+        """
         # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
         stores = await open_stores(
             database_url, key_ring, now=clock.now if clock is not None else None
@@ -178,6 +184,7 @@ class Tether:
             clock=clock,
             resolver=resolver,
         )
+        tether.connections.refresh_lease = refresh_lease
         await tether.start()
         return tether
 

@@ -24,6 +24,7 @@ import anyio.abc
 
 from tether.errors import (
     AuthorizationRequired,
+    PermissionDenied,
     StepUpRequired,
     TetherError,
     UsageError,
@@ -113,13 +114,16 @@ class HubTokenSource:
     async def rejected(
         self, token: AccessToken, challenge: BearerChallenge | None, *, status: int
     ) -> AccessToken:
-        """Refresh once after a 401; record a step-up after a 403 (TOK-10, SCP-6)."""
+        """Refresh once after a 401; record a step-up after a 403 (TOK-10, SCP-6).
+
+        Only a 403 ``insufficient_scope`` records a step-up, and it keeps the
+        connection's status; any other 403 refuses that one call and changes nothing
+        stored (issue 7 item 6).
+        """
         self.forget()
         server, subject = self._server, self._subject
-        if status == 403 or (
-            challenge is not None and challenge.error == "insufficient_scope"
-        ):
-            scopes = tuple(challenge.scope) if challenge is not None else ()
+        if challenge is not None and challenge.error == "insufficient_scope":
+            scopes = tuple(challenge.scope)
             conn = await self._connections.record_step_up(server, subject, scopes)
             raise StepUpRequired(
                 f"server '{server.name}' needs more scope: "
@@ -131,6 +135,14 @@ class HubTokenSource:
                     "required_scopes": list(conn.required_scopes),
                     "issuer": conn.issuer,
                 },
+            )
+        if status == 403:
+            raise PermissionDenied(
+                f"server '{server.name}' refused this call (HTTP 403)",
+                server=server.name,
+                step="mcp",
+                hint="the connected account may not do this; nothing was changed",
+                details={"status": 403},
             )
         stored = await self._connections.get(server, subject)
         if stored.access_token is not None and (

@@ -33,11 +33,13 @@ from tether.errors import (
     MCPProtocolError,
     NetworkError,
     NotFound,
+    PermissionDenied,
     RemoteError,
     RequestTimeout,
     ResponseTooLarge,
     SessionExpired,
     StepUpRequired,
+    StorageError,
     TetherError,
     ValidationFailed,
 )
@@ -64,6 +66,10 @@ class ToolErrorCode(StrEnum):
     SESSION_EXPIRED = "session_expired"
     AUTHORIZATION_REQUIRED = "authorization_required"
     STEP_UP_REQUIRED = "step_up_required"
+    FORBIDDEN = "forbidden"
+    """The server refused this one call (HTTP 403); nothing else changed."""
+    UNAVAILABLE = "unavailable"
+    """Tether's store was busy or failing; the call can be retried."""
     UNKNOWN_TOOL = "unknown_tool"
     INVALID_ARGUMENTS = "invalid_arguments"
     SERVER_DISABLED = "server_disabled"
@@ -197,6 +203,10 @@ _MESSAGES: Final[Mapping[ToolErrorCode, str]] = {
     ToolErrorCode.SERVER_DISABLED: "This tool's server is disabled.",
     ToolErrorCode.BLOCKED_DESTINATION: "This tool's server address is not allowed.",
     ToolErrorCode.SERVER_ERROR: "The tool server answered with an error.",
+    ToolErrorCode.FORBIDDEN: "The tool server refused this call for the connected "
+    "account (HTTP 403). Other tools may still work.",
+    ToolErrorCode.UNAVAILABLE: "The tool could not be called right now. Try again "
+    "shortly.",
     ToolErrorCode.CONFIGURATION: "This tool's server is not configured correctly. "
     "An administrator must fix it.",
     ToolErrorCode.INTERNAL: "The tool could not be called because of an internal "
@@ -212,12 +222,14 @@ _ERROR_CODES: Final[tuple[tuple[type[TetherError], ToolErrorCode], ...]] = (
     (ResponseTooLarge, ToolErrorCode.RESPONSE_TOO_LARGE),
     (NetworkError, ToolErrorCode.NETWORK),
     (SessionExpired, ToolErrorCode.SESSION_EXPIRED),
+    (PermissionDenied, ToolErrorCode.FORBIDDEN),
     (MCPProtocolError, ToolErrorCode.JSONRPC_ERROR),
     (RemoteError, ToolErrorCode.SERVER_ERROR),
     (ValidationFailed, ToolErrorCode.INVALID_ARGUMENTS),
     (NotFound, ToolErrorCode.UNKNOWN_TOOL),
     (BlockedDestination, ToolErrorCode.BLOCKED_DESTINATION),
     (ConfigurationError, ToolErrorCode.CONFIGURATION),
+    (StorageError, ToolErrorCode.UNAVAILABLE),  # a lost compare-and-set included
 )
 
 _MAX_DETAIL: Final = 300
