@@ -275,12 +275,12 @@ def test_secret_expiry_zero_means_never() -> None:
     assert client.client_secret_expires_at is None
 
 
-def test_secret_with_method_none_is_kept() -> None:
-    # Figma: a secret while saying none; the auth-method override decides later
+def test_secret_with_method_none_uses_the_secret() -> None:
+    # Figma: a secret while saying none; what was issued is believed (issue 7 item 7)
     client = parse(
         {"client_id": "a", "client_secret": "s", "token_endpoint_auth_method": "none"}
     )
-    assert client.token_endpoint_auth_method == "none"
+    assert client.token_endpoint_auth_method == "client_secret_post"
     assert client.client_secret is not None
 
 
@@ -333,3 +333,36 @@ def test_registration_other_statuses(status: int, body: bytes) -> None:
     with pytest.raises(RemoteError, match=f"HTTP {status}") as info:
         parse(body, status=status, content_type=None)
     assert info.value.details == {"status": status}
+
+
+@pytest.mark.parametrize(
+    ("supported", "expected"),
+    [
+        ((), "client_secret_post"),
+        (("none", "client_secret_post", "client_secret_basic"), "client_secret_post"),
+        (("none", "client_secret_basic"), "client_secret_basic"),
+        (("client_secret_post",), "client_secret_post"),
+    ],
+)
+def test_an_issued_secret_is_believed_over_an_echoed_none(
+    supported: tuple[str, ...], expected: str
+) -> None:
+    """Figma: ``client_secret`` issued while echoing ``none``; the secret is used."""
+    client = parse_registration_response(
+        201,
+        json.dumps(
+            {
+                "client_id": "abc",
+                "client_secret": "s3cret",
+                "token_endpoint_auth_method": "none",
+            }
+        ).encode(),
+        "application/json",
+        url=REG_URL,
+        redirect_uri=REDIRECT,
+        requested_auth_method="none",
+        supported_auth_methods=supported,
+    )
+    assert client.token_endpoint_auth_method == expected
+    assert client.client_secret is not None
+    assert client.client_secret.get_secret_value() == "s3cret"

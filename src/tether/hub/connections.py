@@ -219,6 +219,15 @@ class Connections:
             OAuthError: Dynamic registration was refused.
         """
         self._require_oauth(server)
+        if not user:
+            # issue 7 item 11: a start nobody can be held to could be completed by
+            # anybody holding the URL's state
+            raise UsageError(
+                f"say who connects server '{server.name}'",
+                server=server.name,
+                hint="pass user= (the end user's id, or the admin's for a shared "
+                "connection); only that user can complete the connect",
+            )
         if challenge is None:
             challenge = await self.discoverer.challenge(server)
         discovery = await self.discoverer.discover(server, challenge=challenge)
@@ -318,7 +327,7 @@ class Connections:
                 iss_parameter_supported=False,
             )
             raise CallbackRejected("unknown state", step="callback")  # unreachable
-        if pending.user_id is not None and pending.user_id != user:
+        if pending.user_id is None or pending.user_id != user:
             raise CallbackRejected(
                 "this connection was started by another user; start it again yourself",
                 step="callback",

@@ -50,6 +50,9 @@ __all__ = [
     "probe",
 ]
 
+PROBE_USER = "probe"
+"""The initiator of the probe's own connects (every start names one)."""
+
 StepStatus = Literal["ok", "failed", "skipped"]
 Authorizer = Callable[[str, str], Awaitable[Mapping[str, str]]]
 """``(authorization_url, redirect_uri) -> callback query parameters`` (a person's step)."""
@@ -711,7 +714,7 @@ async def _authorize(
     steps = report.steps
     error: TetherError | None = None
     try:
-        started = await tether.connect(server.id, challenge=challenge)
+        started = await tether.connect(server.id, user=PROBE_USER, challenge=challenge)
     except TetherError as exc:
         error = exc
     requests = _split(fetcher.take())
@@ -774,7 +777,7 @@ async def _authorize(
     step = ProbeStep("token")
     steps.append(step)
     try:
-        info = await tether.complete(params)
+        info = await tether.complete(params, user=PROBE_USER)
     except TetherError as exc:
         step.requests = fetcher.take()
         _fail(step, exc)

@@ -14,7 +14,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import AuthorizationRequired, NotFound, TetherError
+from tether.errors import (
+    AuthorizationRequired,
+    ConfigurationError,
+    NotFound,
+    TetherError,
+)
 from tether.hub.context import HubContext, profile_of
 from tether.net.fetch import HttpResponse
 from tether.oauth.authorize import union_scopes
@@ -331,13 +336,27 @@ class Registrar:
             url=endpoint,
             redirect_uri=cfg.redirect_uri,
             requested_auth_method=body["token_endpoint_auth_method"],
+            supported_auth_methods=metadata.token_endpoint_auth_methods_supported or (),
         )
+        method = client.token_endpoint_auth_method
+        override = server.oauth.token_auth_method
+        if override is not None and override != "private_key_jwt":
+            # the admin's override wins for every registration kind (issue 7 item 7)
+            if override != "none" and client.client_secret is None:
+                raise ConfigurationError(
+                    f"server '{server.name}' forces {override}, but the registration "
+                    "at its authorization server issued no client secret",
+                    server=server.name,
+                    step="registration",
+                    hint="clear the token auth method override, or use a manual client",
+                )
+            method = override
         return ClientRegistration(
             server_id=server.id,
             issuer=metadata.issuer,
             client_id=client.client_id,
             source="dynamic",
-            auth_method=client.token_endpoint_auth_method,
+            auth_method=method,
             client_secret=client.client_secret,
             redirect_uri=cfg.redirect_uri,
             client_secret_expires_at=client.client_secret_expires_at,

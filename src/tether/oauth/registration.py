@@ -307,6 +307,7 @@ def parse_registration_response(
     url: str,
     redirect_uri: str,
     requested_auth_method: str,
+    supported_auth_methods: Sequence[str] = (),
 ) -> RegisteredClient:
     """Check a registration response before it is used (RFC 7591 §3.2.1, §3.2.2; REG-7).
 
@@ -318,6 +319,11 @@ def parse_registration_response(
     but an AS that forgets it costs nothing, as ``invalid_client`` triggers
     re-registration anyway (REG-11).
 
+    What was issued is believed over what was echoed: a ``client_secret`` issued with
+    ``token_endpoint_auth_method: none`` (Figma does this) means the client is
+    confidential, so a secret method is used - ``client_secret_post``, unless
+    ``client_secret_basic`` is the only secret method the AS lists (RFC 8414 §2).
+
     Args:
         status: HTTP status.
         body: Raw body.
@@ -325,6 +331,7 @@ def parse_registration_response(
         url: The registration endpoint, named in errors.
         redirect_uri: Tether's callback URL.
         requested_auth_method: The method sent in the request.
+        supported_auth_methods: The AS's ``token_endpoint_auth_methods_supported``.
 
     Returns:
         The registered client.
@@ -344,6 +351,8 @@ def parse_registration_response(
     if method not in SUPPORTED_AUTH_METHODS:
         raise _unusable(url, f"assigns the unsupported auth method {method!r}")
     auth_method: AuthMethod = next(m for m in SUPPORTED_AUTH_METHODS if m == method)
+    if auth_method == "none" and response.client_secret:
+        auth_method = _secret_method(supported_auth_methods)
     if auth_method != "none" and not response.client_secret:
         raise _unusable(url, f"assigns {method} but issued no client_secret")
     uris = response.redirect_uris
@@ -387,6 +396,15 @@ def _decode(
             details={"status": status},
         )
     return members
+
+
+def _secret_method(supported: Sequence[str]) -> AuthMethod:
+    offered = {"client_secret_post", "client_secret_basic"} & set(supported)
+    return (
+        "client_secret_basic"
+        if offered == {"client_secret_basic"}
+        else ("client_secret_post")
+    )
 
 
 def _maybe_secret(value: str | None) -> SecretStr | None:
