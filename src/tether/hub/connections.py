@@ -493,6 +493,11 @@ class Connections:
                 dpop=key is not None,
             )
         except TetherError as exc:
+            # the refresh classifier reads the status and Retry-After (RFC 9110 §10.2.3)
+            exc.details.setdefault("status", response.status)
+            wait = _header_seconds(response.header("retry-after"), self._ctx)
+            if wait is not None:
+                exc.details.setdefault("retry_after", wait)
             # GEN-4: name the admin's server; the token endpoint stays in the details
             if exc.server != server.name:
                 exc.details.setdefault("url", exc.server or post.url)
@@ -950,6 +955,13 @@ def _retryable(exc: TetherError) -> bool:
         return True
     status = exc.details.get("status")
     return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _header_seconds(value: str | None, ctx: HubContext) -> float | None:
+    try:
+        return retry_after_seconds(value, now=ctx.clock.now())
+    except (TypeError, ValueError, OverflowError):  # a garbled header: no hint
+        return None
 
 
 def _retry_after(exc: TetherError) -> float | None:
