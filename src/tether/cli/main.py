@@ -440,9 +440,13 @@ def credentials_add(
     with_tether(action)
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _read_secret() -> str:
     """The secret from a hidden prompt at a terminal, else all of stdin."""
-    if sys.stdin.isatty():
+    if _stdin_is_terminal():
         entered: str = typer.prompt("Value", hide_input=True, err=True)
         secret = entered
     else:
