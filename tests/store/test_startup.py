@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,50 @@ def test_a_damaged_file_error_from_the_driver_names_the_real_fix() -> None:
         raise sa_exc.OperationalError("SELECT 1", {}, orig)
     assert caught.value.hint is not None
     assert "writable" in caught.value.hint
+
+
+# Separate processes starting on an empty home at once, through the whole start-up
+# check (database created first, then the key file): all must agree on one key.
+_STARTER = """
+import asyncio, sys
+from tether.store.factory import open_key_ring
+print("ready", flush=True)
+sys.stdin.read(1)
+ring = asyncio.run(open_key_ring(sys.argv[1], keys=None, key_file=sys.argv[2]))
+print(ring.primary_key_id, flush=True)
+"""
+
+
+def test_concurrent_first_starts_share_one_database_and_key(tmp_path: Path) -> None:
+    url, keys = _sqlite(tmp_path), tmp_path / "data" / "keys"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STARTER, url, str(keys)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("g")
+        child.stdin.flush()
+    ids = []
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err
+        ids.append(out.strip())
+    assert len(set(ids)) == 1, ids
+    db = tmp_path / "data" / "tether.db"
+    assert sqlite_quick_check(db) is None
+    assert sorted(
+        p.name for p in db.parent.iterdir() if not p.name.endswith("-wal")
+    ) in (
+        ["keys", "tether.db"],
+        ["keys", "tether.db", "tether.db-shm"],
+    )
