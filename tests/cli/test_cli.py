@@ -22,7 +22,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def test_server_and_credential_lifecycle(runner: CliRunner, tmp_path: Path) -> None:
-    added = runner.invoke(app, ["credentials", "add", "api", "--value", SECRET])
+    added = runner.invoke(app, ["credentials", "add", "api"], input=SECRET + "\n")
     assert added.exit_code == 0, added.output
     server = runner.invoke(
         app,
@@ -95,7 +95,7 @@ def test_keys_add_and_rotate_reencrypt_every_secret(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     assert (
-        runner.invoke(app, ["credentials", "add", "api", "--value", SECRET]).exit_code
+        runner.invoke(app, ["credentials", "add", "api"], input=SECRET + "\n").exit_code
         == 0
     )
     before = keys(tmp_path)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from tether.hub.audit import MASK, Auditor, mask_params, server_view
 from tether.store.base import OAuthSettings, ServerRecord
@@ -107,43 +111,76 @@ def test_server_view_masks_refs_and_params() -> None:
     assert "cred-client" not in text
 
 
-def test_server_view_has_the_accepted_fields() -> None:
+def test_server_view_has_every_field_of_the_record() -> None:
+    # Derived from the dataclasses: a field added later cannot be left out of the audit.
     view = server_view(_record())
-    assert set(view) == {
-        "id",
-        "name",
-        "url",
-        "description",
-        "enabled",
-        "timeout_seconds",
-        "auth_mode",
-        "header_name",
-        "header_scheme",
-        "credential_id",
-        "allow_networks",
-        "ca_bundle",
-        "oauth",
-        "version",
-    }
+    assert set(view) == {f.name for f in dataclasses.fields(ServerRecord)}
+    assert set(view["oauth"]) == {f.name for f in dataclasses.fields(OAuthSettings)}
     assert view["allow_networks"] == ["10.0.0.0/8"]
     assert view["header_scheme"] == ""
     assert view["version"] == 3
-    assert set(view["oauth"]) == {
-        "registration",
-        "client_id",
-        "client_secret_credential_id",
-        "token_auth_method",
-        "scopes",
-        "authorization_params",
-        "token_params",
-        "require_refresh_token",
-        "allow_missing_pkce_metadata",
-        "authorization_server",
-        "per_user",
-        "resource_match",
-        "resource_expected",
-        "legacy_endpoints",
-    }
+    json.dumps(view)
+
+
+def _another(name: str, value: Any) -> Any:
+    """A different value of the same kind, for any field of the records."""
+    if name.endswith("_at"):
+        return T0
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-changed"
+    if isinstance(value, tuple):
+        return (*value, "changed")
+    if isinstance(value, Mapping):
+        return {**value, "changed": "x"}
+    assert value is None, (name, value)
+    return "changed"
+
+
+def _changes(record: Any) -> list[tuple[str, Any]]:
+    return [
+        (f.name, _another(f.name, getattr(record, f.name)))
+        for f in dataclasses.fields(record)
+        if not dataclasses.is_dataclass(getattr(record, f.name))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    _changes(ServerRecord(id="a", name="n", url="https://x.example")),
+)
+def test_every_server_field_shows_its_change(name: str, value: Any) -> None:
+    before = ServerRecord(id="a", name="n", url="https://x.example")
+    after = dataclasses.replace(before, **{name: value})
+    assert server_view(before)[name] != server_view(after)[name]
+    assert SECRET not in json.dumps(server_view(after))
+
+
+@pytest.mark.parametrize(("name", "value"), _changes(OAuthSettings()))
+def test_every_oauth_field_shows_its_change(name: str, value: Any) -> None:
+    before = ServerRecord(id="a", name="n", url="https://x.example")
+    after = before.replace(oauth=dataclasses.replace(before.oauth, **{name: value}))
+    old, new = server_view(before)["oauth"][name], server_view(after)["oauth"][name]
+    assert old != new
+    if name.endswith("credential_id"):
+        assert (old, new) == (None, MASK)  # which credential is never named
+
+
+def test_a_secret_value_in_a_record_would_be_masked() -> None:
+    @dataclasses.dataclass
+    class WithSecret:
+        token: SecretStr
+
+    assert _field_view_of(WithSecret(SecretStr(SECRET))) == {"token": MASK}
+
+
+def _field_view_of(record: Any) -> Any:
+    from tether.hub.audit import _record_view
+
+    return _record_view(record)
 
 
 def test_server_view_without_refs_says_none() -> None:

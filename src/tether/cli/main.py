@@ -1,38 +1,115 @@
 """The ``tether`` command (design.md §4; style.md example 14).
 
 Each command builds :class:`~tether.config.Settings`, opens a ``Tether`` and calls one hub
-function. One handler turns a :class:`~tether.errors.TetherError` into a one-line message
-and the exit code :func:`tether.errors.exit_code` maps (``--debug`` shows the traceback).
+function. One handler, around every command (:class:`_Group`), turns a
+:class:`~tether.errors.TetherError` (and a settings problem) into a one-line message and
+the exit code :func:`tether.errors.exit_code` maps; nothing ends in a traceback unless
+``--debug`` asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from typer.core import TyperGroup
 
 from tether.cli import render
 from tether.cli.args import param_pairs
 from tether.cli.callback import wait_for_callback
 from tether.cli.runtime import key_ring, open_tether
-from tether.config import Settings
-from tether.errors import TetherError, UsageError, exit_code
+from tether.config import Settings, load_settings
+from tether.errors import (
+    AuthorizationRequired,
+    ConfigurationError,
+    TetherError,
+    UsageError,
+    exit_code,
+)
 from tether.hub.tether import Tether
 
 __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_MAX_MESSAGE = 2000
+_INTERNAL_EXIT = 1
+
+
+def _printable(text: str) -> str:
+    """Strip terminal control characters (ANSI/OSC escapes) and bound the length."""
+    clean = _CONTROL.sub("", text.replace("\n", " "))
+    return clean if len(clean) <= _MAX_MESSAGE else clean[:_MAX_MESSAGE] + "…"
+
+
+def _settings_error(exc: ValidationError | SettingsError) -> ConfigurationError:
+    # Settings built outside load_settings (a plugin, a test) still get one clear line.
+    if isinstance(exc, ValidationError):
+        fields = ", ".join(
+            f"TETHER_{str(e['loc'][0]).upper()}" for e in exc.errors() if e["loc"]
+        )
+        return ConfigurationError(f"invalid settings: {fields or 'settings'}")
+    return ConfigurationError(f"invalid settings: {exc}")
+
+
+class _Group(TyperGroup):
+    """The top-level group: every command's errors end here as one clear line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, EOFError, KeyboardInterrupt):
+            raise
+        except TetherError as exc:
+            _fail(exc, exit_code(exc))
+        except (ValidationError, SettingsError) as exc:
+            error = _settings_error(exc)
+            _fail(error, exit_code(error), cause=exc)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("click", "typer")):
+                raise  # usage errors: the framework prints them
+            _internal(exc)
+
+
+def _fail(exc: TetherError, code: int, *, cause: BaseException | None = None) -> None:
+    if _state.debug:
+        raise cause or exc
+    typer.echo(f"error: {_printable(str(exc))} [{exc.code}]", err=True)
+    raise typer.Exit(code) from None
+
+
+def _internal(exc: Exception) -> None:
+    # An unexpected exception is a bug. Its text is not shown: it may quote a URL with a
+    # token in it; --debug prints the traceback for a bug report.
+    if _state.debug:
+        raise exc
+    typer.echo(
+        f"error: internal error ({type(exc).__name__}); run again with --debug "
+        "for the traceback and report it [internal]",
+        err=True,
+    )
+    raise typer.Exit(_INTERNAL_EXIT) from None
+
+
 app = typer.Typer(
     name="tether",
     help="Connect a multi-user AI application to remote MCP servers.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Group,
+    pretty_exceptions_enable=False,
 )
 servers_app = typer.Typer(help="Register and manage MCP servers.", no_args_is_help=True)
 credentials_app = typer.Typer(help="Named secrets (write-only).", no_args_is_help=True)
@@ -51,7 +128,16 @@ def _add_tool_commands() -> None:
     app.add_typer(toolsets_app, name="toolsets")
 
 
-_state: dict[str, bool] = {"debug": False}
+@dataclass(slots=True)
+class _Options:
+    """The root options, for every command of this invocation."""
+
+    debug: bool = False
+    env_file: Path | None = None
+    fresh_start: bool = False
+
+
+_state = _Options()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 UserOpt = Annotated[
@@ -59,29 +145,70 @@ UserOpt = Annotated[
 ]
 
 
+def _package_version() -> str:
+    try:
+        return version("tether-mcp")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tether {_package_version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Read settings from this .env file (else TETHER_ENV_FILE; a .env in "
+            "the current folder is never read on its own).",
+        ),
+    ] = None,
+    fresh_start: Annotated[
+        bool,
+        typer.Option(
+            "--fresh-start",
+            help="Accept a missing or empty database beside an existing key file "
+            "(start over; every stored server and grant is lost).",
+        ),
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
-    _state["debug"] = debug
+    _state.debug = debug
+    _state.env_file = env_file
+    _state.fresh_start = fresh_start
+
+
+def settings() -> Settings:
+    """This invocation's settings: the environment, the named .env, the root options."""
+    overrides: dict[str, Any] = {"fresh_start": True} if _state.fresh_start else {}
+    return load_settings(env_file=_state.env_file, **overrides)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine, mapping Tether errors to a message and exit code."""
-    try:
-        return asyncio.run(coro)
-    except TetherError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: {exc} [{exc.code}]", err=True)
-        raise typer.Exit(exit_code(exc)) from None
+    """Run one command's coroutine (its errors reach the group's one handler)."""
+    return asyncio.run(coro)
 
 
 def with_tether(action: Callable[[Tether], Awaitable[T]]) -> T:
     """Open a Tether from the environment's settings and run ``action`` with it."""
+    config = settings()
 
     async def body() -> T:
-        async with open_tether(Settings()) as tether:
+        async with open_tether(config) as tether:
             return await action(tether)
 
     return run(body())
@@ -287,13 +414,22 @@ def servers_remove(name: str) -> None:
 @credentials_app.command("add")
 def credentials_add(
     name: str,
-    value: Annotated[
-        str | None, typer.Option(help="The secret; read from stdin when omitted.")
-    ] = None,
+    value: Annotated[str | None, typer.Option(hidden=True)] = None,
     description: str = "",
 ) -> None:
-    """Store a named secret (encrypted at rest; never shown again)."""
-    secret = value if value is not None else sys.stdin.readline().rstrip("\n")
+    """Store a named secret (encrypted at rest; never shown again).
+
+    The value is read from stdin (``… < file`` or a pipe), or typed at a hidden prompt:
+    never from the command line, where ``ps`` and the shell history would keep it.
+    """
+    if value is not None:
+        raise UsageError(
+            "--value is not accepted: a secret on the command line is visible to "
+            "other users (ps) and stays in the shell history",
+            hint=f"pipe it in (`tether credentials add {name} < secret.txt`) or type "
+            "it at the prompt",
+        )
+    secret = _read_secret()
 
     async def action(tether: Tether) -> None:
         info = await tether.credentials.create(
@@ -302,6 +438,25 @@ def credentials_add(
         typer.echo(f"stored credential {info.name} ({info.id})")
 
     with_tether(action)
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _read_secret() -> str:
+    """The secret from a hidden prompt at a terminal, else all of stdin."""
+    if _stdin_is_terminal():
+        entered: str = typer.prompt("Value", hide_input=True, err=True)
+        secret = entered
+    else:
+        secret = sys.stdin.read().rstrip("\r\n")  # keeps a PEM key's inner lines
+    if not secret.strip():
+        raise UsageError(
+            "no value was given",
+            hint="pipe the secret on stdin or type it at the prompt",
+        )
+    return secret
 
 
 @credentials_app.command("list")
@@ -382,10 +537,32 @@ def connect(
                     err=True,
                 )
                 return
-            params = await wait_for_callback(redirect_uri, seconds=wait)
+            params = await _callback(name, redirect_uri, wait)
         render.connection(await tether.complete(params, user=who), as_json=as_json)
 
     with_tether(action)
+
+
+async def _callback(name: str, redirect_uri: str, wait: int) -> dict[str, str]:
+    """Wait for the browser's return; a busy port or a timeout is one clear error."""
+    parts = urlsplit(redirect_uri)
+    try:
+        return await wait_for_callback(redirect_uri, seconds=wait)
+    except TimeoutError:
+        raise AuthorizationRequired(
+            f"no authorization arrived within {wait} s",
+            server=name,
+            hint=f"run `tether connect {name}` again and approve in the browser, "
+            "or wait longer with --wait SECONDS",
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen for the OAuth callback on {parts.hostname}:{parts.port}: "
+            f"{exc.strerror or exc}",
+            server=name,
+            hint="stop the program using that port, or set TETHER_PUBLIC_URL to "
+            "another loopback address (e.g. http://127.0.0.1:8471)",
+        ) from None
 
 
 @app.command()
@@ -439,11 +616,32 @@ def audit(
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
+    from tether.store.crypto import key_file_exists
+    from tether.store.factory import check_database
     from tether.store.migrate import migrate as run_migrate
 
-    settings = Settings()
-    run(run_migrate(settings.resolved_database_url()))
+    config = settings()
+    url = config.resolved_database_url()
+
+    async def body() -> None:
+        in_use = config.encryption_keys is None and key_file_exists(
+            config.resolved_key_file()
+        )
+        await check_database(
+            url, key_file_in_use=in_use, fresh_start=config.fresh_start
+        )
+        await run_migrate(url)
+
+    run(body())
     typer.echo("database is up to date")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random key (for TETHER_ENCRYPTION_KEYS; nothing is stored)."""
+    from tether.store.crypto import generate_key
+
+    typer.echo(generate_key())
 
 
 @keys_app.command("add")
@@ -451,13 +649,14 @@ def keys_add() -> None:
     """Put a new key in front of the key file's keys (then run `tether keys rotate`)."""
     from tether.store.crypto import add_key_to_file
 
-    settings = Settings()
-    if settings.encryption_keys is not None:
-        typer.echo(
-            "keys come from TETHER_ENCRYPTION_KEYS: prepend a new key there", err=True
+    config = settings()
+    if config.encryption_keys is not None:
+        raise UsageError(
+            "keys come from TETHER_ENCRYPTION_KEYS, not the key file",
+            hint="prepend a new key there (`tether keys generate` prints one), "
+            "restart, then run `tether keys rotate`",
         )
-        raise typer.Exit(2)
-    ring = add_key_to_file(settings.resolved_key_file())
+    ring = add_key_to_file(config.resolved_key_file())
     typer.echo(f"new primary key {ring.primary_key_id}")
 
 
@@ -466,8 +665,13 @@ def keys_rotate() -> None:
     """Re-encrypt every stored secret with the newest key."""
     from tether.store.rotate import rotate_keys
 
-    settings = Settings()
-    report = run(rotate_keys(settings.resolved_database_url(), key_ring(settings)))
+    config = settings()
+    url = config.resolved_database_url()
+
+    async def body() -> Any:
+        return await rotate_keys(url, await key_ring(config))
+
+    report = run(body())
     typer.echo(f"re-encrypted {report.total} secrets with key {report.key_id}")
 
 

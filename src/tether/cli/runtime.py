@@ -10,16 +10,25 @@ from contextlib import asynccontextmanager
 
 from tether.config import Settings
 from tether.hub.tether import Tether
-from tether.store.crypto import KeyRing, load_key_file
+from tether.store.crypto import KeyRing
+from tether.store.factory import open_key_ring
 
 __all__ = ["key_ring", "open_tether"]
 
 
-def key_ring(settings: Settings) -> KeyRing:
-    """The configured key ring, or the key file (created 0600 on first run)."""
-    if settings.encryption_keys is not None:
-        return KeyRing.from_string(settings.encryption_keys)
-    return load_key_file(settings.resolved_key_file())
+async def key_ring(settings: Settings) -> KeyRing:
+    """Check the database, then return the configured key ring or the key file's.
+
+    The key file is created 0600 on a first start only; a damaged or missing one beside
+    encrypted secrets, and a lost or damaged database, are refused
+    (:func:`tether.store.factory.open_key_ring`).
+    """
+    return await open_key_ring(
+        settings.resolved_database_url(),
+        keys=settings.encryption_keys,
+        key_file=settings.resolved_key_file(),
+        fresh_start=settings.fresh_start,
+    )
 
 
 @asynccontextmanager
@@ -29,7 +38,7 @@ async def open_tether(settings: Settings) -> AsyncIterator[Tether]:
     metadata_url = f"{base}/oauth/client-metadata.json"
     tether = await Tether.open(
         database_url=settings.resolved_database_url(),
-        key_ring=key_ring(settings),
+        key_ring=await key_ring(settings),
         redirect_uri=f"{base}/oauth/callback",
         client_metadata_url=metadata_url if base.startswith("https://") else None,
         client_name=settings.client_name,

@@ -3,14 +3,18 @@
 Credential references are masked, and any params value whose key looks secret
 (``*secret*``, ``*token*``, ``*assertion*``, ``*password*``, ``*key*``) is replaced by a
 mask. Token and secret *values* never reach this module: records carry them as
-``SecretStr`` and :func:`server_view` leaves them out entirely.
+``SecretStr`` and :func:`server_view` masks any it meets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
+
+from pydantic import SecretStr
 
 from tether.hub.clock import Clock
 from tether.store.base import AuditEvent, AuditLog, ServerRecord
@@ -30,41 +34,39 @@ def mask_params(params: Mapping[str, str | None]) -> dict[str, str | None]:
 
 
 def server_view(server: ServerRecord) -> dict[str, Any]:
-    """A JSON-safe, secret-free view of a server for audit entries and API responses."""
-    oauth = server.oauth
+    """A JSON-safe, secret-free view of a server for audit entries and API responses.
+
+    Derived from the record's own fields (and its ``oauth`` settings'), so a field added
+    to :class:`~tether.store.base.ServerRecord` or
+    :class:`~tether.store.base.OAuthSettings` appears in every audit entry's before and
+    after without anyone remembering to list it. Credential references (fields named
+    ``*credential_id``) are masked (reference-behaviour §3.21.5), params values of
+    secret-looking keys are masked (:func:`mask_params`), and a ``SecretStr`` would be.
+    """
+    return _record_view(server)
+
+
+def _record_view(record: Any) -> dict[str, Any]:
     return {
-        "id": server.id,
-        "name": server.name,
-        "url": server.url,
-        "description": server.description,
-        "enabled": server.enabled,
-        "timeout_seconds": server.timeout_seconds,
-        "auth_mode": server.auth_mode,
-        "header_name": server.header_name,
-        "header_scheme": server.header_scheme,
-        "credential_id": MASK if server.credential_id else None,
-        "allow_networks": list(server.allow_networks),
-        "ca_bundle": server.ca_bundle,
-        "oauth": {
-            "registration": oauth.registration,
-            "client_id": oauth.client_id,
-            "client_secret_credential_id": (
-                MASK if oauth.client_secret_credential_id else None
-            ),
-            "token_auth_method": oauth.token_auth_method,
-            "scopes": oauth.scopes,
-            "authorization_params": mask_params(oauth.authorization_params),
-            "token_params": mask_params(oauth.token_params),
-            "require_refresh_token": oauth.require_refresh_token,
-            "allow_missing_pkce_metadata": oauth.allow_missing_pkce_metadata,
-            "authorization_server": oauth.authorization_server,
-            "per_user": oauth.per_user,
-            "resource_match": oauth.resource_match,
-            "resource_expected": oauth.resource_expected,
-            "legacy_endpoints": oauth.legacy_endpoints,
-        },
-        "version": server.version,
+        item.name: _field_view(item.name, getattr(record, item.name))
+        for item in dataclasses.fields(record)
     }
+
+
+def _field_view(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name.endswith("credential_id") or isinstance(value, SecretStr):
+        return MASK
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _record_view(value)
+    if isinstance(value, Mapping):
+        return mask_params(value)
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_field_view(name, item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 class Auditor:

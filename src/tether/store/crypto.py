@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,9 @@ __all__ = [
     "SecretRef",
     "add_key_to_file",
     "generate_key",
+    "key_file_exists",
     "load_key_file",
+    "make_private_directory",
     "mask",
 ]
 
@@ -53,6 +56,7 @@ FORMAT_VERSION = "v1"
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _MASK = "••••"
+_KEY_HINT = "a key is 32 random bytes in base64; `tether keys generate` prints one"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +96,12 @@ def _decode_key(text: str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise ConfigurationError(
             "an encryption key is not valid base64",
-            hint="generate one with `tether keys generate`",
+            hint=_KEY_HINT,
         ) from exc
     if len(raw) != _KEY_BYTES:
         raise ConfigurationError(
             f"an encryption key decodes to {len(raw)} bytes; 32 are required",
-            hint="generate one with `tether keys generate`",
+            hint=_KEY_HINT,
         )
     return raw
 
@@ -122,7 +126,8 @@ class KeyRing:
         if not keys:
             raise ConfigurationError(
                 "no encryption key configured",
-                hint="set TETHER_ENCRYPTION_KEY or let Tether create a key file",
+                hint="set TETHER_ENCRYPTION_KEYS, or leave it unset to use the key "
+                "file (TETHER_KEY_FILE)",
             )
         self._by_id: dict[str, AESGCM] = {}
         self._ids: list[str] = []
@@ -235,8 +240,24 @@ class KeyRing:
         return parts[0], parts[1], parts[2]
 
 
+_KEY_TEXT = re.compile(r"[A-Za-z0-9_+/-]+=*")
+_RESTORE_HINT = (
+    "restore {path} from a backup (or put its keys in TETHER_ENCRYPTION_KEYS); "
+    "only if nothing was ever stored with it, delete it and Tether creates a new key"
+)
+
+
+def _key_file_error(path: Path, problem: str) -> ConfigurationError:
+    # Never generate a key over a damaged file: every grant sealed with it would be lost.
+    return ConfigurationError(
+        f"key file {path} {problem}", hint=_RESTORE_HINT.format(path=path)
+    )
+
+
 def _check_permissions(path: Path) -> None:
     mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise _key_file_error(path, "is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigurationError(
             f"key file {path} is readable or writable by other users "
@@ -246,38 +267,140 @@ def _check_permissions(path: Path) -> None:
 
 
 def _read_keys(path: Path) -> list[str]:
-    lines = path.read_text(encoding="ascii").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    """The keys of a key file, checked line by line.
+
+    Raises:
+        ConfigurationError: The file is unreadable, not ASCII, holds no key, or a line
+            is not a base64 32-byte key (a truncated or garbled file).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read key file {path}: {exc.strerror or exc}",
+            hint=f"check that {path} exists and belongs to this user",
+        ) from exc
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise _key_file_error(path, "is damaged (it holds non-ASCII bytes)") from exc
+    keys = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if _KEY_TEXT.fullmatch(line) is None:
+            raise _key_file_error(path, f"is damaged (line {number} is not base64)")
+        try:
+            _decode_key(line)
+        except ConfigurationError as exc:
+            raise _key_file_error(
+                path, f"is damaged or truncated (line {number}: {exc.message})"
+            ) from exc
+        keys.append(line)
+    if not keys:
+        raise _key_file_error(path, "is empty or holds no key")
+    return keys
 
 
-def _write_new(path: Path, keys: Iterable[str]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write("# Tether encryption keys, newest first. Keep this file secret.\n")
-        for key in keys:
-            handle.write(key + "\n")
+def _fsync_directory(directory: Path) -> None:
+    # Makes the new directory entry durable (POSIX: fsync of the file is not enough).
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temporary(path: Path, keys: Iterable[str]) -> Path:
+    """Write ``keys`` to a new 0600 file beside ``path``, flushed to disk."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(
+                "# Tether encryption keys, newest first. Keep this file secret.\n"
+            )
+            for key in keys:
+                handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _create_key_file(path: Path) -> None:
+    """Create ``path`` with one new key unless it exists; never partially visible.
+
+    The key is written and fsynced under a temporary name, then hard-linked to ``path``:
+    ``link`` fails if ``path`` exists, so of several processes starting at once exactly
+    one key wins and the others read it, and no reader ever sees an empty or partial
+    file. The directory is fsynced so the new name survives a crash.
+    """
+    make_private_directory(path.parent)
+    tmp = _write_temporary(path, [generate_key()])
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process won the race; its key is complete
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create key file {path}: {exc.strerror or exc} "
+            "(the file system must support hard links)",
+            hint="set TETHER_KEY_FILE to a path on a local file system, or set "
+            "TETHER_ENCRYPTION_KEYS",
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def make_private_directory(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) with mode 0700.
+
+    An existing directory is left as it is: it may be shared (``/var/lib``) and is the
+    operator's to set; the files Tether puts in it are 0600.
+    """
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create directory {directory}: {exc.strerror or exc}",
+            hint="set TETHER_HOME to a folder this user can write",
+        ) from exc
+    with contextlib.suppress(OSError):  # mkdir applies the umask; 0700 is the floor
+        directory.chmod(0o700)
+
+
+def key_file_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a key file is present (even an empty or damaged one)."""
+    return os.path.lexists(path)
 
 
 def load_key_file(path: str | os.PathLike[str], *, create: bool = True) -> KeyRing:
     """Load a key ring from a file of base64 keys (one a line, newest first).
 
-    A missing file is created with one new key and mode 0600 when ``create`` is set;
-    ``O_EXCL`` makes two processes starting at once agree on one key.
+    A missing file is created with one new key and mode 0600 when ``create`` is set.
+    Creation is crash-safe and race-free (:func:`_create_key_file`): of several
+    processes starting at once, all end up with the same key. An existing file is never
+    replaced, even when it is empty or damaged.
 
     Raises:
         ConfigurationError: The file is missing (and ``create`` is off), is readable by
-            group or others, or holds a malformed key.
+            group or others, is empty, truncated or not ASCII, or holds a malformed key.
     """
     file = Path(path)
-    if not file.exists():
+    if not key_file_exists(file):
         if not create:
             raise ConfigurationError(
                 f"key file {file} does not exist",
-                hint="create it with `tether keys generate` or enable creation",
+                hint=_RESTORE_HINT.format(path=file),
             )
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another process won the race
-            _write_new(file, [generate_key()])
+        _create_key_file(file)
     _check_permissions(file)
     return KeyRing.from_string(",".join(_read_keys(file)))
 
@@ -285,19 +408,29 @@ def load_key_file(path: str | os.PathLike[str], *, create: bool = True) -> KeyRi
 def add_key_to_file(path: str | os.PathLike[str]) -> KeyRing:
     """Prepend a new key to a key file, keeping the old ones for decryption.
 
-    Run :func:`tether.store.rotate.rotate_keys` afterwards; once it reports no
-    remaining work, the old keys may be removed from the file.
+    The new file is written and fsynced under a temporary name and renamed over the old
+    one, so a crash leaves either the old or the new file, never a partial one. Run
+    :func:`tether.store.rotate.rotate_keys` afterwards; once it reports no remaining
+    work, the old keys may be removed from the file.
 
     Raises:
-        ConfigurationError: As :func:`load_key_file`.
+        ConfigurationError: As :func:`load_key_file`; a missing file is an error.
     """
     file = Path(path)
+    if not key_file_exists(file):
+        raise ConfigurationError(
+            f"key file {file} does not exist",
+            hint="run any command once (e.g. `tether servers list`) to create it",
+        )
     _check_permissions(file)
     keys = [generate_key(), *_read_keys(file)]
-    tmp = file.with_name(file.name + ".new")
-    tmp.unlink(missing_ok=True)
-    _write_new(tmp, keys)
-    tmp.replace(file)
+    tmp = _write_temporary(file, keys)
+    try:
+        os.replace(tmp, file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(file.parent)
     return KeyRing.from_string(",".join(keys))
 
 

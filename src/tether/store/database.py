@@ -12,6 +12,9 @@ uses its defaults (READ COMMITTED); every atomic step is a single statement.
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +34,7 @@ from tether.errors import (
     VersionConflict,
 )
 from tether.store import schema
-from tether.store.crypto import KeyRing, SecretRef
+from tether.store.crypto import KeyRing, SecretRef, make_private_directory
 from tether.store.rules import id_taken, name_taken, server_missing
 from tether.store.sealing import (
     SECRET_FIELDS,
@@ -42,10 +45,15 @@ from tether.store.sealing import (
 )
 
 __all__ = [
+    "DAMAGED_HINT",
     "SqlBackend",
     "cas_update",
     "conflict",
+    "count_sealed_secrets",
     "create_engine",
+    "private_sqlite_files",
+    "sqlite_path",
+    "sqlite_quick_check",
     "storage_errors",
     "unique",
     "upsert",
@@ -89,9 +97,9 @@ def storage_errors(on_integrity: IntegrityHandler | None = None) -> Iterator[Non
             raise on_integrity(message) from exc
         raise StorageError(f"a database constraint failed: {message}") from exc
     except sa_exc.DBAPIError as exc:
+        message = _driver_message(exc)
         raise StorageError(
-            f"the database failed: {_driver_message(exc)}",
-            hint="check that the database is reachable and migrated (`tether migrate`)",
+            f"the database failed: {message}", hint=_driver_hint(message)
         ) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise StorageError(f"the database layer failed: {type(exc).__name__}") from exc
@@ -100,6 +108,22 @@ def storage_errors(on_integrity: IntegrityHandler | None = None) -> Iterator[Non
             f"cannot reach the database: {exc.strerror or exc}",
             hint="check the database URL and that the server is running",
         ) from exc
+
+
+_DAMAGED = ("malformed", "not a database", "file is encrypted", "corrupt")
+DAMAGED_HINT = (
+    "the database file is damaged: restore it from a backup (`tether migrate` cannot "
+    "repair it); to start over instead, move it away and run with `--fresh-start`"
+)
+
+
+def _driver_hint(message: str) -> str:
+    lowered = message.lower()
+    if any(word in lowered for word in _DAMAGED):
+        return DAMAGED_HINT
+    if "readonly" in lowered or "read-only" in lowered:
+        return "make the database file and its folder writable by this user"
+    return "check that the database is reachable and migrated (`tether migrate`)"
 
 
 def _is_duplicate(message: str) -> bool:
@@ -172,7 +196,7 @@ def create_engine(url: str) -> AsyncEngine:
                 "an in-memory SQLite database is not supported",
                 hint="use memory:// for throwaway stores, or a file path",
             )
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_files(Path(parsed.database).expanduser())
     elif backend == "postgresql":
         if driver != "asyncpg":
             raise ConfigurationError(
@@ -196,6 +220,97 @@ def create_engine(url: str) -> AsyncEngine:
     if backend == "sqlite":
         _install_sqlite_pragmas(engine)
     return engine
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or ``None`` for any other database."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if database in (None, "", ":memory:"):
+        return None
+    return Path(database).expanduser()
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Create the database's folder 0700 and the file 0600, and tighten what exists.
+
+    The database holds the audit log, subjects and server URLs in plain text. SQLite
+    gives its ``-wal``, ``-shm`` and ``-journal`` files the main file's mode, so the
+    file is created 0600 before SQLite first opens it; files an older version left with
+    wider permissions are narrowed.
+
+    Raises:
+        ConfigurationError: The folder or file cannot be created.
+    """
+    make_private_directory(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the database file {path}: {exc.strerror or exc}",
+            hint="set TETHER_HOME or TETHER_DATABASE_URL to a path this user can write",
+        ) from exc
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        file = path.with_name(path.name + suffix)
+        with contextlib.suppress(OSError):  # absent, or not ours to change
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(0o600)
+
+
+def sqlite_quick_check(path: Path) -> str | None:
+    """Run ``PRAGMA quick_check`` on a SQLite file; ``None`` when it passes.
+
+    Returns:
+        The first problem SQLite reports (or the error it raised opening the file).
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
+    return problems[0] if problems else None
+
+
+async def count_sealed_secrets(url: str) -> int:
+    """How many rows of the database at ``url`` hold an encrypted secret.
+
+    Tables or columns an older schema lacks count as empty; a database without tables
+    holds none.
+
+    Raises:
+        ConfigurationError, StorageError: As :func:`create_engine` and the driver.
+    """
+    engine = create_engine(url)
+    try:
+        with storage_errors():
+            async with engine.connect() as conn:
+                present = await conn.run_sync(_sealed_columns)
+                total = 0
+                for table, columns in present:
+                    where = sa.or_(*(table.c[name].is_not(None) for name in columns))
+                    query = sa.select(sa.func.count()).select_from(table).where(where)
+                    total += int(await conn.scalar(query) or 0)
+                return total
+    finally:
+        await engine.dispose()
+
+
+def _sealed_columns(connection: sa.Connection) -> list[tuple[sa.Table, list[str]]]:
+    inspector = sa.inspect(connection)
+    names = set(inspector.get_table_names())
+    found = []
+    for table, _keys, _ref in _SEALED_TABLES.values():
+        if table.name not in names:
+            continue
+        existing = {column["name"] for column in inspector.get_columns(table.name)}
+        columns = [c.name for c in table.c if c.name.endswith("_enc")]
+        columns = [name for name in columns if name in existing]
+        if columns:
+            found.append((table, columns))
+    return found
 
 
 # --------------------------------------------------------------------- backend
