@@ -340,7 +340,9 @@ def probe(
 
     if not options.follow_redirects:
 
-        async def authorizer(auth_url: str, callback: str) -> dict[str, str]:
+        async def authorizer(
+            auth_url: str, callback: str
+        ) -> dict[str, str | list[str]]:
             typer.echo(f"Open this URL to authorize:\n\n  {auth_url}\n", err=True)
             return await wait_for_callback(callback, seconds=wait)
 

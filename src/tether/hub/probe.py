@@ -36,6 +36,7 @@ from tether.mcp.elicitation import accept_defaults
 from tether.net.browser import follow_authorization
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
+from tether.oauth.callback import CallbackParams
 from tether.oauth.challenge import BearerChallenge
 from tether.store.base import DiscoveryRecord, ServerRecord
 from tether.store.crypto import KeyRing
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 StepStatus = Literal["ok", "failed", "skipped"]
-Authorizer = Callable[[str, str], Awaitable[Mapping[str, str]]]
+Authorizer = Callable[[str, str], Awaitable[CallbackParams]]
 """``(authorization_url, redirect_uri) -> callback query parameters`` (a person's step)."""
 
 _SERVER_NAME = "probe"
@@ -289,9 +290,14 @@ def mask_url(url: str) -> str:
     )
 
 
-def mask_params(params: Mapping[str, str]) -> dict[str, str]:
-    """Callback parameters with the code and state masked."""
-    return {k: (_MASK if k in _SECRET_PARAMS else v) for k, v in params.items()}
+def mask_params(params: CallbackParams) -> dict[str, str | list[str]]:
+    """Callback parameters with the code and state masked (every value of a repeat)."""
+    return {
+        k: (_MASK if k in _SECRET_PARAMS else v)
+        if isinstance(v, str)
+        else [_MASK if k in _SECRET_PARAMS else x for x in v]
+        for k, v in params.items()
+    }
 
 
 # --------------------------------------------------------------------- seams
@@ -735,7 +741,7 @@ async def _authorize(
     }
     try:
         if options.follow_redirects:
-            params: Mapping[str, str] = await follow_authorization(
+            params: CallbackParams = await follow_authorization(
                 started.authorization_url,
                 options.redirect_uri,
                 fetcher.policy_for(profile_of(server)),
