@@ -33,7 +33,6 @@ from tether.hub.context import HubConfig, profile_of
 from tether.hub.discovery import as_metadata, unauthenticated_challenge
 from tether.hub.tether import Tether
 from tether.mcp.elicitation import accept_defaults
-from tether.net.browser import follow_authorization
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
 from tether.oauth.callback import CallbackParams
@@ -81,7 +80,11 @@ class ProbeOptions:
         token_auth_method: Override the token endpoint authentication method.
         allow_missing_pkce_metadata: Accept an AS that does not advertise S256.
         require_refresh_token: Fail when the AS grants no refresh token.
-        allow_networks: Hosts or CIDRs allowed although not public (e.g. loopback).
+        allow_networks: Hosts or CIDRs allowed although not public (e.g. loopback):
+            the probed server's own allowlist.
+        installation_allow_networks: The installation's allowlist
+            (``TETHER_ALLOW_NETWORKS``), merged with ``allow_networks`` for every
+            request of the probe exactly as for a configured server's.
         ca_bundle: PEM file of CAs to trust.
         timeout: Seconds per step (the server's ``timeout_seconds``).
         authorization_server: Use this issuer instead of the PRM's first one.
@@ -137,6 +140,7 @@ class ProbeOptions:
     allow_missing_pkce_metadata: bool = False
     require_refresh_token: bool = False
     allow_networks: Sequence[str] = ()
+    installation_allow_networks: Sequence[str] = ()
     ca_bundle: str | None = None
     timeout: int = 30
     authorization_server: str | None = None
@@ -444,7 +448,13 @@ async def probe(options: ProbeOptions) -> ProbeReport:
     failed step carrying the error's code, message and hint.
     """
     report = ProbeReport(url=options.url)
-    policy = NetworkPolicy.from_allowlist(options.allow_networks)
+    try:  # the installation's allowlist; the server's own is merged per request
+        policy = NetworkPolicy.from_allowlist(options.installation_allow_networks)
+    except TetherError as exc:
+        step = ProbeStep("setup")
+        _fail(step, exc)
+        report.steps.append(step)
+        return report
     fetcher = RecordingFetcher(policy, user_agent=f"{options.client_name} (Tether)")
     try:
         stores = await open_stores("memory://", KeyRing.generate())
@@ -741,12 +751,10 @@ async def _authorize(
     }
     try:
         if options.follow_redirects:
-            params: CallbackParams = await follow_authorization(
+            params: CallbackParams = await fetcher.follow_authorization(
                 started.authorization_url,
                 options.redirect_uri,
-                fetcher.policy_for(profile_of(server)),
-                seconds=float(options.timeout),
-                ca_bundle=options.ca_bundle,
+                profile=profile_of(server),
             )
             step.requests.append(
                 Request(
