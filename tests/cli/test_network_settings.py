@@ -20,6 +20,9 @@ from typer.testing import CliRunner
 
 from peers.fixture import AuthServer, MCPServer
 from tether.cli.main import app
+from tether.errors import ConfigurationError
+from tether.hub.context import HubConfig
+from tether.hub.probe import ProbeOptions, probe
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -197,3 +200,48 @@ def test_probe_reports_a_bad_installation_allowlist_entry(
     assert result.exit_code != 0
     assert "[FAILED] setup" in result.output
     assert "allowlist entry '[fd00::1]:0'" in result.output
+
+
+# ------------------------------------------------------------ redirect URI (item 6)
+
+
+@pytest.mark.parametrize(
+    "public_url", ["http://evil.example", "https://user@tether.example", "javascript:x"]
+)
+def test_a_bad_public_url_is_refused_at_startup(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, public_url: str
+) -> None:
+    monkeypatch.setenv("TETHER_PUBLIC_URL", public_url)
+    result = runner.invoke(app, ["servers", "list"])
+    assert result.exit_code != 0
+    assert "the redirect URI" in result.output
+    assert "[configuration]" in result.output
+
+
+def test_hub_config_checks_the_redirect_uri() -> None:
+    assert HubConfig(redirect_uri="http://[::1]:8470/cb").redirect_uri
+    with pytest.raises(ConfigurationError, match="fragment"):
+        HubConfig(redirect_uri="https://tether.example/cb#x")
+
+
+@pytest.mark.parametrize(
+    "redirect", ["javascript:alert(1)", "http://evil.example/cb", "https://a/cb#f"]
+)
+def test_probe_refuses_a_bad_redirect_uri(runner: CliRunner, redirect: str) -> None:
+    result = runner.invoke(
+        app, ["probe", "https://mcp.example.com/mcp", "--redirect-uri", redirect]
+    )
+    assert result.exit_code == 2
+    assert "--redirect-uri: the redirect URI" in result.output
+    assert "[usage]" in result.output
+
+
+async def test_probe_function_reports_a_bad_redirect_uri_as_a_setup_step() -> None:
+    report = await probe(
+        ProbeOptions(url="https://mcp.example.com/mcp", redirect_uri="http://x.test/")
+    )
+    failed = report.failed_step
+    assert failed is not None
+    assert failed.name == "setup"
+    assert failed.error is not None
+    assert failed.error["code"] == "configuration"

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.errors import (
     AuthorizationRequired,
+    ConfigurationError,
     StepUpRequired,
     TetherError,
     UsageError,
@@ -37,6 +38,7 @@ from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
 from tether.oauth.callback import CallbackParams
 from tether.oauth.challenge import BearerChallenge
+from tether.oauth.redirect_uri import check_redirect_uri
 from tether.store.base import DiscoveryRecord, ServerRecord
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
@@ -450,6 +452,7 @@ async def probe(options: ProbeOptions) -> ProbeReport:
     report = ProbeReport(url=options.url)
     try:  # the installation's allowlist; the server's own is merged per request
         policy = NetworkPolicy.from_allowlist(options.installation_allow_networks)
+        check_redirect_uri(options.redirect_uri)
     except TetherError as exc:
         step = ProbeStep("setup")
         _fail(step, exc)
@@ -956,5 +959,9 @@ def check_options(options: ProbeOptions) -> None:
     """
     if options.client_secret is not None and options.client_id is None:
         raise UsageError("a client secret needs --client-id")
+    try:
+        check_redirect_uri(options.redirect_uri)
+    except ConfigurationError as exc:
+        raise UsageError(f"--redirect-uri: {exc.message}", hint=exc.hint) from None
     if options.registration == "manual" and options.client_id is None:
         raise UsageError("manual registration needs --client-id")
