@@ -8,7 +8,6 @@ database and key file under a temporary TETHER_HOME (kept with --keep).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -43,11 +42,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep TETHER_HOME")
     options = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tether-demo-"))
-    env = {
-        **os.environ,
-        "TETHER_HOME": str(home),
-        "TETHER_ALLOW_NETWORKS": json.dumps(["127.0.0.0/8"]),
-    }
+    # No installation-wide allowlist: the server's own --allow-network carries every
+    # hop of its flows, exactly as the README's quick start says.
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_ALLOW_NETWORKS"}
+    env["TETHER_HOME"] = str(home)
     with Peers(
         as_env={"AS_ACCESS_TOKEN_FORMAT": "opaque"},
         mcp_env={"MCP_TOKEN_VALIDATION": "introspection"},

@@ -8,6 +8,8 @@ import socket
 import pytest
 
 from tether.cli.callback import wait_for_callback
+from tether.errors import CallbackRejected
+from tether.oauth.callback import callback_state
 
 
 def free_port() -> int:
@@ -52,3 +54,16 @@ async def test_gives_up_after_the_wait() -> None:
         await wait_for_callback(
             f"http://127.0.0.1:{free_port()}/oauth/callback", seconds=0.2
         )
+
+
+async def test_a_repeated_parameter_keeps_all_its_values() -> None:
+    """RFC 6749 §3.1: the hub refuses a repeated parameter, so none may be dropped."""
+    port = free_port()
+    waiting = asyncio.create_task(
+        wait_for_callback(f"http://127.0.0.1:{port}/oauth/callback", seconds=5)
+    )
+    await get(port, "/oauth/callback?code=mine&code=theirs&state=s&state=t&iss=x")
+    params = await waiting
+    assert params == {"code": ["mine", "theirs"], "state": ["s", "t"], "iss": "x"}
+    with pytest.raises(CallbackRejected, match="'state' 2 times"):
+        callback_state(params)

@@ -123,7 +123,7 @@ async def authorize(
     *,
     user: str = "admin",
     ca_bundle: str | None = None,
-) -> dict[str, str]:
+) -> dict[str, str | list[str]]:
     """Start a connect and let the auto-approving AS answer; the callback params."""
     started = await tether.connect(server_ref, user=user)
     return await follow_authorization(

@@ -259,7 +259,8 @@ async def test_back_off_doubles_and_a_success_clears_it() -> None:
     w.clock.at += timedelta(seconds=10)
     conn = await w.refresh()
     assert conn.status == "connected"
-    assert conn.retry_at is None and conn.last_error_code is None
+    assert conn.retry_at is None
+    assert conn.last_error_code is None
     assert secret(conn.access_token) == "at-1"
 
 
@@ -305,8 +306,10 @@ async def test_any_other_oauth_error_kills_the_grant(
     assert caught.value.hint == "connect it (tether connect) and try again"
     conn = await w.stored()
     assert conn.status == "needs_reauth"
-    assert conn.access_token is None and conn.refresh_token is None
-    assert conn.last_error is not None and code in conn.last_error
+    assert conn.access_token is None
+    assert conn.refresh_token is None
+    assert conn.last_error is not None
+    assert code in conn.last_error
     assert "connection.needs_reauth" in await w.actions()
     # nothing more is sent for a dead grant: callers are told to reconnect
     with pytest.raises(AuthorizationRequired):

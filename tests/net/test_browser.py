@@ -76,3 +76,18 @@ async def test_the_callback_itself_is_not_an_authorization_url() -> None:
         await follow_authorization(
             "http://127.0.0.1:9/cb?x=1", "http://127.0.0.1:9/cb", POLICY
         )
+
+
+async def test_a_repeated_callback_parameter_keeps_all_its_values() -> None:
+    """The walk hands the hub every value, so its RFC 6749 §3.1 check can refuse."""
+
+    async def authorize(exchange: Exchange) -> None:
+        await exchange.send(
+            302, [("Location", "http://127.0.0.1:9/cb?code=a&state=s&code=b")]
+        )
+
+    async with LoopbackServer(routes={"/authorize": authorize}) as server:
+        params = await follow_authorization(
+            f"http://{server.origin}/authorize", "http://127.0.0.1:9/cb", POLICY
+        )
+    assert params == {"code": ["a", "b"], "state": "s"}

@@ -7,7 +7,11 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from tether.errors import AccessDenied, CallbackRejected, OAuthError, ServerError
-from tether.oauth.callback import callback_state, validate_callback
+from tether.oauth.callback import (
+    callback_state,
+    parse_callback_query,
+    validate_callback,
+)
 
 ISS = "https://auth.example.com"
 Params = Mapping[str, str | Sequence[str]]
@@ -132,3 +136,35 @@ def test_callback_state(params: Params, expected: str) -> None:
 def test_callback_state_missing(params: Params) -> None:
     with pytest.raises(CallbackRejected):
         callback_state(params)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("code=c&state=s", {"code": "c", "state": "s"}),
+        ("iss=https%3A%2F%2Fas&code=a+b", {"iss": "https://as", "code": "a b"}),
+        ("code=c1&code=c2&state=s", {"code": ["c1", "c2"], "state": "s"}),
+        ("state=s1&code=c&state=s2", {"state": ["s1", "s2"], "code": "c"}),
+        ("error=&code=c", {"error": "", "code": "c"}),
+        ("", {}),
+    ],
+)
+def test_parse_callback_query_keeps_every_value(
+    query: str, expected: dict[str, str | list[str]]
+) -> None:
+    assert parse_callback_query(query) == expected
+
+
+@pytest.mark.parametrize(
+    "query", ["code=c1&code=c2&state=s&iss=" + ISS, "code=c&state=s1&state=s2"]
+)
+def test_a_duplicated_code_or_state_in_a_raw_callback_is_refused(query: str) -> None:
+    """RFC 6749 §3.1 end to end: parse the raw query, then the hub's two checks."""
+    params = parse_callback_query(query)
+
+    def hub_checks() -> str:
+        callback_state(params)
+        return run(params, supported=True)
+
+    with pytest.raises(CallbackRejected, match=r"2 times \(RFC 6749 §3.1\)"):
+        hub_checks()

@@ -9,7 +9,9 @@ has no third-party resources, a strict CSP and ``Referrer-Policy: no-referrer`` 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
+
+from tether.oauth.callback import parse_callback_query
 
 __all__ = ["wait_for_callback"]
 
@@ -24,7 +26,9 @@ _HEADERS = (
 )
 
 
-async def wait_for_callback(redirect_uri: str, *, seconds: float) -> dict[str, str]:
+async def wait_for_callback(
+    redirect_uri: str, *, seconds: float
+) -> dict[str, str | list[str]]:
     """Listen on the redirect URI's loopback port until its path is requested.
 
     Args:
@@ -32,13 +36,16 @@ async def wait_for_callback(redirect_uri: str, *, seconds: float) -> dict[str, s
         seconds: How long to wait.
 
     Returns:
-        The callback's query parameters.
+        The callback's query parameters, every value of a repeated one kept (the hub
+        refuses a repeated parameter, RFC 6749 §3.1).
 
     Raises:
         TimeoutError: Nothing arrived in time.
     """
     parts = urlsplit(redirect_uri)
-    done: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[dict[str, str | list[str]]] = (
+        asyncio.get_running_loop().create_future()
+    )
 
     async def handle(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -47,7 +54,7 @@ async def wait_for_callback(redirect_uri: str, *, seconds: float) -> dict[str, s
             line = (await reader.readline()).decode("latin-1").split()
             target = urlsplit(line[1]) if len(line) > 1 else None
             if target is not None and target.path == parts.path and not done.done():
-                done.set_result(dict(parse_qsl(target.query)))
+                done.set_result(parse_callback_query(target.query))
                 body = _PAGE
             else:
                 body = b"<!doctype html><p>Not found.</p>"

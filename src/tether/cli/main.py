@@ -37,6 +37,7 @@ from tether.errors import (
     UsageError,
     exit_code,
 )
+from tether.hub.context import profile_of
 from tether.hub.tether import Tether
 
 __all__ = ["app", "main"]
@@ -506,7 +507,8 @@ def connect(
     id_token = sys.stdin.readline().strip() if id_token_stdin else None
 
     async def action(tether: Tether) -> None:
-        oauth = (await tether.servers.get(name)).oauth
+        server = await tether.servers.get(name)
+        oauth = server.oauth
         grant = oauth.grant
         # A shared connection is made by the operator at this terminal (the audit
         # actor); a per-user one needs --user, which the hub checks.
@@ -519,11 +521,9 @@ def connect(
             return render.connection(info, as_json=as_json)
         started = await tether.connect(name, user=who)
         redirect_uri = tether.ctx.config.redirect_uri
-        if follow_redirects:
-            from tether.net.browser import follow_authorization
-
-            params = await follow_authorization(
-                started.authorization_url, redirect_uri, tether.fetcher.policy
+        if follow_redirects:  # the server's network settings, as for every step
+            params = await tether.fetcher.follow_authorization(
+                started.authorization_url, redirect_uri, profile=profile_of(server)
             )
         else:
             typer.echo(
@@ -543,7 +543,9 @@ def connect(
     with_tether(action)
 
 
-async def _callback(name: str, redirect_uri: str, wait: int) -> dict[str, str]:
+async def _callback(
+    name: str, redirect_uri: str, wait: int
+) -> dict[str, str | list[str]]:
     """Wait for the browser's return; a busy port or a timeout is one clear error."""
     parts = urlsplit(redirect_uri)
     try:

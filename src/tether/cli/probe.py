@@ -3,7 +3,9 @@
 Turns command-line options (and, with ``--conformance``, the MCP conformance suite's
 environment variables) into :class:`~tether.hub.probe.ProbeOptions`, runs
 :func:`tether.hub.probe.probe` and prints the report. Only this shell reads the
-environment; the hub never does.
+environment; the hub never does. The installation's allowlist (``TETHER_ALLOW_NETWORKS``)
+applies to the probe exactly as to every other command; ``--allow-network`` adds the
+probed server's own entries.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import typer
 
 from tether.cli.args import param_pairs
 from tether.cli.callback import wait_for_callback
+from tether.config import Settings
 from tether.errors import UsageError, exit_code
 from tether.hub.probe import ProbeOptions, ProbeReport, check_options
 from tether.hub.probe import probe as run_probe
@@ -299,6 +302,11 @@ def probe(
     ] = False,
 ) -> None:
     """Run the whole connect flow against an MCP server and explain each step."""
+    try:  # the installation's allowlist applies to the probe as to every command
+        installation = tuple(Settings().allow_networks)
+    except ValueError as exc:
+        typer.echo(f"error: invalid TETHER_* settings: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         call_args = json.loads(args)
         if not isinstance(call_args, dict):
@@ -315,6 +323,7 @@ def probe(
             allow_missing_pkce_metadata=allow_missing_pkce_metadata,
             require_refresh_token=require_refresh_token,
             allow_networks=tuple(allow_network),
+            installation_allow_networks=installation,
             ca_bundle=ca_bundle,
             timeout=timeout,
             authorization_server=authorization_server,
@@ -340,7 +349,9 @@ def probe(
 
     if not options.follow_redirects:
 
-        async def authorizer(auth_url: str, callback: str) -> dict[str, str]:
+        async def authorizer(
+            auth_url: str, callback: str
+        ) -> dict[str, str | list[str]]:
             typer.echo(f"Open this URL to authorize:\n\n  {auth_url}\n", err=True)
             return await wait_for_callback(callback, seconds=wait)
 

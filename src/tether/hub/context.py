@@ -13,6 +13,7 @@ from tether.hub.audit import Auditor
 from tether.hub.clock import Clock, Random
 from tether.mcp.elicitation import ElicitationHandler
 from tether.net.fetch import Fetcher, NetworkProfile
+from tether.oauth.redirect_uri import check_redirect_uri
 from tether.store.base import ServerRecord, Stores
 
 __all__ = ["HubConfig", "HubContext", "profile_of"]
@@ -24,7 +25,7 @@ class HubConfig:
 
     Attributes:
         redirect_uri: Tether's OAuth callback URL (comes from configuration, never from
-            forwarded headers; SEC-6).
+            forwarded headers; SEC-6): https, or http on a loopback host, checked here.
         client_metadata_url: URL of the client ID metadata document Tether serves, when
             it is reachable as public https (CIMD-1); ``None`` disables CIMD.
         client_name: ``client_name`` for dynamic registration and the CIMD document.
@@ -41,6 +42,14 @@ class HubConfig:
     refresh_margin: timedelta = timedelta(seconds=60)
     extra: dict[str, str] = field(default_factory=dict)
     elicitation: ElicitationHandler | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a redirect URI that could send codes astray (https, or loopback http).
+
+        Raises:
+            ConfigurationError: See :func:`tether.oauth.redirect_uri.check_redirect_uri`.
+        """
+        check_redirect_uri(self.redirect_uri)
 
 
 @dataclass(slots=True)

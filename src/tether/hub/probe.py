@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.errors import (
     AuthorizationRequired,
+    ConfigurationError,
     StepUpRequired,
     TetherError,
     UsageError,
@@ -33,10 +34,11 @@ from tether.hub.context import HubConfig, profile_of
 from tether.hub.discovery import as_metadata, unauthenticated_challenge
 from tether.hub.tether import Tether
 from tether.mcp.elicitation import accept_defaults
-from tether.net.browser import follow_authorization
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
 from tether.net.policy import NetworkPolicy
+from tether.oauth.callback import CallbackParams
 from tether.oauth.challenge import BearerChallenge
+from tether.oauth.redirect_uri import check_redirect_uri
 from tether.store.base import DiscoveryRecord, ServerRecord
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
@@ -54,7 +56,7 @@ PROBE_USER = "probe"
 """The initiator of the probe's own connects (every start names one)."""
 
 StepStatus = Literal["ok", "failed", "skipped"]
-Authorizer = Callable[[str, str], Awaitable[Mapping[str, str]]]
+Authorizer = Callable[[str, str], Awaitable[CallbackParams]]
 """``(authorization_url, redirect_uri) -> callback query parameters`` (a person's step)."""
 
 _SERVER_NAME = "probe"
@@ -83,7 +85,11 @@ class ProbeOptions:
         token_auth_method: Override the token endpoint authentication method.
         allow_missing_pkce_metadata: Accept an AS that does not advertise S256.
         require_refresh_token: Fail when the AS grants no refresh token.
-        allow_networks: Hosts or CIDRs allowed although not public (e.g. loopback).
+        allow_networks: Hosts or CIDRs allowed although not public (e.g. loopback):
+            the probed server's own allowlist.
+        installation_allow_networks: The installation's allowlist
+            (``TETHER_ALLOW_NETWORKS``), merged with ``allow_networks`` for every
+            request of the probe exactly as for a configured server's.
         ca_bundle: PEM file of CAs to trust.
         timeout: Seconds per step (the server's ``timeout_seconds``).
         authorization_server: Use this issuer instead of the PRM's first one.
@@ -139,6 +145,7 @@ class ProbeOptions:
     allow_missing_pkce_metadata: bool = False
     require_refresh_token: bool = False
     allow_networks: Sequence[str] = ()
+    installation_allow_networks: Sequence[str] = ()
     ca_bundle: str | None = None
     timeout: int = 30
     authorization_server: str | None = None
@@ -292,9 +299,14 @@ def mask_url(url: str) -> str:
     )
 
 
-def mask_params(params: Mapping[str, str]) -> dict[str, str]:
-    """Callback parameters with the code and state masked."""
-    return {k: (_MASK if k in _SECRET_PARAMS else v) for k, v in params.items()}
+def mask_params(params: CallbackParams) -> dict[str, str | list[str]]:
+    """Callback parameters with the code and state masked (every value of a repeat)."""
+    return {
+        k: (_MASK if k in _SECRET_PARAMS else v)
+        if isinstance(v, str)
+        else [_MASK if k in _SECRET_PARAMS else x for x in v]
+        for k, v in params.items()
+    }
 
 
 # --------------------------------------------------------------------- seams
@@ -441,7 +453,14 @@ async def probe(options: ProbeOptions) -> ProbeReport:
     failed step carrying the error's code, message and hint.
     """
     report = ProbeReport(url=options.url)
-    policy = NetworkPolicy.from_allowlist(options.allow_networks)
+    try:  # the installation's allowlist; the server's own is merged per request
+        policy = NetworkPolicy.from_allowlist(options.installation_allow_networks)
+        check_redirect_uri(options.redirect_uri)
+    except TetherError as exc:
+        step = ProbeStep("setup")
+        _fail(step, exc)
+        report.steps.append(step)
+        return report
     fetcher = RecordingFetcher(policy, user_agent=f"{options.client_name} (Tether)")
     try:
         stores = await open_stores("memory://", KeyRing.generate())
@@ -738,12 +757,10 @@ async def _authorize(
     }
     try:
         if options.follow_redirects:
-            params: Mapping[str, str] = await follow_authorization(
+            params: CallbackParams = await fetcher.follow_authorization(
                 started.authorization_url,
                 options.redirect_uri,
-                fetcher.policy_for(profile_of(server)),
-                seconds=float(options.timeout),
-                ca_bundle=options.ca_bundle,
+                profile=profile_of(server),
             )
             step.requests.append(
                 Request(
@@ -945,5 +962,9 @@ def check_options(options: ProbeOptions) -> None:
     """
     if options.client_secret is not None and options.client_id is None:
         raise UsageError("a client secret needs --client-id")
+    try:
+        check_redirect_uri(options.redirect_uri)
+    except ConfigurationError as exc:
+        raise UsageError(f"--redirect-uri: {exc.message}", hint=exc.hint) from None
     if options.registration == "manual" and options.client_id is None:
         raise UsageError("manual registration needs --client-id")

@@ -16,9 +16,10 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tether.errors import NotFound, ValidationFailed
+from tether.errors import ConfigurationError, NotFound, ValidationFailed
 from tether.hub.audit import Auditor, server_view
 from tether.hub.clock import Clock
+from tether.net.policy import parse_allow_entry
 from tether.store.base import (
     AuthMode,
     GrantType,
@@ -368,6 +369,12 @@ class ServerService:
                 fields[field] = f"credential '{ref}' does not exist"
         if spec.auth_mode == "oauth":
             fields.update(grant_problems(spec.oauth))
+        for entry in spec.allow_networks:  # e.g. a bad port, before any URL check
+            try:
+                parse_allow_entry(entry)
+            except ConfigurationError as exc:
+                fields["allow_networks"] = exc.message
+                break
         if (
             spec.auth_mode == "oauth"
             and spec.oauth.registration == "manual"

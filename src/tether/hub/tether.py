@@ -31,7 +31,7 @@ from tether.mcp.results import ToolResult, result_from_error
 from tether.mcp.session import MCPSession, ProgressCallback
 from tether.mcp.skills import Skill, SkillEntry
 from tether.net.backend import Resolver, system_resolver, vet_url
-from tether.net.fetch import Fetcher
+from tether.net.fetch import Fetcher, NetworkProfile
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge, bearer_challenge
 from tether.oauth.registration import client_metadata_document
@@ -165,10 +165,10 @@ class Tether:
         (``bench/refresh_storm.py``); never in production.
         """
         # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
+        policy = NetworkPolicy.from_allowlist(allow_networks)  # bad entries: fail first
         stores = await open_stores(
             database_url, key_ring, now=clock.now if clock is not None else None
         )
-        policy = NetworkPolicy.from_allowlist(allow_networks)
         fetcher = Fetcher(
             policy, resolver=resolver, user_agent=f"{client_name} (Tether)"
         )
@@ -212,10 +212,9 @@ class Tether:
     # ------------------------------------------------------------------ hooks
 
     async def _check_url(self, url: str, allow_networks: Sequence[str]) -> None:
-        policy = self.fetcher.policy.merged(
-            NetworkPolicy.from_allowlist(
-                allow_networks, require_https=self.fetcher.policy.require_https
-            )
+        # the same merge as every request of the server's flows (Fetcher.policy_for)
+        policy = self.fetcher.policy_for(
+            NetworkProfile(allow_networks=tuple(allow_networks))
         )
         await vet_url(policy, url, resolver=self._resolver)
 

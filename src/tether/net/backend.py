@@ -82,7 +82,7 @@ async def vet_url(
         addresses = await resolver(host, port)
     except OSError as exc:
         raise NetworkError(f"could not resolve {host}: {exc}") from exc
-    return policy.check_addresses(host, addresses, scheme=parsed.scheme)
+    return policy.check_addresses(host, addresses, scheme=parsed.scheme, port=port)
 
 
 def _readable(sock: socket.socket | None) -> bool:
@@ -201,7 +201,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
             with anyio.fail_after(timeout):
                 addresses = await self._resolve(host, port)
                 checked = self._policy.check_addresses(
-                    host, addresses, scheme=self._scheme
+                    host, addresses, scheme=self._scheme, port=port
                 )
         except TimeoutError as exc:
             raise httpcore2.ConnectTimeout(f"resolving {host} timed out") from exc

@@ -1,16 +1,17 @@
 """Headless completion of an authorization request, for servers that approve at once.
 
 Used by ``tether connect --follow-redirects``, ``tether probe`` and the test suite: it
-plays the user agent, following the authorization server's redirects (with a cookie jar,
-as a browser would) until one points at Tether's redirect URI, and returns that URI's
-query parameters without requesting it. Every hop goes through the guarded transport.
+plays the user agent, following the authorization server's redirects (with a cookie jar
+of its own, as a browser would, kept for this one walk and then dropped) until one points
+at Tether's redirect URI, and returns that URI's query parameters without requesting it.
+Every hop goes through the guarded transport, whose client keeps no cookies.
 An authorization server that shows a login or consent page cannot be completed this way;
 the error says so.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
@@ -18,6 +19,7 @@ from tether.errors import RemoteError, UsageError
 from tether.net.backend import Resolver, system_resolver
 from tether.net.client import deadline, guarded_client, mapped_errors
 from tether.net.policy import NetworkPolicy
+from tether.oauth.callback import parse_callback_query
 
 __all__ = ["follow_authorization"]
 
@@ -36,7 +38,7 @@ async def follow_authorization(
     max_hops: int = 12,
     ca_bundle: str | None = None,
     resolver: Resolver = system_resolver,
-) -> dict[str, str]:
+) -> dict[str, str | list[str]]:
     """Follow an authorization request's redirects to the callback.
 
     Args:
@@ -49,7 +51,8 @@ async def follow_authorization(
         resolver: Name resolution (tests).
 
     Returns:
-        The callback's query parameters (``code``, ``state``, ``iss`` or ``error``).
+        The callback's query parameters (``code``, ``state``, ``iss`` or ``error``); a
+        repeated parameter keeps all its values, for the RFC 6749 §3.1 check.
 
     Raises:
         RemoteError: The AS answered with a page instead of a redirect (it wants a
@@ -68,15 +71,19 @@ async def follow_authorization(
     ) as client:
         with mapped_errors(step="authorize"):
             async with deadline(seconds, step="authorize"):
+                jar = httpx2.Cookies()  # this walk's only: nothing crosses subjects
                 for _ in range(max_hops):
-                    response = await client.get(url)
+                    request = client.build_request("GET", url)
+                    jar.set_cookie_header(request)
+                    response = await client.send(request)
                     await response.aread()
+                    jar.extract_cookies(response)
                     location = response.headers.get("location")
                     if not response.is_redirect or location is None:
                         raise _needs_person(url, response)
                     url = urljoin(url, location)
                     if _same_endpoint(url, redirect_uri):
-                        return dict(parse_qsl(urlsplit(url).query))
+                        return parse_callback_query(urlsplit(url).query)
     raise RemoteError(
         f"no redirect to the callback after {max_hops} hops", step="authorize"
     )

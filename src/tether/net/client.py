@@ -19,6 +19,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
 
 import anyio
 import httpx2
@@ -39,6 +40,37 @@ from tether.net.transport import GuardedTransport
 __all__ = ["deadline", "guarded_client", "make_ssl_context", "mapped_errors"]
 
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
+
+
+class _NoCookies(CookiePolicy):
+    """Accept no cookie and send none (issue 8 item 2).
+
+    A guarded client is shared by every user of a server (one connection pool per
+    network profile), so a cookie one user's answer set would ride along on the next
+    user's request. Tether's OAuth and MCP traffic needs no cookies; the headless
+    authorization walk (``net/browser.py``) keeps its own jar for one walk only.
+    """
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Cookie, request: object) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: object) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: object) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: object) -> bool:
+        return False
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that never stores a cookie (see :class:`_NoCookies`)."""
+    return CookieJar(policy=_NoCookies())
 
 
 def make_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -81,6 +113,9 @@ def guarded_client(
     resolver: Resolver = system_resolver,
 ) -> httpx2.AsyncClient:
     """Return an ``httpx2.AsyncClient`` whose every hop passes the SSRF policy.
+
+    The client keeps no cookies: it is shared by every subject of a server, and
+    nothing one request receives may reach another (issue 8 item 2).
 
     Close it (``async with`` or ``aclose()``). Hand it to the MCP SDK as
     ``streamable_http_client(url, http_client=...)``, never letting the SDK build its
@@ -126,6 +161,7 @@ def guarded_client(
         max_redirects=max_redirects,
         headers=headers,
         auth=auth,
+        cookies=no_cookies(),  # shared by every subject: no state between requests
         trust_env=False,  # no proxies or .netrc from the environment
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 
 from tether.net.backend import Resolver, system_resolver
+from tether.net.browser import follow_authorization
 from tether.net.client import DEFAULT_MAX_BODY, deadline, guarded_client, mapped_errors
 from tether.net.policy import NetworkPolicy
 
@@ -177,6 +178,33 @@ class Fetcher:
         for name, value in response.headers.multi_items():
             collected.setdefault(name.lower(), []).append(value)
         return HttpResponse(response.status_code, collected, body, url)
+
+    async def follow_authorization(
+        self, authorization_url: str, redirect_uri: str, *, profile: NetworkProfile
+    ) -> dict[str, str | list[str]]:
+        """Complete an authorization request headlessly, under the server's settings.
+
+        The same network settings as every other request of the server's flows: the
+        installation's allowlist merged with the server's own (and no wider), the
+        server's CA bundle, its timeout as the deadline, and this fetcher's resolver
+        (issue 8 item 5). See :func:`tether.net.browser.follow_authorization`.
+
+        Args:
+            authorization_url: From the start of a connect.
+            redirect_uri: Tether's callback URL; the hop that reaches it ends the walk.
+            profile: The server's network profile.
+
+        Returns:
+            The callback's query parameters.
+        """
+        return await follow_authorization(
+            authorization_url,
+            redirect_uri,
+            self.policy_for(profile),
+            seconds=profile.timeout,
+            ca_bundle=profile.ca_bundle,
+            resolver=self._resolver,
+        )
 
     async def aclose(self) -> None:
         """Close every pooled client."""

@@ -8,6 +8,13 @@ no network backend (style example 7). For each request it checks the URL, refuse
 every resolved address (SSRF-5), caps the response body while it streams (SSRF-8), and
 translates ``httpcore2`` exceptions into Tether's (style example 6).
 
+The cap counts *decoded* bytes. A compressed body (``Content-Encoding: gzip`` or
+``deflate``, RFC 9110 §8.4.1) is inflated here, in bounded pieces, and handed up without
+its ``Content-Encoding``, so ``httpx2`` never inflates it again behind the cap: a 64 KB
+gzip answer that would inflate to 64 MB ends in :class:`ResponseTooLarge` after at most
+the cap. Requests offer only those two codings; any other coding in a response (``br``,
+``zstd``, a chain of codings) is refused, since it could not be counted while it inflates.
+
 Connections are kept alive and reused (issue #3): only a *new* connection resolves a
 name, and the backend vets every address it resolved before connecting, so reuse never
 skips a check; the URL and the redirect rules are checked on every request.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -152,6 +160,124 @@ def event_sizes(
     return finished, counted + len(buffer) - start, buffer[-3:]
 
 
+#: Content codings Tether accepts (RFC 9110 §8.4.1), all inflated under the cap.
+ACCEPT_ENCODING: Final = b"gzip, deflate"
+#: Largest decoded piece handed up at once: memory per body stays near this.
+PIECE: Final = 64 * 1024
+_CODINGS: Final = {b"gzip": "gzip", b"x-gzip": "gzip", b"deflate": "deflate"}
+
+
+def content_coding(host: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The one content coding of a response body, or ``None`` for an identity body.
+
+    Args:
+        host: For messages.
+        headers: The response headers.
+
+    Returns:
+        ``"gzip"``, ``"deflate"`` or ``None``.
+
+    Raises:
+        NetworkError: A coding Tether did not offer, or more than one coding.
+    """
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for coding in value.split(b",")
+        if coding.strip().lower() not in (b"", b"identity")
+    ]
+    if not codings:
+        return None
+    if len(codings) > 1 or codings[0] not in _CODINGS:
+        shown = ", ".join(c.decode("latin-1") for c in codings)
+        raise NetworkError(
+            f"{host} sent a body with the content coding '{shown}'; Tether accepts "
+            "only one of gzip or deflate",
+            details={"content_encoding": shown},
+        )
+    return _CODINGS[codings[0]]
+
+
+class Inflater:
+    """Inflates one gzip or deflate body in pieces of at most :data:`PIECE` bytes.
+
+    ``deflate`` is the zlib format (RFC 9110 §8.4.1.2); a raw deflate stream, which
+    some servers send instead, is accepted as well. Data after the end of the
+    compressed stream is refused rather than kept.
+
+    Args:
+        coding: ``"gzip"`` or ``"deflate"``.
+        host: For messages.
+    """
+
+    def __init__(self, coding: str, host: str) -> None:
+        self.coding = coding
+        self._host = host
+        wbits = zlib.MAX_WBITS | 16 if coding == "gzip" else zlib.MAX_WBITS
+        self._inflate = zlib.decompressobj(wbits)
+        self._seen = False  # any input at all (an empty body is a valid empty body)
+        self._raw_fallback = coding == "deflate"
+
+    def feed(self, data: bytes) -> bytes:
+        """Inflate new input; return at most :data:`PIECE` bytes (see :meth:`more`).
+
+        Raises:
+            NetworkError: The input is not valid for the coding.
+        """
+        if not data:
+            return b""
+        first, self._seen = not self._seen, True
+        try:
+            return self._step(data)
+        except zlib.error as exc:
+            if not (first and self._raw_fallback):
+                raise self._invalid(exc) from exc
+        self._raw_fallback = False
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            return self._step(data)
+        except zlib.error as exc:
+            raise self._invalid(exc) from exc
+
+    def more(self) -> bytes:
+        """The next piece of output still held back from earlier input, or ``b""``."""
+        tail = self._inflate.unconsumed_tail
+        if not tail:
+            return b""
+        try:
+            return self._step(tail)
+        except zlib.error as exc:  # pragma: no cover - zlib reports errors on feed
+            raise self._invalid(exc) from exc
+
+    def finish(self) -> None:
+        """Check, at the end of the body, that the compressed stream was complete.
+
+        Raises:
+            NetworkError: The body ended inside the compressed stream.
+        """
+        if self._seen and not self._inflate.eof:
+            raise NetworkError(
+                f"the {self.coding} body from {self._host} ended before its end"
+            )
+
+    def _step(self, data: bytes) -> bytes:
+        if self._inflate.eof:
+            raise self._trailing()
+        out = self._inflate.decompress(data, PIECE)
+        if self._inflate.unused_data:
+            raise self._trailing()
+        return out
+
+    def _trailing(self) -> NetworkError:
+        return NetworkError(
+            f"{self._host} sent data after the end of its {self.coding} body"
+        )
+
+    def _invalid(self, exc: zlib.error) -> NetworkError:
+        return NetworkError(f"{self._host} sent an invalid {self.coding} body: {exc}")
+
+
 #: Closing a response whose body was not read to the end costs the connection: h11 can
 #: only start the next request once the server's message is complete. The MCP SDK closes
 #: an SSE response as soon as the JSON-RPC answer arrives, a moment before the server's
@@ -174,11 +300,15 @@ class CappedStream(httpx2.AsyncByteStream):
     to the pool instead of being closed (issue #3). A body that failed (an error or the
     cap) is never drained; a body still being read by another task is not either.
 
+    With an ``inflater`` the body is inflated here and the cap counts the inflated
+    bytes; no single chunk handed up is larger than :data:`PIECE`.
+
     Args:
         inner: The ``httpcore2`` body.
         host: For messages.
         limit: Maximum bytes (per event for SSE); ``None`` for no cap.
         per_event: Count bytes since the last SSE event boundary.
+        inflater: Inflates a compressed body (see :func:`content_coding`).
     """
 
     def __init__(
@@ -188,11 +318,13 @@ class CappedStream(httpx2.AsyncByteStream):
         host: str,
         limit: int | None,
         per_event: bool = False,
+        inflater: Inflater | None = None,
     ) -> None:
         self._inner = inner
         self._host = host
         self._limit = limit
         self._per_event = per_event
+        self._inflater = inflater
         self._chunks: AsyncIterator[bytes] | None = None
         self._counted = 0
         self._tail = b""
@@ -211,13 +343,14 @@ class CappedStream(httpx2.AsyncByteStream):
         """The next chunk, unchanged.
 
         Returns:
-            A body chunk.
+            A body chunk, inflated if the body was compressed.
 
         Raises:
             ResponseTooLarge: The body (or one SSE event) passed the cap.
+            NetworkError: A compressed body is invalid or incomplete.
             StopAsyncIteration: The body is complete.
         """
-        chunk = await self._pull()
+        chunk = await self._pull() if self._inflater is None else await self._inflated()
         limit = self._limit
         if limit is not None:
             if self._per_event:
@@ -236,6 +369,23 @@ class CappedStream(httpx2.AsyncByteStream):
                     details={"limit": limit},
                 )
         return chunk
+
+    async def _inflated(self) -> bytes:
+        inflater = self._inflater
+        assert inflater is not None
+        piece = inflater.more()
+        while not piece:
+            try:
+                raw = await self._pull()
+            except StopAsyncIteration:
+                inflater.finish()
+                raise
+            try:
+                piece = inflater.feed(raw)
+            except TetherError:
+                self._finished = True
+                raise
+        return piece
 
     async def _pull(self) -> bytes:
         if self._finished:
@@ -282,6 +432,12 @@ class CappedStream(httpx2.AsyncByteStream):
 
 #: Origins whose URL check passed, remembered per transport (see ``_check_url``).
 _PASSED_MAX: Final = 256
+
+
+def _offer_codings(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The request headers with ``Accept-Encoding`` naming only what we inflate."""
+    kept = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"]
+    return [*kept, (b"Accept-Encoding", ACCEPT_ENCODING)]
 
 
 def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -364,21 +520,34 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
                 port=url.port,
                 target=url.raw_path,
             ),
-            headers=request.headers.raw,
+            headers=_offer_codings(request.headers.raw),
             content=request.stream,
             extensions={k: v for k, v in request.extensions.items() if k != HOP_SCHEME},
         )
         with map_httpcore_errors(host):
             response = await self._pools[url.scheme].handle_async_request(core_request)
+        headers = response.headers
+        try:
+            coding = content_coding(host, headers)
+        except NetworkError:
+            await response.aclose()
+            raise
+        if coding is not None:  # inflated below, so httpx2 must not inflate it again
+            headers = [
+                (name, value)
+                for name, value in headers
+                if name.lower() not in (b"content-encoding", b"content-length")
+            ]
         stream = CappedStream(
             response.stream,  # type: ignore[arg-type]
             host=host,
             limit=self._max_body,
-            per_event=_is_event_stream(response.headers),
+            per_event=_is_event_stream(headers),
+            inflater=None if coding is None else Inflater(coding, host),
         )
         return httpx2.Response(
             status_code=response.status,
-            headers=response.headers,
+            headers=headers,
             stream=stream,
             extensions=response.extensions,
         )

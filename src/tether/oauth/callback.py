@@ -24,19 +24,45 @@ Order of checks, each before the next is looked at:
 3. ``error`` → the typed :class:`~tether.errors.OAuthError` for the code (CB-5).
 4. ``code`` must be present and non-empty (G-6).
 
-The query parameters arrive already form-decoded by the web layer. A parameter given more
-than once is refused (RFC 6749 §3.1: MUST NOT be included more than once).
+The query parameters arrive already form-decoded, with every value of a repeated
+parameter kept (:func:`parse_callback_query`); a parameter given more than once is
+refused (RFC 6749 §3.1: MUST NOT be included more than once). A parser that keeps only
+one value (``dict(parse_qsl(...))``) would hide the repetition from this check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qsl
 
 from tether.errors import CallbackRejected, OAuthError
 
-__all__ = ["callback_state", "validate_callback"]
+__all__ = [
+    "CallbackParams",
+    "callback_state",
+    "parse_callback_query",
+    "validate_callback",
+]
 
 CallbackParams = Mapping[str, str | Sequence[str]]
+
+
+def parse_callback_query(query: str) -> dict[str, str | list[str]]:
+    """Form-decode a callback's query string, keeping every value of a repeated name.
+
+    A name given once maps to its value; a name given more than once maps to the list
+    of its values, in order, so :func:`validate_callback` can refuse it (RFC 6749 §3.1).
+
+    Args:
+        query: The query component, without the ``?``.
+
+    Returns:
+        The parameters.
+    """
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        values.setdefault(name, []).append(value)
+    return {name: v[0] if len(v) == 1 else v for name, v in values.items()}
 
 
 def _single(params: CallbackParams, name: str) -> str | None:
