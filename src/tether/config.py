@@ -35,6 +35,11 @@ class Settings(BaseSettings):
             (self-hosted servers, tests). Plain http is then allowed for loopback only.
         redis_url: Redis for pending state, locks and caches when scaled out.
         client_name: ``client_name`` sent in dynamic registration.
+        session_secret: Signs the admin pages' session cookie; when unset a file
+            ``<home>/session-secret`` is created on first run with 0600 permissions
+            (every worker of one installation must share it).
+        return_urls: Prefixes the end-user "connect your account" flow may send the
+            browser back to (the host app's pages), e.g. ``https://app.example/``.
     """
 
     model_config = SettingsConfigDict(
@@ -49,6 +54,8 @@ class Settings(BaseSettings):
     allow_networks: list[str] = Field(default_factory=list)
     redis_url: SecretStr | None = None
     client_name: str = "Tether"
+    session_secret: SecretStr | None = None
+    return_urls: list[str] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``home``."""

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.errors import NotFound, VersionConflict
 from tether.store import rows, schema
+from tether.store.apikeys import SqlApiKeyStore
 from tether.store.base import (
     AuditEvent,
     ClientRegistration,
@@ -512,5 +513,6 @@ def open_sql_stores(
         toolsets=SqlToolsetStore(backend),
         locks=locks,
         closers=[backend.dispose],
+        api_keys=SqlApiKeyStore(backend),
     )
     return stores, backend

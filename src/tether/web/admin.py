@@ -1,0 +1,5 @@
+"""Admin pages (placeholder replaced below)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
