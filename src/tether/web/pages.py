@@ -14,9 +14,10 @@ from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from tether.errors import TetherError, http_status
+from tether.errors import TetherError, Unauthenticated, ValidationFailed, http_status
 
 __all__ = [
+    "FORM",
     "HTML",
     "RETURN_TO",
     "html_errors",
@@ -29,6 +30,7 @@ __all__ = [
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 HTML = "tether.html"
 RETURN_TO = "tether.return_to"
+FORM = "tether.form"  # (template, context) to re-render with field errors
 
 
 def with_params(url: str, **params: str) -> str:
@@ -66,6 +68,14 @@ def render_error(request: Request, exc: TetherError) -> Response:
     back = request.scope.get(RETURN_TO)
     if isinstance(back, str):
         return RedirectResponse(with_params(back, tether_error=exc.code), 303)
+    form = request.scope.get(FORM)
+    if form is not None and isinstance(exc, ValidationFailed | Unauthenticated):
+        name, context = form
+        fields = exc.details.get("fields") or {"form": exc.message}
+        context = {**context, "errors": fields, "message": exc.message}
+        return render(request, name, context, status_code=http_status(exc))
+    if isinstance(exc, Unauthenticated):
+        return RedirectResponse("/admin/login", 303)
     return render(
         request,
         "error.html",
