@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from tether.errors import CallbackRejected, Forbidden
+from tether.errors import CallbackRejected, Forbidden, NotFound
 from tether.hub.connections import StartedAuthorization
 from tether.web.config import CALLBACK_PATH, METADATA_PATH
 from tether.web.pages import RETURN_TO, html_errors, render, with_params
@@ -114,6 +114,11 @@ def _params(request: Request) -> dict[str, str | list[str]]:
 @router.get(METADATA_PATH, include_in_schema=False)
 async def client_metadata(tether: TetherDep) -> Response:
     """The client ID metadata document (CIMD-3 … CIMD-7); public and cacheable."""
+    if tether.ctx.config.client_metadata_url is None:
+        raise NotFound(
+            "no client metadata document is served: the public URL is not https",
+            hint="set TETHER_PUBLIC_URL to an https URL",
+        )
     return JSONResponse(
         tether.client_metadata_document(),
         headers={"Cache-Control": "public, max-age=3600"},
