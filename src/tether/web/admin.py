@@ -21,7 +21,7 @@ from tether.hub.servers import OAuthSpec, ServerSpec
 from tether.hub.tether import ConnectionInfo, Tether
 from tether.mcp.schema import flatten_schema
 from tether.store.base import ServerRecord
-from tether.web.oauth import remember_flow
+from tether.web.flows import remember_flow
 from tether.web.pages import FORM, html_errors, render
 from tether.web.security import (
     Principal,

@@ -24,6 +24,7 @@ from tether.hub.tether import Tether
 from tether.web import admin, api, oauth, ops
 from tether.web.config import WebConfig
 from tether.web.errors import error_handlers
+from tether.web.flows import FlowCookieMiddleware
 from tether.web.metrics import Metrics, instrument
 from tether.web.oauth import ConnectLinks
 
@@ -114,6 +115,9 @@ def create_app(
     app.state.web = web
     app.state.metrics = metrics
     app.state.connect_links = ConnectLinks(web.session_secret)
+    app.add_middleware(
+        FlowCookieMiddleware, secret=web.session_secret, secure=web.secure_cookies
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=web.session_secret,

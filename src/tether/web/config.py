@@ -19,7 +19,7 @@ from tether.config import Settings
 from tether.errors import ConfigurationError
 from tether.store.crypto import KeyRing, load_key_file
 
-__all__ = ["WebConfig", "is_loopback", "public_base"]
+__all__ = ["WebConfig", "is_loopback", "public_base", "return_url_allowed"]
 
 CALLBACK_PATH = "/oauth/callback"
 METADATA_PATH = "/oauth/client-metadata.json"
@@ -139,6 +139,15 @@ class WebConfig:
 
     def return_url_allowed(self, url: str) -> bool:
         """True when ``url`` starts with an allowed prefix (or is a local path)."""
-        if url.startswith("/") and not url.startswith("//") and "\\" not in url:
-            return True
-        return any(url.startswith(prefix) for prefix in self.return_urls)
+        return return_url_allowed(url, self.return_urls)
+
+
+def return_url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
+    """True for a local path (``/x``, not ``//host``) or a URL under an allowed prefix.
+
+    A prefix should end with ``/`` so ``https://app.example`` cannot be extended to
+    ``https://app.example.evil.test``.
+    """
+    if url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        return True
+    return any(url.startswith(prefix) for prefix in prefixes)

@@ -11,9 +11,8 @@ replayed in another browser is refused (CB-3, login CSRF).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,32 +20,14 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from tether.errors import CallbackRejected, Forbidden, NotFound
-from tether.hub.connections import StartedAuthorization
 from tether.web.config import CALLBACK_PATH, METADATA_PATH
+from tether.web.flows import forget_flow, remember_flow
 from tether.web.pages import RETURN_TO, html_errors, render, with_params
 from tether.web.security import TetherDep
 
-__all__ = ["ConnectLinks", "forget_flow", "remember_flow", "router"]
+__all__ = ["ConnectLinks", "router"]
 
-_MAX_FLOWS: Final = 8
 _LINK_TTL: Final = timedelta(minutes=10)
-
-
-def remember_flow(
-    request: Request, started: StartedAuthorization, user: str | None, back: str
-) -> None:
-    """Bind a started connect to this browser: its user and where to return."""
-    flows: dict[str, Any] = dict(request.session.get("flows") or {})
-    flows[started.state] = {"user": user, "back": back}
-    request.session["flows"] = dict(list(flows.items())[-_MAX_FLOWS:])
-
-
-def forget_flow(request: Request, state: str) -> Mapping[str, Any] | None:
-    """Take this browser's record of a flow (once)."""
-    flows: dict[str, Any] = dict(request.session.get("flows") or {})
-    found = flows.pop(state, None)
-    request.session["flows"] = flows
-    return found if isinstance(found, Mapping) else None
 
 
 class ConnectLinks:
