@@ -49,8 +49,10 @@ def render(
     """Render a template with the request, the CSRF token and the signed-in admin."""
     from tether.web.security import csrf_token
 
+    service = getattr(request.app.state, "web", None) is not None
     context = {
-        "csrf": csrf_token(request) if "session" in request.scope else "",
+        # only the service's own session gets a CSRF token (never a host app's)
+        "csrf": csrf_token(request) if service else "",
         "admin": request.session.get("admin_name")
         if "session" in request.scope
         else None,
