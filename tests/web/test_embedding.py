@@ -35,7 +35,8 @@ def example(name: str, tmp_path: Path) -> ModuleType:
     path = tmp_path / f"embed_{name}.py"
     path.write_text(found.group(1))
     spec = importlib.util.spec_from_file_location(f"embed_{name}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
