@@ -192,6 +192,8 @@ async def test_shared_connection_start_callback_status_disconnect(
         r = await c.post(f"/api/v1/servers/{server['id']}/connection")
         error(r, 403, "auth.forbidden")
         error(await c.delete("/api/v1/servers/Prot/connection"), 403, "auth.forbidden")
+        r = await c.post("/api/v1/servers/Prot/connection/refresh")
+        error(r, 403, "auth.forbidden")
     await connect_shared(service, server["id"])
     async with service.admin as c:
         info = (await c.get("/api/v1/servers/Prot/connection")).json()
@@ -200,11 +202,18 @@ async def test_shared_connection_start_callback_status_disconnect(
         assert [x["status"] for x in (await c.get("/api/v1/connections")).json()] == [
             "connected"
         ]
+        r = await c.post("/api/v1/servers/Prot/connection/refresh")
+        assert r.json()["refreshed_at"] is not None
+        metrics = (await c.get("/metrics")).text
+        assert 'tether_refreshes_total{outcome="ok"} 1' in metrics
+        assert 'tether_connections{status="connected"} 1' in metrics
         r = await c.delete("/api/v1/servers/Prot/connection")
         assert r.status_code == 200
         info = (await c.get("/api/v1/servers/Prot/connection")).json()
         assert info["status"] == "disconnected"
         error(await c.get("/api/v1/servers/Nope/connection"), 404, "not_found")
+        r = await c.post("/api/v1/servers/Prot/connection/refresh")
+        error(r, 401, "authorization_required")
         error(await c.get("/api/v1/connections?server=Nope"), 404, "not_found")
 
 

@@ -447,6 +447,18 @@ def _connect_user(who: Principal, body: ConnectStart, *, per_user: bool) -> str 
     return who.require_user(body.user)
 
 
+@router.post("/servers/{ref}/connection/refresh", tags=["connections"])
+async def refresh_connection(
+    ref: str, tether: TetherDep, who: CurrentPrincipal, user: UserQuery = None
+) -> ConnectionOut:
+    """Refresh the connection's tokens now (401 when it must be connected again)."""
+    server = await tether.servers.get(ref)
+    if not server.oauth.per_user and who.role != "admin":
+        raise Forbidden("only an admin refreshes a shared connection")
+    acting = who.require_user(user) if server.oauth.per_user else None
+    return _conn(await tether.refresh(server.id, user=acting))
+
+
 @router.delete("/servers/{ref}/connection", tags=["connections"])
 async def disconnect(
     ref: str, tether: TetherDep, who: CurrentPrincipal, user: UserQuery = None
