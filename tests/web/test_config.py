@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 
 from tether.config import Settings
 from tether.errors import ConfigurationError
@@ -67,7 +68,7 @@ def test_derived_urls_and_the_session_secret_file(tmp_path: Path) -> None:
     assert again.metadata_url is None  # plain http on loopback: no CIMD
     assert not again.secure_cookies
     given = WebConfig.from_settings(
-        Settings(home=tmp_path, session_secret="from-env")  # type: ignore[arg-type]
+        Settings(home=tmp_path, session_secret=SecretStr("from-env"))
     )
     assert given.session_secret == "from-env"
 
