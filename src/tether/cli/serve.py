@@ -29,8 +29,12 @@ def serve(
     from tether.web.config import WebConfig
     from tether.web.logs import configure_logging
 
-    settings = Settings()
-    web = WebConfig.from_settings(settings)  # fails fast on a bad public URL
+    async def checked() -> (
+        WebConfig
+    ):  # through run(): an error is one line, no traceback
+        return WebConfig.from_settings(Settings())
+
+    web = run(checked())  # fails fast on a bad public URL
     if workers > 1 and web.database_url.startswith("sqlite"):
         typer.echo(
             "error: --workers > 1 needs PostgreSQL (TETHER_DATABASE_URL)", err=True
