@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         client_name: ``client_name`` sent in dynamic registration.
         fresh_start: Accept a missing or empty SQLite database beside an existing key
             file (the operator starts over; otherwise that is refused as data loss).
+        session_secret: Signs the admin pages' session cookie; when unset a file
+            ``<home>/session-secret`` is created on first run with 0600 permissions
+            (every worker of one installation must share it).
+        return_urls: Prefixes the end-user "connect your account" flow may send the
+            browser back to (the host app's pages), e.g. ``https://app.example/``.
     """
 
     model_config = SettingsConfigDict(
@@ -117,6 +122,9 @@ class Settings(BaseSettings):
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a JSON list ({exc.msg})") from None
         return parsed
+
+    session_secret: SecretStr | None = None
+    return_urls: list[str] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``home``."""

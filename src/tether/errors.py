@@ -9,7 +9,9 @@ following h11's local/remote split::
 
     TetherError                       code, message, server, step, hint
      ├─ UsageError                    the caller asked for something invalid
-     │   └─ NotFound                  an unknown server, credential, toolset, connection
+     │   ├─ NotFound                  an unknown server, credential, toolset, connection
+     │   ├─ Unauthenticated           no valid API key or admin session (web API)
+     │   └─ Forbidden                 the caller's role may not do this (web API)
      ├─ ValidationFailed              input failed validation (field errors attached)
      ├─ ConfigurationError            settings or a server's admin configuration are wrong
      ├─ AuthorizationRequired         no usable grant; a user must (re)connect
@@ -53,6 +55,7 @@ __all__ = [
     "ConfigurationError",
     "DecryptionError",
     "DiscoveryError",
+    "Forbidden",
     "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
@@ -74,6 +77,7 @@ __all__ = [
     "StorageError",
     "TemporarilyUnavailable",
     "TetherError",
+    "Unauthenticated",
     "UnauthorizedClient",
     "UnsupportedGrantType",
     "UsageError",
@@ -151,6 +155,18 @@ class NotFound(UsageError):
     """An unknown server, credential, toolset, connection or pending authorization."""
 
     code = "not_found"
+
+
+class Unauthenticated(UsageError):
+    """The web API got no valid API key or admin session."""
+
+    code = "auth.unauthenticated"
+
+
+class Forbidden(UsageError):
+    """The caller is known but its role may not do this (or not for this user)."""
+
+    code = "auth.forbidden"
 
 
 class ValidationFailed(UsageError):
@@ -430,6 +446,8 @@ HTTP_STATUS: Final[Mapping[type[TetherError], int]] = {
     TetherError: 500,
     UsageError: 400,
     NotFound: 404,
+    Unauthenticated: 401,
+    Forbidden: 403,
     ValidationFailed: 422,
     ConfigurationError: 409,
     AuthorizationRequired: 401,

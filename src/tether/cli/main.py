@@ -688,3 +688,7 @@ _add_tool_commands()
 from tether.cli.probe import probe  # noqa: E402
 
 app.command("probe")(probe)
+
+from tether.cli.serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)

@@ -15,6 +15,8 @@ cross-process when scaled out.
 from __future__ import annotations
 
 import base64
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,6 +144,9 @@ class Connections:
         self.grants = GrantWriter(ctx)
         self._flights: SingleFlight[Connection] = SingleFlight()
         self.refresh_lease = True
+        self.observer: Callable[[str, float], None] | None = None
+        """Told ``("refresh.<outcome>", 1)`` per refresh at an AS and
+        ``("lease_wait", seconds)`` per lease taken (metrics; never raises into us)."""
         self.on_change: Callable[[str, str | None], Awaitable[None]] | None = None
 
     async def _changed(self, server_id: str, subject: str | None) -> None:
@@ -661,7 +666,9 @@ class Connections:
             return conn
         if not self.refresh_lease:  # benchmarks only: the unguarded baseline
             return await self._refresh_held(server, conn, stale, force)
+        waiting = time.monotonic()
         async with self.grants.lease(server.id, subject):
+            self._observe("lease_wait", time.monotonic() - waiting)
             conn = await self.get(server, subject)
             if self._adoptable(conn, stale):
                 return conn  # a peer refreshed while we waited for the lease
@@ -749,6 +756,7 @@ class Connections:
             if stored.access_token is None or stored.status == "needs_reauth":
                 raise self._auth_required(server, stored)
             return stored
+        self._observe("refresh.ok")
         await self._audit_grant(server, stored, "connection.refresh")
         return stored
 
@@ -767,6 +775,7 @@ class Connections:
         now = self._ctx.clock.now()
         subject = conn.subject
         if _retryable(exc):
+            self._observe("refresh.transient")
             retry_at = self.grants.backoff(conn, _retry_after(exc))
             change = event_change(
                 "unreachable", now, retry_at=retry_at, **failure_fields(exc, now)
@@ -775,6 +784,7 @@ class Connections:
             await self._audit_grant(server, conn, "connection.refresh_failed", exc)
             raise exc
         if not isinstance(exc, OAuthError):
+            self._observe("refresh.error")
             await self._mark_failed(server, subject, "failed", exc)
             await self._audit_grant(server, conn, "connection.refresh_failed", exc)
             raise exc
@@ -782,7 +792,9 @@ class Connections:
             server.id, subject, dead_grant_change(used, exc, now), retry_storage=True
         )
         if stored.refresh_token is not None and stored.access_token is not None:
+            self._observe("refresh.adopted")
             return stored  # a peer replaced the refused token: adopt its grant
+        self._observe("refresh.needs_reauth")
         await self._audit_grant(server, stored, "connection.needs_reauth", exc)
         described = exc.error
         if exc.error_description:
@@ -793,6 +805,11 @@ class Connections:
             f"the authorization server refused the refresh token of server "
             f"'{server.name}' ({described})",
         ) from exc
+
+    def _observe(self, event: str, value: float = 1.0) -> None:
+        if self.observer is not None:
+            with contextlib.suppress(Exception):  # metrics never break a refresh
+                self.observer(event, value)
 
     async def _audit_grant(
         self,

@@ -434,6 +434,21 @@ class ServerService:
         )
         return stored
 
+    async def preview(self, data: Mapping[str, Any]) -> ServerRecord:
+        """Validate a server as :meth:`create` would, without storing it.
+
+        For "test connection" on an unsaved form (reference §3.18); the record has a
+        fresh id that nothing else refers to.
+
+        Raises:
+            ValidationFailed: As for :meth:`create` (the name need not be unique).
+        """
+        spec = parse_spec(data)
+        await self._validate_refs(spec)
+        return _record_from_spec(
+            spec, ServerRecord(id=uuid.uuid4().hex, name=spec.name, url=spec.url)
+        )
+
     async def _ensure_unique(self, name: str, server_id: str | None) -> None:
         other = await self._stores.servers.get_by_name(name)
         if other is not None and other.id != server_id:

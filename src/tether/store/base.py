@@ -26,9 +26,12 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from tether.store.apikeys import ApiKeyStore
 
 __all__ = [
     "SHARED",
@@ -571,6 +574,12 @@ class LeaseStore(Protocol):
         ...
 
 
+def _memory_api_keys() -> ApiKeyStore:
+    from tether.store.apikeys import MemoryApiKeyStore
+
+    return MemoryApiKeyStore()
+
+
 @dataclass(slots=True)
 class Stores:
     """Every store the hub needs, built together by a backend factory."""
@@ -587,6 +596,8 @@ class Stores:
     locks: LockProvider
     leases: LeaseStore | None = None
     closers: list[Any] = field(default_factory=list)
+    # the web service's API keys (store/apikeys.py); memory unless a backend sets one
+    api_keys: ApiKeyStore = field(default_factory=_memory_api_keys)
 
     async def aclose(self) -> None:
         """Close engines and pools the backend opened."""

@@ -252,3 +252,16 @@ toolset_entries = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("tools", sa.JSON),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("name_key", sa.String(100), nullable=False, unique=True),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("app", sa.String(100)),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("revoked_at", _TS),
+)

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.errors import NotFound, VersionConflict
 from tether.store import rows, schema
+from tether.store.apikeys import SqlApiKeyStore
 from tether.store.base import (
     AuditEvent,
     ClientRegistration,
@@ -543,5 +544,6 @@ def open_sql_stores(
         locks=locks,
         leases=leases,
         closers=[backend.dispose],
+        api_keys=SqlApiKeyStore(backend),
     )
     return stores, backend

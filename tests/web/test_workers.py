@@ -1,0 +1,151 @@
+"""``tether serve`` as separate OS processes on one PostgreSQL database: a connect
+started on one process is completed by a callback that lands on the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from peers.fixture import AuthServer, MCPServer, free_port
+from store.conftest import SKIP_PG, postgres_schema
+from tether.net.browser import follow_authorization
+from tether.net.policy import NetworkPolicy
+
+from .conftest import LOOPBACK
+
+TETHER = str(Path(sys.executable).parent / "tether")
+POLICY = NetworkPolicy.from_allowlist(LOOPBACK)
+
+pytestmark = [pytest.mark.postgres, SKIP_PG]
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [TETHER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@contextmanager
+def serving(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    """One ``tether serve`` process; yields its base URL once /healthz answers."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [TETHER, "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90  # a readiness probe with a generous bound
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def test_a_callback_on_another_worker_completes_the_flow(
+    tmp_path: Path, auth_server: AuthServer, mcp_server: MCPServer
+) -> None:
+    port_a, port_b = free_port(), free_port()
+    async with postgres_schema() as db_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        env.update(
+            TETHER_HOME=str(tmp_path),
+            TETHER_DATABASE_URL=db_url,
+            TETHER_PUBLIC_URL=f"http://127.0.0.1:{port_a}",
+            TETHER_ALLOW_NETWORKS=json.dumps(LOOPBACK),
+            TETHER_RETURN_URLS=json.dumps([f"http://127.0.0.1:{port_a}/healthz"]),
+        )
+        _cli(env, "migrate")
+        admin_key = _cli(env, "apikeys", "create", "ops", "--role", "admin")
+        app_key = _cli(env, "apikeys", "create", "crm")
+        listed = _cli(env, "apikeys", "list")
+        assert "ops  admin" in listed
+        assert admin_key not in listed
+        with (
+            serving(env, port_a, tmp_path / "a.log") as a,
+            serving(env, port_b, tmp_path / "b.log") as b,
+        ):
+            await _shared_flow(a, b, admin_key, mcp_server)
+            await _browser_flow(a, b, admin_key, app_key, mcp_server)
+        assert "tk_" not in (tmp_path / "a.log").read_text()
+        _cli(env, "apikeys", "revoke", "crm")
+        assert "revoked" in _cli(env, "apikeys", "list")
+
+
+async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx2.AsyncClient(headers=headers) as api:
+        created = await api.post(
+            f"{a}/api/v1/servers",
+            json={"name": "Shared", "url": mcp.url, "auth_mode": "oauth"},
+        )
+        assert created.status_code == 201, created.text
+        started = await api.post(f"{a}/api/v1/servers/Shared/connection")
+        url = started.json()["authorization_url"]
+        params = await follow_authorization(url, f"{a}/oauth/callback", POLICY)
+        landed = await api.get(f"{b}/oauth/callback", params=params)  # the other worker
+        assert landed.status_code == 200, landed.text
+        status = await api.get(f"{a}/api/v1/servers/Shared/connection")
+        assert status.json()["status"] == "connected"
+
+
+async def _browser_flow(a: str, b: str, admin: str, app: str, mcp: MCPServer) -> None:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {admin}"}) as api:
+        spec: dict[str, Any] = {
+            "name": "Mine",
+            "url": mcp.url,
+            "auth_mode": "oauth",
+            "oauth": {"per_user": True},
+        }
+        assert (await api.post(f"{a}/api/v1/servers", json=spec)).status_code == 201
+    app_headers = {"Authorization": f"Bearer {app}", "X-Tether-User": "alice"}
+    async with httpx2.AsyncClient(headers=app_headers) as api:
+        link = await api.post(
+            f"{a}/api/v1/servers/Mine/connection",
+            json={"return_to": f"{a}/healthz?from=app"},
+        )
+        assert link.status_code == 201, link.text
+    async with httpx2.AsyncClient() as browser:  # one cookie jar, two workers
+        r = await browser.get(link.json()["connect_url"])
+        assert r.status_code == 303
+        params = await follow_authorization(
+            r.headers["location"], f"{a}/oauth/callback", POLICY
+        )
+        r = await browser.get(f"{b}/oauth/callback", params=params)
+        assert r.status_code == 303, r.text
+        assert "tether_status=connected" in r.headers["location"]
+    async with httpx2.AsyncClient(headers=app_headers) as api:
+        status = await api.get(f"{b}/api/v1/servers/Mine/connection")
+        assert status.json()["status"] == "connected"
