@@ -34,13 +34,23 @@ async def add_server(svc: Service, **spec: Any) -> dict[str, Any]:
 
 
 async def connect_shared(svc: Service, server_id: str) -> None:
-    """Start as an admin, let the auto-approving AS answer, land on the callback."""
+    """Start as an admin, open the connect link in a browser, let the auto-approving
+    AS answer, land on the callback in that browser (issue 7 item 11)."""
     async with svc.admin as c:
         r = await c.post(f"/api/v1/servers/{server_id}/connection")
     assert r.status_code == 201, r.text
-    params = await follow_authorization(r.json()["authorization_url"], CALLBACK, POLICY)
-    async with svc.anon as c:
-        done = await c.get("/oauth/callback", params=params)
+    started = r.json()
+    async with svc.anon as browser:
+        # the bare authorization URL is bound to the admin: no browser completes it
+        bare = await follow_authorization(
+            started["authorization_url"], CALLBACK, POLICY
+        )
+        refused = await browser.get("/oauth/callback", params=bare)
+        assert refused.status_code == 400, refused.text
+        link = await browser.get(started["connect_url"])
+        assert link.status_code == 303
+        params = await follow_authorization(link.headers["location"], CALLBACK, POLICY)
+        done = await browser.get("/oauth/callback", params=params)
     assert done.status_code == 200, done.text
     assert "Connected" in done.text
 

@@ -113,10 +113,15 @@ async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> None:
         )
         assert created.status_code == 201, created.text
         started = await api.post(f"{a}/api/v1/servers/Shared/connection")
-        url = started.json()["authorization_url"]
-        params = await follow_authorization(url, f"{a}/oauth/callback", POLICY)
-        landed = await api.get(f"{b}/oauth/callback", params=params)  # the other worker
+    async with httpx2.AsyncClient() as browser:  # the admin's browser, two workers
+        r = await browser.get(started.json()["connect_url"])
+        assert r.status_code == 303
+        params = await follow_authorization(
+            r.headers["location"], f"{a}/oauth/callback", POLICY
+        )
+        landed = await browser.get(f"{b}/oauth/callback", params=params)  # other worker
         assert landed.status_code == 200, landed.text
+    async with httpx2.AsyncClient(headers=headers) as api:
         status = await api.get(f"{a}/api/v1/servers/Shared/connection")
         assert status.json()["status"] == "connected"
 

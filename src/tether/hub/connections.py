@@ -101,6 +101,7 @@ class StartedAuthorization:
         expires_at: When the pending authorization lapses.
         server_id: The server being connected.
         subject: ``"shared"`` or the user id.
+        initiator: Who started it; only they can complete it.
     """
 
     authorization_url: str
@@ -108,6 +109,7 @@ class StartedAuthorization:
     expires_at: datetime
     server_id: str
     subject: str
+    initiator: str = ""
 
 
 def subject_for(server: ServerRecord, user: str | None) -> str:
@@ -298,7 +300,7 @@ class Connections:
             },
         )
         return StartedAuthorization(
-            url, state, now + self._ctx.config.pending_ttl, server.id, subject
+            url, state, now + self._ctx.config.pending_ttl, server.id, subject, user
         )
 
     # ------------------------------------------------------------------ complete

@@ -130,8 +130,9 @@ class ConnectStarted(BaseModel):
     subject: str
     connect_url: str | None = Field(
         default=None,
-        description="For an end user: a signed Tether link that starts the flow in "
-        "their browser and returns to return_to.",
+        description="A signed Tether link that starts the flow in the initiator's "
+        "browser (and returns to return_to, if given); only a flow started this way "
+        "can complete.",
     )
 
 
@@ -419,22 +420,25 @@ async def start_connection(
     body = body or ConnectStart()
     server = await tether.servers.get(ref)
     user = _connect_user(who, body, per_user=server.oauth.per_user)
+    back = body.return_to or ""
+    web = request.app.state.web
+    if back and not web.return_url_allowed(back):
+        raise Forbidden(
+            "return_to is not on the allow-list",
+            hint="add its prefix to TETHER_RETURN_URLS",
+        )
     started = await tether.connect(server.id, user=user)
     out = ConnectStarted(**dataclasses.asdict(started))
-    if body.return_to is not None and user is not None:
-        web = request.app.state.web
-        if not web.return_url_allowed(body.return_to):
-            raise Forbidden(
-                "return_to is not on the allow-list",
-                hint="add its prefix to TETHER_RETURN_URLS",
-            )
-        out.connect_url = connect_link_url(
-            web.base_url,
-            request.app.state.connect_links,
-            server.id,
-            user,
-            body.return_to,
-        )
+    # Every start is bound to its initiator (issue 7 item 11): the browser that
+    # opens connect_url completes the flow for ``user``; the bare authorization_url
+    # can only be completed by a browser that started it through Tether.
+    out.connect_url = connect_link_url(
+        web.base_url,
+        request.app.state.connect_links,
+        server.id,
+        started.initiator,
+        back,
+    )
     return out
 
 
@@ -442,8 +446,7 @@ def _connect_user(who: Principal, body: ConnectStart, *, per_user: bool) -> str 
     if not per_user:
         if who.role != "admin":
             raise Forbidden("only an admin connects a shared server")
-        # bound to the admin's browser only through a connect link (return_to)
-        return who.actor if body.return_to is not None else None
+        return who.actor  # the admin is the initiator of a shared connection
     return who.require_user(body.user)
 
 

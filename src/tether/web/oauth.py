@@ -113,7 +113,8 @@ async def connect_link(
     """Start an end user's connect from a signed link and send the browser to the AS."""
     link: ConnectLinks = request.app.state.connect_links
     data = link.read(token)
-    if not request.app.state.web.return_url_allowed(data["back"]):
+    back = data["back"]
+    if back and not request.app.state.web.return_url_allowed(back):
         raise Forbidden("the return URL is not allowed", hint="add it to return_urls")
     started = await tether.connect(data["server"], user=data["user"])
     remember_flow(request, started, data["user"], data["back"])
