@@ -38,6 +38,7 @@ from tether.oauth.registration import client_metadata_document
 from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
+from tether.store.paging import DEFAULT_LIMIT, Page
 
 __all__ = ["ConnectionInfo", "Tether"]
 
@@ -608,6 +609,64 @@ class Tether:
         """Newest audit events, optionally for one server."""
         server_id = (await self.servers.get(server_ref)).id if server_ref else None
         return await self.stores.audit.list(server_id=server_id, limit=limit)
+
+    # ------------------------------------------------------------------ listings
+
+    async def list_servers(
+        self, *, limit: int = DEFAULT_LIMIT, after: str | None = None
+    ) -> Page[ServerRecord]:
+        """One page of servers by name (keyset; pass ``page.next`` as ``after``).
+
+        Raises:
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        return await self.stores.servers.list_page(limit=limit, after=after)
+
+    async def list_connections(
+        self,
+        server_ref: str | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        after: str | None = None,
+    ) -> Page[ConnectionInfo]:
+        """One page of connections (never a token), by server id and subject.
+
+        Only the page's connections are read and decrypted, so memory stays flat
+        however many there are.
+
+        Raises:
+            NotFound: ``server_ref`` names no server.
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        server_id = (await self.servers.get(server_ref)).id if server_ref else None
+        page = await self.stores.connections.list_page(
+            server_id, limit=limit, after=after
+        )
+        servers: dict[str, ServerRecord] = {}
+        infos: list[ConnectionInfo] = []
+        for conn in page.items:
+            if conn.server_id not in servers:
+                servers[conn.server_id] = await self._tool_servers.get(conn.server_id)
+            infos.append(ConnectionInfo.of(servers[conn.server_id], conn))
+        return Page(infos, page.next)
+
+    async def audit_page(
+        self,
+        *,
+        server_ref: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        after: str | None = None,
+    ) -> Page[AuditEvent]:
+        """One page of audit events, newest first (keyset by event id).
+
+        Raises:
+            NotFound: ``server_ref`` names no server.
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        server_id = (await self.servers.get(server_ref)).id if server_ref else None
+        return await self.stores.audit.list_page(
+            server_id=server_id, limit=limit, after=after
+        )
 
     def client_metadata_document(self) -> dict[str, Any]:
         """The client ID metadata document Tether serves (CIMD-1 … CIMD-4).
