@@ -234,9 +234,7 @@ class Connections:
             OAuthError: Dynamic registration was refused.
         """
         self._require_oauth(server)
-        if challenge is None:
-            challenge = await self.discoverer.challenge(server)
-        discovery = await self.discoverer.discover(server, challenge=challenge)
+        discovery, challenge = await self.discoverer.for_connect(server, challenge)
         metadata = as_metadata(discovery)
         current = await self.get(server, subject)
         scopes = select_scopes(
