@@ -405,10 +405,22 @@ class Tether:
         )
 
     async def toolset(
-        self, ref: str, *, user: str | None = None, reserved: Sequence[str] = ()
+        self,
+        ref: str,
+        *,
+        user: str | None = None,
+        reserved: Sequence[str] = (),
+        refresh: bool = False,
     ) -> ToolsetView:
-        """A toolset's model-ready tools for ``user``."""
-        return await self.toolsets.view(ref, user=user, reserved=reserved)
+        """A toolset's model-ready tools for ``user``.
+
+        Served from the view cache (built once, dropped when the toolset, one of its
+        servers, their tools or the user's connections change); ``refresh`` builds it
+        anew.
+        """
+        return await self.toolsets.view(
+            ref, user=user, reserved=reserved, refresh=refresh
+        )
 
     async def call(
         self,

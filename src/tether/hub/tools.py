@@ -200,6 +200,10 @@ class ToolRegistry:
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
         self._listeners: list[Callable[[str], None]] = []
+        # One writer at a time for the tool cache and health: concurrent SQLite
+        # writers otherwise wait out each other's busy timeout (a fan-out of 16 was
+        # twice as slow as one server after another).
+        self._writes = anyio.Lock()
 
     def on_tools_changed(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(server_id)`` whenever a server's tools may have changed.
@@ -385,22 +389,23 @@ class ToolRegistry:
             await self._record_failure(server, subject, exc, now)
             raise
         with anyio.CancelScope(shield=True):
-            await self._record(server, subject, session, tools, now)
+            async with self._writes:
+                await self._record(server, subject, session, tools, now)
         return tools
 
     async def _record_failure(
         self, server: ServerRecord, subject: str, exc: TetherError, now: datetime
     ) -> None:
+        health = ServerHealth(
+            server_id=server.id,
+            subject=subject,
+            status="error",
+            last_error=str(exc)[:1000],
+            checked_at=now,
+        )
         with anyio.CancelScope(shield=True):
-            await self._ctx.stores.tools.put_health(
-                ServerHealth(
-                    server_id=server.id,
-                    subject=subject,
-                    status="error",
-                    last_error=str(exc)[:1000],
-                    checked_at=now,
-                )
-            )
+            async with self._writes:
+                await self._ctx.stores.tools.put_health(health)
 
     async def _record(
         self,
