@@ -37,7 +37,15 @@ import tempfile
 from typing import Any
 
 import common  # noqa: F401  (puts src/ and tests/ on sys.path)
-from common import LOOPBACK, REDIRECT_URI, header, percentile, rss_kib, write
+from common import (
+    LOOPBACK,
+    REDIRECT_URI,
+    add_open_servers,
+    header,
+    percentile,
+    rss_kib,
+    write,
+)
 
 FAN_OUT = 16
 
@@ -57,11 +65,7 @@ async def child_tether(urls: list[str]) -> dict[str, int]:
         )
         gc.collect()
         opened = rss_kib()
-        for n, url in enumerate(urls):
-            await tether.servers.create(
-                {"name": f"s{n:04d}", "url": url, "allow_networks": LOOPBACK},
-                actor="bench",
-            )
+        await add_open_servers(tether, urls)
         listed = await tether.list_tools_many(concurrency=FAN_OUT)
         failed = [name for name, r in listed.items() if not isinstance(r, list)]
         if failed:

@@ -41,6 +41,7 @@ from common import (
     LOOPBACK,
     REDIRECT_URI,
     Series,
+    add_open_servers,
     header,
     interleaved,
     percentile,
@@ -136,13 +137,7 @@ async def setup(tmp: str, urls: list[str], database: str) -> tuple[Tether, list[
         redirect_uri=REDIRECT_URI,
         allow_networks=LOOPBACK,
     )
-    ids = []
-    for n, url in enumerate(urls):
-        record = await tether.servers.create(
-            {"name": f"s{n:04d}", "url": url, "allow_networks": LOOPBACK},
-            actor="bench",
-        )
-        ids.append(record.id)
+    ids = await add_open_servers(tether, urls)
     await tether.toolsets.create(
         "wide", [{"server": f"s{n:04d}"} for n in range(len(urls))], actor="bench"
     )
