@@ -692,3 +692,101 @@ class StoreContract:
         harness.clock.advance(timedelta(seconds=1))
         assert await leases.acquire("refresh:s1:shared", "c", ttl=ttl)
         assert not await leases.acquire("refresh:s1:shared", "b", ttl=ttl)
+
+    # ------------------------------------------------------------------ pagination
+
+    async def test_servers_paginated_by_name(self, harness: Harness) -> None:
+        """Keyset pages: stable order, every record once, inserts shift nothing."""
+        servers = harness.stores.servers
+        names = ["delta", "Alpha", "charlie", "Bravo", "echo"]
+        for n, name in enumerate(names):
+            await servers.add(server(f"s{n}", name))
+        first = await servers.list_page(limit=2)
+        assert [s.name for s in first.items] == ["Alpha", "Bravo"]
+        assert first.next is not None
+        # a server added before the cursor is not seen, and shifts no later page
+        await servers.add(server("s9", "aardvark"))
+        second = await servers.list_page(limit=2, after=first.next)
+        assert [s.name for s in second.items] == ["charlie", "delta"]
+        assert second.next is not None
+        last = await servers.list_page(limit=2, after=second.next)
+        assert [s.name for s in last.items] == ["echo"]
+        assert last.next is None
+        whole = await servers.list_page(limit=6)
+        assert [s.id for s in whole.items] == [s.id for s in await servers.list()]
+        assert whole.next is None
+        assert (await servers.list_page(limit=1000)).items == whole.items
+
+    async def test_connections_paginated_by_server_and_subject(
+        self, harness: Harness
+    ) -> None:
+        stores = harness.stores
+        await _with_server(stores, "s1")
+        await _with_server(stores, "s2")
+        keys = [("s2", SHARED), ("s1", "u2"), ("s1", "u1"), ("s1", "u3")]
+        for sid, sub in keys:
+            await stores.connections.save(connection(sid, sub), expected_version=0)
+        seen: list[tuple[str, str]] = []
+        after: str | None = None
+        while True:
+            page = await stores.connections.list_page(limit=3, after=after)
+            seen += [(c.server_id, c.subject) for c in page.items]
+            if page.next is None:
+                break
+            after = page.next
+        assert seen == sorted(keys)
+        token = page.items[0].access_token
+        assert token is not None
+        assert token.get_secret_value() == "access-s2-shared"  # opened
+        only = await stores.connections.list_page("s1", limit=2)
+        assert [c.subject for c in only.items] == ["u1", "u2"]
+        rest = await stores.connections.list_page("s1", limit=2, after=only.next)
+        assert [c.subject for c in rest.items] == ["u3"]
+        assert rest.next is None
+
+    async def test_audit_paginated_newest_first(self, harness: Harness) -> None:
+        log = harness.stores.audit
+        for n in range(7):
+            await log.append(
+                AuditEvent(
+                    at=T0 + timedelta(seconds=n),
+                    actor="admin",
+                    action=f"a{n}",
+                    target_type="server",
+                    target_id="s1",
+                    server_id="s1" if n % 2 == 0 else "s2",
+                )
+            )
+        first = await log.list_page(limit=3)
+        assert [e.action for e in first.items] == ["a6", "a5", "a4"]
+        # an event appended meanwhile goes before the first page, not into the next
+        await log.append(
+            AuditEvent(
+                at=T0, actor=None, action="late", target_type="server", target_id=None
+            )
+        )
+        second = await log.list_page(limit=3, after=first.next)
+        assert [e.action for e in second.items] == ["a3", "a2", "a1"]
+        last = await log.list_page(limit=3, after=second.next)
+        assert [e.action for e in last.items] == ["a0"]
+        assert last.next is None
+        s1 = await log.list_page(server_id="s1", limit=3)
+        assert [e.action for e in s1.items] == ["a6", "a4", "a2"]
+        s1_rest = await log.list_page(server_id="s1", limit=3, after=s1.next)
+        assert [e.action for e in s1_rest.items] == ["a0"]
+
+    async def test_bad_cursor_and_limit_refused(self, harness: Harness) -> None:
+        stores = harness.stores
+        await _with_server(stores, "s1")
+        # garbage, JSON null, an audit cursor ([1]) for the servers listing
+        for bad in ["not-a-cursor!", "bnVsbA", "WzFd"]:
+            with pytest.raises(ValidationFailed) as refused:
+                await stores.servers.list_page(after=bad)
+            assert refused.value.details["fields"] == {"after": "invalid cursor"}
+        with pytest.raises(ValidationFailed):
+            await stores.connections.list_page(after='["s1"]')
+        with pytest.raises(ValidationFailed):
+            await stores.audit.list_page(after="WyJ4Il0")  # ["x"]: not an id
+        for limit in (0, 1001):
+            with pytest.raises(ValidationFailed):
+                await stores.servers.list_page(limit=limit)

@@ -141,6 +141,10 @@ class _Options:
 _state = _Options()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Page size (1-1000).")]
+AfterOpt = Annotated[
+    str | None, typer.Option(help="Cursor from the previous page ('more: ...').")
+]
 UserOpt = Annotated[
     str | None, typer.Option("--user", help="Act for this end user (per-user servers).")
 ]
@@ -345,11 +349,17 @@ def servers_add(
 
 
 @servers_app.command("list")
-def servers_list(as_json: JsonOpt = False) -> None:
-    """List registered servers."""
+def servers_list(
+    as_json: JsonOpt = False, limit: LimitOpt = None, after: AfterOpt = None
+) -> None:
+    """List registered servers (all, or one page with --limit/--after)."""
 
     async def action(tether: Tether) -> None:
-        render.servers(await tether.servers.list(), as_json=as_json)
+        if limit is None and after is None:
+            return render.servers(await tether.servers.list(), as_json=as_json)
+        page = await tether.list_servers(limit=limit or 100, after=after)
+        render.servers(page.items, as_json=as_json)
+        render.next_page(page.next)
 
     with_tether(action)
 
@@ -603,11 +613,31 @@ def audit(
     name: Annotated[str | None, typer.Argument()] = None,
     limit: int = 50,
     as_json: JsonOpt = False,
+    after: AfterOpt = None,
 ) -> None:
-    """Show recent audit events (secrets masked)."""
+    """Show recent audit events, newest first (secrets masked)."""
 
     async def action(tether: Tether) -> None:
-        render.audit(await tether.audit(server_ref=name, limit=limit), as_json=as_json)
+        page = await tether.audit_page(server_ref=name, limit=limit, after=after)
+        render.audit(page.items, as_json=as_json)
+        render.next_page(page.next)
+
+    with_tether(action)
+
+
+@app.command()
+def connections(
+    name: Annotated[str | None, typer.Argument()] = None,
+    limit: int = 100,
+    after: AfterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List connections (never a token), one page at a time."""
+
+    async def action(tether: Tether) -> None:
+        page = await tether.list_connections(name, limit=limit, after=after)
+        render.connections(page.items, as_json=as_json)
+        render.next_page(page.next)
 
     with_tether(action)
 

@@ -96,6 +96,24 @@ def connection(info: ConnectionInfo, *, as_json: bool) -> None:
         typer.echo(f"  last error:    {info.last_error} [{info.last_error_code}]")
 
 
+def connections(items: Sequence[ConnectionInfo], *, as_json: bool) -> None:
+    """Connections, one line each (never a token)."""
+    if as_json:
+        emit_json([info.to_dict() for info in items])
+        return
+    for info in items:
+        expires = info.expires_at.isoformat() if info.expires_at else "-"
+        typer.echo(
+            f"{info.server_name:24} {info.subject:24} {info.status:14} {expires}"
+        )
+
+
+def next_page(cursor: str | None) -> None:
+    """Tell (on stderr, so JSON on stdout stays one document) how to get more."""
+    if cursor is not None:
+        typer.echo(f"more: pass --after {cursor}", err=True)
+
+
 def audit(events: Sequence[AuditEvent], *, as_json: bool) -> None:
     """Audit events, newest first."""
     if as_json:

@@ -22,7 +22,7 @@ import anyio
 from tether.hub.clock import Clock
 from tether.store.base import ServerRecord
 
-__all__ = ["SERVER_TTL", "ServerCache", "TTLCache"]
+__all__ = ["SERVER_TTL", "ServerCache", "TTLCache", "ViewCache"]
 
 SERVER_TTL = timedelta(seconds=5)
 """How long another worker's change to a server may go unseen by this worker."""
@@ -134,3 +134,99 @@ class _Flight:
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.server: ServerRecord | None = None
+
+
+class ViewCache(Generic[_K, _V]):
+    """Computed values (toolset views) kept until an event invalidates them (issue 9).
+
+    Each entry carries *tags* (the toolset's id, the ids of the servers it names);
+    :meth:`drop` removes every entry with a tag. An entry older than ``ttl`` is still
+    served, marked stale, so the caller can rebuild it off the hot path: that bounds
+    how long a change made by another worker (which sends this worker no event) goes
+    unseen. Builds are single-flight per key, and a build that an invalidation
+    overtook is handed to its waiters but not cached.
+
+    Args:
+        clock: The hub's clock.
+        ttl: Age after which an entry is stale.
+        max_entries: Bound; the oldest entry goes first.
+    """
+
+    def __init__(self, clock: Clock, ttl: timedelta, *, max_entries: int = 4096):
+        self._clock = clock
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[_K, tuple[_V, frozenset[str], datetime]] = {}
+        self._flights: dict[_K, _Build[_V]] = {}
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _K) -> tuple[_V, bool] | None:
+        """``(value, stale)`` for ``key``, or ``None`` when nothing is cached."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, _, built = entry
+        return value, self._clock.now() - built >= self._ttl
+
+    async def build(
+        self, key: _K, make: Callable[[], Awaitable[tuple[_V, frozenset[str]]]]
+    ) -> _V:
+        """Run ``make`` (once for concurrent callers) and cache its value under its tags.
+
+        Raises:
+            Exception: Whatever ``make`` raised; nothing is cached then, and each
+                waiter builds again itself.
+        """
+        flight = self._flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.value is not None:
+                return flight.value
+            return await self.build(key, make)
+        flight = self._flights[key] = _Build()
+        generation = self._generation
+        built = self._clock.now()
+        try:
+            value, tags = await make()
+            if generation == self._generation:  # nothing changed meanwhile
+                self._put(key, value, tags, built)
+            flight.value = value
+            return value
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+
+    def _put(self, key: _K, value: _V, tags: frozenset[str], built: datetime) -> None:
+        self._entries.pop(key, None)
+        if len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (value, tags, built)
+
+    def discard(self, key: _K) -> None:
+        """Forget one entry."""
+        self._entries.pop(key, None)
+
+    def drop(self, tag: str) -> None:
+        """Forget every entry tagged ``tag``; builds in flight are not cached."""
+        for key in [k for k, (_, tags, _) in self._entries.items() if tag in tags]:
+            del self._entries[key]
+        self._generation += 1
+        self._flights.clear()
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+        self._generation += 1
+        self._flights.clear()
+
+
+class _Build(Generic[_V]):
+    """One build in progress, and the callers waiting for it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: _V | None = None

@@ -235,9 +235,7 @@ class Connections:
                 hint="pass user= (the end user's id, or the admin's for a shared "
                 "connection); only that user can complete the connect",
             )
-        if challenge is None:
-            challenge = await self.discoverer.challenge(server)
-        discovery = await self.discoverer.discover(server, challenge=challenge)
+        discovery, challenge = await self.discoverer.for_connect(server, challenge)
         metadata = as_metadata(discovery)
         current = await self.get(server, subject)
         scopes = select_scopes(

@@ -12,13 +12,25 @@ rule 9) and the code exchange, refresh and revocation reuse the stored one (G-13
 uses the server's ``WWW-Authenticate`` challenge: its ``resource_metadata`` (PRM-3 step
 1) and its ``scope`` (SCP-2 step 1). A server that lets the request through is fine
 (PRM-5): discovery then uses the well-known URLs.
+
+The minimum connect (issue 9): :meth:`Discoverer.for_connect` keeps what a connect's
+discovery found (the challenge, the PRM and the AS metadata) per server and issuer, for
+:data:`DISCOVERY_TTL` or less when the metadata responses say so (``Cache-Control``
+``max-age``; ``no-store``/``no-cache`` keep nothing, RFC 9111 §5.2.2). A second connect
+of the same server, typically a second user of a per-user server, then skips the
+tokenless probe, the PRM and the AS metadata and does only the authorization and the
+token request. Any fresh discovery (a 401 that refresh cannot fix asks for one, see
+``HubTokenSource``) replaces the entry, a failed one drops it, and a changed server
+(a new ``version``) never matches it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,7 +51,17 @@ from tether.oauth.models import AuthorizationServerMetadata, ProtectedResourceMe
 from tether.oauth.resource import canonical_resource
 from tether.store.base import DiscoveryRecord, ServerRecord
 
-__all__ = ["Discoverer", "Unauthenticated", "as_metadata", "unauthenticated_challenge"]
+__all__ = [
+    "DISCOVERY_TTL",
+    "Discoverer",
+    "Unauthenticated",
+    "as_metadata",
+    "unauthenticated_challenge",
+]
+
+DISCOVERY_TTL: Final = timedelta(minutes=10)
+"""Longest a connect reuses an earlier connect's discovery (shorter if ``max-age`` says)."""
+_MAX_CACHED: Final = 1024
 
 #: The revisions offered without a token: ``initialize``, else stateless requests.
 PROBE_PROTOCOL_VERSION: Final = "2025-11-25"
@@ -249,11 +271,89 @@ async def unauthenticated_challenge(
     )
 
 
+def cache_lifetime(cache_control: list[str]) -> timedelta | None:
+    """How long a response may be reused per its ``Cache-Control`` (RFC 9111 §5.2.2).
+
+    Returns:
+        Zero for ``no-store``/``no-cache`` (or a malformed ``max-age``), the
+        ``max-age``, or ``None`` when the header sets no limit.
+    """
+    directives: dict[str, str] = {}
+    for part in ",".join(cache_control).lower().split(","):
+        name, _, value = part.strip().partition("=")
+        directives.setdefault(name.strip(), value.strip().strip('"'))
+    if "no-store" in directives or "no-cache" in directives:
+        return timedelta(0)
+    if "max-age" not in directives:
+        return None
+    age = directives["max-age"]
+    if not age.isdigit() or len(age) > 10:
+        return timedelta(0)
+    return timedelta(seconds=int(age))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """One connect's discovery, kept for the next connect of the same server."""
+
+    version: int
+    record: DiscoveryRecord
+    challenge: BearerChallenge | None
+    until: datetime
+
+
 class Discoverer:
     """Runs discovery for a server and stores the result."""
 
     def __init__(self, ctx: HubContext) -> None:
         self._ctx = ctx
+        self._cached: dict[str, _Cached] = {}
+        self._lifetime: dict[str, timedelta] = {}  # per server, while discovering
+
+    async def for_connect(
+        self, server: ServerRecord, challenge: BearerChallenge | None
+    ) -> tuple[DiscoveryRecord, BearerChallenge | None]:
+        """Discovery for a connect start, and the challenge it used (issue 9).
+
+        Without a caller's ``challenge``, an earlier connect's discovery of this server
+        (same ``version``, within its lifetime) is reused with its challenge: no probe,
+        no metadata request. Otherwise the server is probed without a token (unless
+        the caller brought its challenge) and discovered afresh.
+
+        Raises:
+            DiscoveryError: Discovery or metadata validation failed.
+            NetworkError: An endpoint could not be reached.
+        """
+        if challenge is None:
+            cached = self._cached.get(server.id)
+            if (
+                cached is not None
+                and cached.version == server.version
+                and self._ctx.clock.now() < cached.until
+            ):
+                return cached.record, cached.challenge
+            challenge = await self.challenge(server)
+        record = await self.discover(server, challenge=challenge)
+        if server.id in self._cached:
+            self._cached[server.id] = dataclasses.replace(
+                self._cached[server.id], challenge=challenge
+            )
+        return record, challenge
+
+    def forget(self, server_id: str) -> None:
+        """Drop a server's cached discovery; the next connect discovers afresh."""
+        self._cached.pop(server_id, None)
+
+    def _keep(self, server: ServerRecord, record: DiscoveryRecord) -> None:
+        lifetime = min(DISCOVERY_TTL, self._lifetime.pop(server.id, DISCOVERY_TTL))
+        if lifetime <= timedelta(0):
+            self.forget(server.id)
+            return
+        if server.id not in self._cached and len(self._cached) >= _MAX_CACHED:
+            self._cached.pop(next(iter(self._cached)))
+        self._cached[server.id] = _Cached(
+            server.version, record, None, record.fetched_at + lifetime
+        )
 
     async def _drive(
         self, flow: Generator[str, Fetched, _T], server: ServerRecord
@@ -267,6 +367,11 @@ class Discoverer:
                 server=server.name,
                 step="discovery",
             )
+            lifetime = cache_lifetime(response.header_list("cache-control"))
+            if lifetime is not None:
+                self._lifetime[server.id] = min(
+                    lifetime, self._lifetime.get(server.id, lifetime)
+                )
             fetched = Fetched(
                 status=response.status,
                 content_type=response.content_type,
@@ -319,6 +424,8 @@ class Discoverer:
             NetworkError: An endpoint could not be reached.
             BlockedDestination: A metadata URL is refused by the SSRF policy.
         """
+        self.forget(server.id)
+        self._lifetime.pop(server.id, None)
         oauth = server.oauth
         try:
             prm_url, prm = await self._drive(
@@ -388,6 +495,7 @@ class Discoverer:
             fetched_at=self._ctx.clock.now(),
         )
         await self._ctx.stores.discovery.put(record)
+        self._keep(server, record)
         return record
 
     async def stored_or_fresh(self, server: ServerRecord) -> DiscoveryRecord:

@@ -25,7 +25,7 @@ from tether.hub.context import HubConfig, HubContext
 from tether.hub.credentials import CredentialService
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.servers import ServerService
-from tether.hub.tools import ConnectionTest, ToolRegistry
+from tether.hub.tools import FAN_OUT, ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
 from tether.mcp.results import ToolResult, result_from_error
 from tether.mcp.session import MCPSession, ProgressCallback
@@ -38,6 +38,7 @@ from tether.oauth.registration import client_metadata_document
 from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
+from tether.store.paging import DEFAULT_LIMIT, Page
 
 __all__ = ["ConnectionInfo", "Tether"]
 
@@ -142,7 +143,7 @@ class Tether:
         self.connections.on_change = self.tools.invalidate
         # the tool-call path reads servers through a short-lived cache (hub/cache.py)
         self._tool_servers = ServerCache(self.servers.get, clock)
-        self.servers.on_change = self._tool_servers.forget
+        self.servers.on_change = self._server_record_changed
 
     @classmethod
     async def open(
@@ -194,6 +195,7 @@ class Tether:
 
     async def aclose(self) -> None:
         """Close MCP sessions, network clients and storage."""
+        await self.toolsets.aclose()
         await self.tools.aclose()
         await self.fetcher.aclose()
         await self.stores.aclose()
@@ -218,6 +220,11 @@ class Tether:
         )
         await vet_url(policy, url, resolver=self._resolver)
 
+    def _server_record_changed(self, server_id: str) -> None:
+        """A server was updated or deleted: drop its record and the views naming it."""
+        self._tool_servers.forget(server_id)
+        self.toolsets.forget_server(server_id)
+
     async def _server_changed(self, server: ServerRecord, reason: str) -> None:
         self._tool_servers.forget(server.id)
         await self.connections.clear_server(
@@ -234,6 +241,58 @@ class Tether:
         server = await self._tool_servers.get(server_ref)
         subject = self.tools.subject(server, user)
         return await self.tools.list_tools(server, subject, refresh=refresh)
+
+    async def list_tools_many(
+        self,
+        server_refs: Sequence[str] | None = None,
+        *,
+        user: str | None = None,
+        refresh: bool = False,
+        concurrency: int = FAN_OUT,
+    ) -> dict[str, list[dict[str, Any]] | TetherError]:
+        """Many servers' tools at once, by server name (issue 9).
+
+        The servers are asked concurrently, at most ``concurrency`` at a time, each
+        within its own deadline (its ``timeout_seconds``): one slow or failing server
+        holds up no other and shows up as the error in its slot. With ``refresh`` every
+        list is fetched anew and every server's health recorded (a health sweep, see
+        :meth:`sweep`).
+
+        Args:
+            server_refs: Server ids or names; ``None`` for every server.
+            user: The user asking (needed for per-user servers).
+            refresh: Fetch anew instead of serving the tool cache.
+            concurrency: How many servers are asked at once.
+
+        Raises:
+            NotFound: A named server does not exist.
+        """
+        if server_refs is None:
+            servers = await self.stores.servers.list()
+        else:
+            servers = [await self._tool_servers.get(ref) for ref in server_refs]
+        out: dict[str, list[dict[str, Any]] | TetherError] = {}
+        targets = []
+        for server in servers:
+            try:
+                targets.append((server, self.tools.subject(server, user)))
+            except TetherError as exc:
+                out[server.name] = exc
+        listed = await self.tools.list_many(targets, refresh=refresh, limit=concurrency)
+        for (server, _), result in zip(targets, listed, strict=True):
+            out[server.name] = result
+        return {server.name: out[server.name] for server in servers}
+
+    async def sweep(
+        self, *, user: str | None = None, concurrency: int = FAN_OUT
+    ) -> dict[str, list[dict[str, Any]] | TetherError]:
+        """Health sweep: re-list every server's tools concurrently, recording health.
+
+        See :meth:`list_tools_many`; a disabled server reports a ``UsageError``.
+        """
+        return await self.list_tools_many(
+            None, user=user, refresh=True, concurrency=concurrency
+        )
 
     async def call_tool(
         self,
@@ -352,10 +411,22 @@ class Tether:
         )
 
     async def toolset(
-        self, ref: str, *, user: str | None = None, reserved: Sequence[str] = ()
+        self,
+        ref: str,
+        *,
+        user: str | None = None,
+        reserved: Sequence[str] = (),
+        refresh: bool = False,
     ) -> ToolsetView:
-        """A toolset's model-ready tools for ``user``."""
-        return await self.toolsets.view(ref, user=user, reserved=reserved)
+        """A toolset's model-ready tools for ``user``.
+
+        Served from the view cache (built once, dropped when the toolset, one of its
+        servers, their tools or the user's connections change); ``refresh`` builds it
+        anew.
+        """
+        return await self.toolsets.view(
+            ref, user=user, reserved=reserved, refresh=refresh
+        )
 
     async def call(
         self,
@@ -556,6 +627,64 @@ class Tether:
         """Newest audit events, optionally for one server."""
         server_id = (await self.servers.get(server_ref)).id if server_ref else None
         return await self.stores.audit.list(server_id=server_id, limit=limit)
+
+    # ------------------------------------------------------------------ listings
+
+    async def list_servers(
+        self, *, limit: int = DEFAULT_LIMIT, after: str | None = None
+    ) -> Page[ServerRecord]:
+        """One page of servers by name (keyset; pass ``page.next`` as ``after``).
+
+        Raises:
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        return await self.stores.servers.list_page(limit=limit, after=after)
+
+    async def list_connections(
+        self,
+        server_ref: str | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        after: str | None = None,
+    ) -> Page[ConnectionInfo]:
+        """One page of connections (never a token), by server id and subject.
+
+        Only the page's connections are read and decrypted, so memory stays flat
+        however many there are.
+
+        Raises:
+            NotFound: ``server_ref`` names no server.
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        server_id = (await self.servers.get(server_ref)).id if server_ref else None
+        page = await self.stores.connections.list_page(
+            server_id, limit=limit, after=after
+        )
+        servers: dict[str, ServerRecord] = {}
+        infos: list[ConnectionInfo] = []
+        for conn in page.items:
+            if conn.server_id not in servers:
+                servers[conn.server_id] = await self._tool_servers.get(conn.server_id)
+            infos.append(ConnectionInfo.of(servers[conn.server_id], conn))
+        return Page(infos, page.next)
+
+    async def audit_page(
+        self,
+        *,
+        server_ref: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        after: str | None = None,
+    ) -> Page[AuditEvent]:
+        """One page of audit events, newest first (keyset by event id).
+
+        Raises:
+            NotFound: ``server_ref`` names no server.
+            ValidationFailed: ``limit`` outside 1 … 1000, or a foreign cursor.
+        """
+        server_id = (await self.servers.get(server_ref)).id if server_ref else None
+        return await self.stores.audit.list_page(
+            server_id=server_id, limit=limit, after=after
+        )
 
     def client_metadata_document(self) -> dict[str, Any]:
         """The client ID metadata document Tether serves (CIMD-1 … CIMD-4).

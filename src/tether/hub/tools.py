@@ -15,16 +15,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
 import anyio.abc
 
 from tether.errors import (
     AuthorizationRequired,
     PermissionDenied,
+    RequestTimeout,
     StepUpRequired,
     TetherError,
     UsageError,
@@ -52,7 +54,10 @@ from tether.store.base import (
     ToolCacheEntry,
 )
 
-__all__ = ["ConnectionTest", "HubTokenSource", "ToolRegistry"]
+__all__ = ["FAN_OUT", "ConnectionTest", "HubTokenSource", "ToolRegistry"]
+
+FAN_OUT = 16
+"""How many servers a fan-out (a toolset's first view, a sweep) asks at once."""
 
 TOKEN_TTL = timedelta(seconds=5)
 """How long a token read from the store is reused before the store is read again."""
@@ -206,6 +211,24 @@ class ToolRegistry:
         self._pool = SessionPool(self._make_session)
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
+        self._listeners: list[Callable[[str], None]] = []
+        # One writer at a time for the tool cache and health: concurrent SQLite
+        # writers otherwise wait out each other's busy timeout (a fan-out of 16 was
+        # twice as slow as one server after another).
+        self._writes = anyio.Lock()
+
+    def on_tools_changed(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(server_id)`` whenever a server's tools may have changed.
+
+        That is: on :meth:`invalidate` (a connection or server change, or
+        ``notifications/tools/list_changed``), after a background refresh and after a
+        forced refresh. Toolset views use it to drop themselves (issue 9).
+        """
+        self._listeners.append(listener)
+
+    def _tools_changed(self, server_id: str) -> None:
+        for listener in self._listeners:
+            listener(server_id)
 
     async def start(self) -> None:
         """Start the session pool (the facade does this on open)."""
@@ -312,6 +335,7 @@ class ToolRegistry:
         self, server_id: str, subject: str | None = None, *, drop_session: bool = True
     ) -> None:
         """Forget cached tools (and sessions) for a server or one subject."""
+        self._tools_changed(server_id)
         await self._ctx.stores.tools.delete(server_id, subject)
         if drop_session:
             await self._pool.drop(server_id, subject)
@@ -337,7 +361,10 @@ class ToolRegistry:
             if now - entry.fetched_at >= SOFT_EXPIRY:
                 self._refresh_in_background(server, subject)
             return [dict(tool) for tool in entry.tools]
-        return await self.refresh_tools(server, subject)
+        tools = await self.refresh_tools(server, subject)
+        if refresh:
+            self._tools_changed(server.id)
+        return tools
 
     def _refresh_in_background(self, server: ServerRecord, subject: str) -> None:
         key = (server.id, subject)
@@ -348,6 +375,7 @@ class ToolRegistry:
         async def run() -> None:
             try:
                 await self.refresh_tools(server, subject)
+                self._tools_changed(server.id)
             except TetherError:
                 pass  # recorded in health; the stale list keeps serving
             finally:
@@ -360,22 +388,45 @@ class ToolRegistry:
     async def refresh_tools(
         self, server: ServerRecord, subject: str
     ) -> list[dict[str, Any]]:
-        """Fetch every page of ``tools/list`` now; record health either way."""
+        """Fetch every page of ``tools/list`` now; record health either way.
+
+        The store writes are shielded: a caller's deadline (a toolset view's, a
+        sweep's) cancels the network part, never a half-done write.
+        """
         now = self._ctx.clock.now()
         try:
             session = await self.session(server, subject)
             tools = await session.list_tools()
         except TetherError as exc:
-            await self._ctx.stores.tools.put_health(
-                ServerHealth(
-                    server_id=server.id,
-                    subject=subject,
-                    status="error",
-                    last_error=str(exc)[:1000],
-                    checked_at=now,
-                )
-            )
+            await self._record_failure(server, subject, exc, now)
             raise
+        with anyio.CancelScope(shield=True):
+            async with self._writes:
+                await self._record(server, subject, session, tools, now)
+        return tools
+
+    async def _record_failure(
+        self, server: ServerRecord, subject: str, exc: TetherError, now: datetime
+    ) -> None:
+        health = ServerHealth(
+            server_id=server.id,
+            subject=subject,
+            status="error",
+            last_error=str(exc)[:1000],
+            checked_at=now,
+        )
+        with anyio.CancelScope(shield=True):
+            async with self._writes:
+                await self._ctx.stores.tools.put_health(health)
+
+    async def _record(
+        self,
+        server: ServerRecord,
+        subject: str,
+        session: MCPSession,
+        tools: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
         await self._ctx.stores.tools.put(
             ToolCacheEntry(
                 server_id=server.id,
@@ -396,7 +447,61 @@ class ToolRegistry:
                 capabilities=dict(session.capabilities or {}),
             )
         )
-        return tools
+
+    async def list_many(
+        self,
+        targets: Sequence[tuple[ServerRecord, str]],
+        *,
+        refresh: bool = False,
+        limit: int = FAN_OUT,
+    ) -> list[list[dict[str, Any]] | TetherError]:
+        """``tools/list`` of many (server, subject) pairs at once (issue 9).
+
+        At most ``limit`` servers are asked at a time, each within its own deadline
+        (its ``timeout_seconds``); a slow or failing server becomes an error in its
+        slot and holds up no other. With ``refresh`` every list is fetched anew, which
+        records every server's health: a health sweep.
+
+        Returns:
+            One entry per target, in order: the tools, or why they could not be had.
+        """
+        results: list[list[dict[str, Any]] | TetherError] = [
+            UsageError("not listed") for _ in targets
+        ]
+        limiter = anyio.CapacityLimiter(max(1, limit))
+
+        async def one(index: int, server: ServerRecord, subject: str) -> None:
+            async with limiter:
+                results[index] = await self.list_within(
+                    server, subject, refresh=refresh
+                )
+
+        async with anyio.create_task_group() as group:
+            for index, (server, subject) in enumerate(targets):
+                group.start_soon(one, index, server, subject)
+        return results
+
+    async def list_within(
+        self, server: ServerRecord, subject: str, *, refresh: bool = False
+    ) -> list[dict[str, Any]] | TetherError:
+        """:meth:`list_tools` within the server's deadline; an error is returned."""
+        if not server.enabled:
+            return UsageError(f"server '{server.name}' is disabled", server=server.name)
+        started = self._ctx.clock.now()
+        try:
+            with anyio.fail_after(server.timeout_seconds):
+                return await self.list_tools(server, subject, refresh=refresh)
+        except TimeoutError:
+            timeout = RequestTimeout(
+                f"server '{server.name}' did not list its tools within "
+                f"{server.timeout_seconds:g} s",
+                server=server.name,
+                step="tools/list",
+            )
+            await self._record_failure(server, subject, timeout, started)
+            return timeout
+        except TetherError as exc:
+            return exc
 
     async def test_connection(
         self, server: ServerRecord, subject: str

@@ -5,14 +5,28 @@ A toolset names servers, each with an optional allow-list of original tool names
 reference, §2.3). It yields LLM-ready tool definitions with collision-free,
 provider-safe names (:mod:`tether.mcp.naming`) and routes a call by exposed name back to
 (server, original name). Export and import refer to servers by name (reference §3.22).
+
+Views are computed once per (toolset, user, reserved names) and kept in a
+:class:`~tether.hub.cache.ViewCache` (issue 9): a call routes by a dictionary lookup,
+with no store read. A view is dropped when its toolset is edited, when one of its
+servers changes, and when one of its servers' tool lists or connections changes (the
+:class:`~tether.hub.tools.ToolRegistry` listeners, fed by ``Connections.on_change`` and
+``notifications/tools/list_changed``). A change made by another worker sends no event:
+a view older than :data:`VIEW_TTL` is still served once and rebuilt in the background.
+A view is built by listing its servers' tools concurrently (at most :data:`FAN_OUT` at
+a time), each within its own deadline (the server's ``timeout_seconds``), so one slow
+or failing server leaves the others' tools in the view.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from tether.errors import (
     AuthorizationRequired,
@@ -22,17 +36,20 @@ from tether.errors import (
     ValidationFailed,
 )
 from tether.hub.audit import Auditor
+from tether.hub.cache import SERVER_TTL, ViewCache
 from tether.hub.clock import Clock
-from tether.hub.tools import ToolRegistry
-from tether.mcp.naming import ToolNames, assign_tool_names, safe_name
+from tether.hub.tools import FAN_OUT, ToolRegistry
+from tether.mcp.naming import ToolKey, ToolNames, assign_tool_names, safe_name
 from tether.mcp.render import ToolDefinition
 from tether.mcp.results import ToolErrorCode, ToolResult, result_from_error
 from tether.mcp.session import ProgressCallback
 from tether.store.base import ServerRecord, Stores, Toolset, ToolsetEntry
 
-__all__ = ["ToolsetService", "ToolsetView", "Unavailable"]
+__all__ = ["FAN_OUT", "VIEW_TTL", "ToolsetService", "ToolsetView", "Unavailable"]
 
 MAX_NAME = 100
+VIEW_TTL = SERVER_TTL
+"""Age after which a cached view is rebuilt in the background (another worker's edits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +62,15 @@ class ToolsetView:
         names: Exposed name ↔ (server id, original name).
         excluded: Server name → why its tools are left out (disabled, not connected…).
         unavailable: The same servers with the error a call to their tools returns.
+        servers: Server id → record, for the servers whose tools are in the view (a
+            call routes with it, without reading the store).
     """
 
     tools: tuple[ToolDefinition, ...]
     names: ToolNames
     excluded: Mapping[str, str] = field(default_factory=dict)
     unavailable: tuple[Unavailable, ...] = ()
+    servers: Mapping[str, ServerRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +118,32 @@ class ToolsetService:
         self._clock = clock
         self._audit = auditor
         self._registry = registry
+        self._views: ViewCache[_ViewKey, ToolsetView] = ViewCache(clock, VIEW_TTL)
+        self._background: set[asyncio.Task[None]] = set()
+        self.fan_out = FAN_OUT
+        registry.on_tools_changed(self.forget_server)
+
+    # ------------------------------------------------------------------ invalidation
+
+    def forget_server(self, server_id: str) -> None:
+        """Drop the views naming a server (its record, tools or connection changed)."""
+        self._views.drop(server_id)
+
+    def forget_toolset(self, toolset_id: str) -> None:
+        """Drop a toolset's views (it was edited or deleted)."""
+        self._views.drop(toolset_id)
+
+    async def aclose(self) -> None:
+        """Stop background rebuilds."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def settle(self) -> None:
+        """Wait for the background rebuilds started so far (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background))
 
     async def _entries(
         self, servers: Sequence[Mapping[str, Any]]
@@ -198,6 +244,7 @@ class ToolsetService:
             ),
             expected_version=current.version,
         )
+        self.forget_toolset(current.id)
         await self._audit.record(
             "toolset.update",
             actor=actor,
@@ -212,6 +259,7 @@ class ToolsetService:
         """Delete a toolset."""
         current = await self.get(ref)
         await self._stores.toolsets.delete(current.id)
+        self.forget_toolset(current.id)
         await self._audit.record(
             "toolset.delete",
             actor=actor,
@@ -292,50 +340,132 @@ class ToolsetService:
             )
 
     async def view(
-        self, ref: str, *, user: str | None, reserved: Sequence[str] = ()
+        self,
+        ref: str,
+        *,
+        user: str | None,
+        reserved: Sequence[str] = (),
+        refresh: bool = False,
     ) -> ToolsetView:
-        """The toolset's tools for ``user``; unusable servers are left out with a reason."""
-        toolset = await self.get(ref)
+        """The toolset's tools for ``user``; unusable servers are left out with a reason.
+
+        Served from the view cache (see the module docstring); ``refresh`` builds it
+        anew.
+
+        Raises:
+            NotFound: No such toolset.
+            TetherError: The store failed.
+        """
+        key = _ViewKey(ref, user, tuple(reserved))
+        cached = None if refresh else self._views.get(key)
+        if cached is not None:
+            view, stale = cached
+            if stale:
+                self._rebuild_in_background(key)
+            return view
+        return await self._views.build(key, lambda: self._build(key))
+
+    def _rebuild_in_background(self, key: _ViewKey) -> None:
+        if any(task.get_name() == repr(key) for task in self._background):
+            return
+
+        async def run() -> None:
+            try:
+                await self._views.build(key, lambda: self._build(key))
+            except TetherError:
+                self._views.discard(key)  # e.g. deleted by another worker
+
+        task = asyncio.get_running_loop().create_task(run(), name=repr(key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _build(self, key: _ViewKey) -> tuple[ToolsetView, frozenset[str]]:
+        toolset = await self.get(key.ref)
+        listed = await self._list_all(toolset.entries, key.user)
         excluded: dict[str, str] = {}
         unavailable: list[Unavailable] = []
         found: list[tuple[ServerRecord, Mapping[str, Any]]] = []
-        for entry in toolset.entries:
-            server = await self._stores.servers.get(entry.server_id)
-            if server is None:
-                continue
-            if not server.enabled:
-                excluded[server.name] = "disabled"
-                error: TetherError = UsageError(
-                    f"server '{server.name}' is disabled", server=server.name
+        for entry, outcome in zip(toolset.entries, listed, strict=True):
+            if isinstance(outcome, Unavailable):
+                excluded[outcome.server.name] = (
+                    "disabled"
+                    if outcome.code is ToolErrorCode.SERVER_DISABLED
+                    else f"{outcome.error.code}: {outcome.error.message}"
                 )
-                unavailable.append(
-                    Unavailable(
-                        server, entry.tools, error, ToolErrorCode.SERVER_DISABLED
-                    )
+                unavailable.append(outcome)
+            elif outcome is not None:
+                server, tools = outcome
+                allowed = set(entry.tools) if entry.tools is not None else None
+                found.extend(
+                    (server, t)
+                    for t in tools
+                    if allowed is None or t.get("name") in allowed
                 )
-                continue
-            try:
-                subject = self._registry.subject(server, user)
-                tools = await self._registry.list_tools(server, subject)
-            except TetherError as exc:
-                excluded[server.name] = f"{exc.code}: {exc.message}"
-                unavailable.append(Unavailable(server, entry.tools, exc))
-                continue
-            allowed = set(entry.tools) if entry.tools is not None else None
-            found.extend(
-                (server, t)
-                for t in tools
-                if allowed is None or t.get("name") in allowed
-            )
         names = assign_tool_names(
-            [(s.id, s.name, str(t.get("name", ""))) for s, t in found], reserved
+            [(s.id, s.name, str(t.get("name", ""))) for s, t in found], key.reserved
         )
         definitions = tuple(
             _definition(s, t, names.exposed(s.id, str(t["name"])))
             for s, t in found
             if str(t.get("name", "")).strip()
         )
-        return ToolsetView(definitions, names, excluded, tuple(unavailable))
+        view = ToolsetView(
+            definitions,
+            names,
+            excluded,
+            tuple(unavailable),
+            {s.id: s for s, _ in found},
+        )
+        tags = frozenset({toolset.id, *(e.server_id for e in toolset.entries)})
+        return view, tags
+
+    async def _list_all(
+        self, entries: Sequence[ToolsetEntry], user: str | None
+    ) -> list[_Listed]:
+        """Each entry's server and tools (or why not), listed concurrently.
+
+        At most :attr:`fan_out` servers at once; each within its own deadline.
+
+        Raises:
+            TetherError: The store failed reading a server record.
+        """
+        results: list[_Listed | BaseException] = [None] * len(entries)
+        limiter = anyio.CapacityLimiter(max(1, self.fan_out))
+
+        async def one(index: int, entry: ToolsetEntry) -> None:
+            async with limiter:
+                try:
+                    results[index] = await self._list_one(entry, user)
+                except TetherError as exc:  # a store failure: the view fails
+                    results[index] = exc
+
+        async with anyio.create_task_group() as group:
+            for index, entry in enumerate(entries):
+                group.start_soon(one, index, entry)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if not isinstance(r, BaseException)]
+
+    async def _list_one(self, entry: ToolsetEntry, user: str | None) -> _Listed:
+        server = await self._stores.servers.get(entry.server_id)
+        if server is None:
+            return None
+        if not server.enabled:
+            error: TetherError = UsageError(
+                f"server '{server.name}' is disabled", server=server.name
+            )
+            return Unavailable(
+                server, entry.tools, error, ToolErrorCode.SERVER_DISABLED
+            )
+        try:
+            subject = self._registry.subject(server, user)
+        except TetherError as exc:
+            return Unavailable(server, entry.tools, exc)
+        tools = await self._registry.list_within(server, subject)
+        if isinstance(tools, TetherError):
+            return Unavailable(server, entry.tools, tools)
+        return server, tools
 
     async def call(
         self,
@@ -352,22 +482,28 @@ class ToolsetService:
         """Call a tool by its exposed name; failures come back as error results.
 
         Pass the same ``reserved`` names as to :meth:`view` (or the ``view`` itself),
-        so the exposed names resolve the same way.
+        so the exposed names resolve the same way. The cached view routes the call;
+        a name it does not know makes it build the view anew once (the tool, or its
+        server's availability, may have changed where no event reached this worker).
         """
         try:
-            view = view or await self.view(ref, user=user, reserved=reserved)
-            try:
-                key = view.names.resolve(name)
-            except NotFound:
-                unavailable = _unavailable(view, name)
+            current = view or await self.view(ref, user=user, reserved=reserved)
+            key = current.names.by_exposed.get(name)
+            if key is None and view is None:
+                current = await self.view(
+                    ref, user=user, reserved=reserved, refresh=True
+                )
+                key = current.names.by_exposed.get(name)
+            if key is None:
+                unavailable = _unavailable(current, name)
                 if unavailable is None:
-                    raise
+                    raise NotFound(
+                        f"no tool is exposed as {name[:100]!r}", step="tool_call"
+                    )
                 if raise_errors:
                     raise unavailable.error from None
                 return result_from_error(unavailable.error, code=unavailable.code)
-            server = await self._stores.servers.get(key.server_id)
-            if server is None:
-                raise NotFound(f"the server of tool '{name}' was deleted")
+            server = await self._route(current, key, name)
             subject = self._registry.subject(server, user)
         except TetherError as exc:
             if raise_errors:
@@ -381,6 +517,28 @@ class ToolsetService:
             raise_errors=raise_errors,
             progress=progress,
         )
+
+    async def _route(self, view: ToolsetView, key: ToolKey, name: str) -> ServerRecord:
+        """The server a resolved tool goes to: from the view, else from the store."""
+        server = view.servers.get(key.server_id)
+        if server is None:
+            server = await self._stores.servers.get(key.server_id)
+        if server is None:
+            raise NotFound(f"the server of tool '{name}' was deleted")
+        return server
+
+
+@dataclass(frozen=True, slots=True)
+class _ViewKey:
+    """What a cached view is for: the toolset reference, the user, reserved names."""
+
+    ref: str
+    user: str | None
+    reserved: tuple[str, ...]
+
+
+_Listed = tuple[ServerRecord, Sequence[Mapping[str, Any]]] | Unavailable | None
+"""One entry's outcome: its server and tools, why it is left out, or ``None`` (gone)."""
 
 
 def _unavailable(view: ToolsetView, name: str) -> Unavailable | None:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import SecretStr
 
+from tether.store.paging import Page
+
 if TYPE_CHECKING:
     from tether.store.apikeys import ApiKeyStore
 
@@ -369,6 +371,12 @@ class ServerStore(Protocol):
         """All servers ordered by name."""
         ...
 
+    async def list_page(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> Page[ServerRecord]:
+        """Servers ordered by (case-folded name, id), keyset-paginated (paging.py)."""
+        ...
+
     async def update(
         self, server: ServerRecord, *, expected_version: int
     ) -> ServerRecord:
@@ -443,6 +451,16 @@ class ConnectionStore(Protocol):
         """Return the connection (tokens decrypted) or ``None``."""
         ...
 
+    async def list_page(
+        self,
+        server_id: str | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[Connection]:
+        """Connections ordered by (server, subject), keyset-paginated (paging.py)."""
+        ...
+
     async def list(self, server_id: str | None = None) -> list[Connection]:
         """All connections, or one server's."""
         ...
@@ -485,6 +503,16 @@ class AuditLog(Protocol):
         self, *, server_id: str | None = None, limit: int = 100
     ) -> list[AuditEvent]:
         """Newest first."""
+        ...
+
+    async def list_page(
+        self,
+        *,
+        server_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AuditEvent]:
+        """Events newest first (by id), keyset-paginated (paging.py)."""
         ...
 
 

@@ -35,6 +35,7 @@ from tether.store.base import (
 )
 from tether.store.crypto import KeyRing
 from tether.store.lease import LeaseLockProvider
+from tether.store.paging import Page, check_limit, decode_cursor, paged
 from tether.store.rules import (
     check_entries,
     id_taken,
@@ -193,6 +194,22 @@ class MemoryServerStore(_Store):
         return _copy(
             sorted(self._b.servers.values(), key=lambda s: (name_key(s.name), s.id))
         )
+
+    async def list_page(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> Page[ServerRecord]:
+        """Servers by (case-folded name, id), keyset-paginated."""
+        check_limit(limit)
+        start = decode_cursor(after, (str, str)) if after is not None else None
+
+        def key(s: ServerRecord) -> tuple[str, str]:
+            return (name_key(s.name), s.id)
+
+        found = sorted(
+            (s for s in self._b.servers.values() if start is None or key(s) > start),
+            key=key,
+        )
+        return paged(_copy(found[: limit + 1]), limit, key)
 
     async def update(
         self, server: ServerRecord, *, expected_version: int
@@ -365,6 +382,24 @@ class MemoryConnectionStore(_Store):
             if server_id in (None, key[0])
         ]
 
+    async def list_page(
+        self,
+        server_id: str | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[Connection]:
+        """Connections by (server, subject), keyset-paginated; only the page is opened."""
+        check_limit(limit)
+        start = decode_cursor(after, (str, str)) if after is not None else None
+        keys = sorted(
+            key
+            for key in self._b.connections
+            if server_id in (None, key[0]) and (start is None or key > start)
+        )[: limit + 1]
+        found = [self._open(self._b.connections[key]) for key in keys]
+        return paged(found, limit, lambda c: (c.server_id, c.subject))
+
     async def save(
         self, connection: Connection, *, expected_version: int
     ) -> Connection:
@@ -437,6 +472,26 @@ class MemoryAuditLog(_Store):
             e for e in reversed(self._b.audit) if server_id in (None, e.server_id)
         ]
         return _copy(events[:limit])
+
+    async def list_page(
+        self,
+        *,
+        server_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AuditEvent]:
+        """Newest first by id, keyset-paginated."""
+        check_limit(limit)
+        before = decode_cursor(after, (int,))[0] if after is not None else None
+        events: list[AuditEvent] = []
+        for event in reversed(self._b.audit):
+            if len(events) > limit:
+                break
+            if server_id in (None, event.server_id) and (
+                before is None or (event.id or 0) < int(before)
+            ):
+                events.append(event)
+        return paged(_copy(events), limit, lambda e: (e.id or 0,))
 
 
 class MemoryToolCacheStore(_Store):

@@ -58,7 +58,8 @@ from tether.store.database import (
     upsert,
 )
 from tether.store.lease import LeaseLockProvider
-from tether.store.rules import check_entries, utc_now
+from tether.store.paging import Page, check_limit, decode_cursor, paged
+from tether.store.rules import check_entries, name_key, utc_now
 
 __all__ = ["open_sql_stores"]
 
@@ -76,6 +77,14 @@ class _Store:
             where.append(table.c[column] == value)
         async with self._b.begin() as conn:
             await conn.execute(sa.delete(table).where(*where))
+
+
+def _after(
+    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], cursor: str
+) -> sa.ColumnElement[bool]:
+    """Rows whose (first, second) sort key comes after the cursor's (keyset paging)."""
+    a, b = decode_cursor(cursor, (str, str))
+    return sa.or_(first > a, sa.and_(first == a, second > b))
 
 
 # --------------------------------------------------------------------- stores
@@ -117,6 +126,19 @@ class SqlServerStore(_Store):
         """All servers ordered by name."""
         query = sa.select(self._t).order_by(self._t.c.name_key, self._t.c.id)
         return [rows.server_record(r) for r in await self._b.fetch_all(query)]
+
+    async def list_page(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> Page[ServerRecord]:
+        """Servers by (case-folded name, id), keyset-paginated."""
+        t = self._t
+        query = (
+            sa.select(t).order_by(t.c.name_key, t.c.id).limit(check_limit(limit) + 1)
+        )
+        if after is not None:
+            query = query.where(_after(t.c.name_key, t.c.id, after))
+        found = [rows.server_record(r) for r in await self._b.fetch_all(query)]
+        return paged(found, limit, lambda s: (name_key(s.name), s.id))
 
     async def update(
         self, server: ServerRecord, *, expected_version: int
@@ -279,6 +301,28 @@ class SqlConnectionStore(_Store):
         found = await self._b.fetch_all(query)
         return [rows.connection_record(self._b.key_ring, r) for r in found]
 
+    async def list_page(
+        self,
+        server_id: str | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[Connection]:
+        """Connections by (server, subject), keyset-paginated; only the page is read."""
+        t = self._t
+        query = (
+            sa.select(t)
+            .order_by(t.c.server_id, t.c.subject)
+            .limit(check_limit(limit) + 1)
+        )
+        if server_id is not None:
+            query = query.where(t.c.server_id == server_id)
+        if after is not None:
+            query = query.where(_after(t.c.server_id, t.c.subject, after))
+        found = await self._b.fetch_all(query)
+        conns = [rows.connection_record(self._b.key_ring, r) for r in found]
+        return paged(conns, limit, lambda c: (c.server_id, c.subject))
+
     async def save(
         self, connection: Connection, *, expected_version: int
     ) -> Connection:
@@ -387,6 +431,23 @@ class SqlAuditLog(_Store):
         if server_id is not None:
             query = query.where(t.c.server_id == server_id)
         return [rows.audit_record(r) for r in await self._b.fetch_all(query)]
+
+    async def list_page(
+        self,
+        *,
+        server_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AuditEvent]:
+        """Newest first by id, keyset-paginated."""
+        t = self._t
+        query = sa.select(t).order_by(t.c.id.desc()).limit(check_limit(limit) + 1)
+        if server_id is not None:
+            query = query.where(t.c.server_id == server_id)
+        if after is not None:
+            query = query.where(t.c.id < decode_cursor(after, (int,))[0])
+        found = [rows.audit_record(r) for r in await self._b.fetch_all(query)]
+        return paged(found, limit, lambda e: (e.id or 0,))
 
 
 class SqlToolCacheStore(_Store):
