@@ -8,9 +8,11 @@ Not a test. Run from the repository root::
 Each round starts from a new database (a SQLite file, or a private PostgreSQL schema on
 127.0.0.1:5432), registers a shared OAuth server at the loopback oidc-provider (refresh
 tokens rotate on every use) and connects it once. The stored access token is then moved
-into the past, and ``--procs`` OS processes, each with its own ``Tether`` on that
-database, fire ``--calls`` concurrent ``echo`` tool calls, released together by a pipe
-barrier (``tests/grants/harness.py``). Per round it prints the refresh requests the AS
+into the past (``--expiry local``; the MCP server still accepts the old token), or the
+AS issues access tokens living ``--ttl`` seconds and the round waits until the MCP server
+answers 401 to the old one (``--expiry real``, as after a real expiry). Then ``--procs``
+OS processes, each with its own ``Tether`` on that database, fire ``--calls`` concurrent
+``echo`` tool calls, released together by a pipe barrier (``tests/grants/harness.py``). Per round it prints the refresh requests the AS
 logged, the failed calls (with their error codes), and whether the grant is alive
 afterwards (the stored refresh token introspected at the AS, then a fresh process
 refreshing and calling), and at the end a side-by-side table of the variants.
@@ -18,7 +20,7 @@ refreshing and calling), and at the end a side-by-side table of the variants.
 ``--lease on|off`` passes ``refresh_lease=True|False`` to ``Tether.open`` (off = the
 naive path: no cross-process lease, no in-process single flight). Code without that
 keyword runs as it is, once per round, and says so. Results also go to
-``bench/results/refresh_storm-<backend>-<UTC date>.json``.
+``bench/results/refresh_storm-<backend>-<expiry>-<UTC date>.json``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from grants.conftest import AS_ENV, MCP_ENV  # noqa: E402
 from grants.harness import (  # noqa: E402
     StormReport,
     create_grant,
@@ -77,7 +80,11 @@ async def one_round(
         async with database(backend, workdir) as url:
             grant = await create_grant(peers, url, workdir, name=f"storm-{index}")
             report = await run_storm(
-                grant, procs=args.procs, calls=args.calls, open_kwargs=open_kwargs
+                grant,
+                procs=args.procs,
+                calls=args.calls,
+                open_kwargs=open_kwargs,
+                expiry=args.expiry,
             )
     print(f"[{backend} lease {name}] round {index}: {report.summary()}", flush=True)
     for sample in report.samples[:2]:
@@ -88,7 +95,10 @@ async def one_round(
 async def main(args: argparse.Namespace) -> None:
     columns = variants(args.lease)
     reports: dict[str, list[StormReport]] = {name: [] for name in columns}
-    with Peers(node=ensure_node(), as_env={"AS_ROTATE_REFRESH": "1"}) as peers:
+    as_env = dict(AS_ENV)
+    if args.expiry == "real":
+        as_env["AS_ACCESS_TOKEN_TTL"] = args.ttl
+    with Peers(node=ensure_node(), as_env=as_env, mcp_env=MCP_ENV) as peers:
         for index in range(1, args.rounds + 1):
             for name, open_kwargs in columns.items():  # interleaved: same machine noise
                 reports[name].append(
@@ -96,7 +106,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
     print(
         f"\n{args.backend}: {args.procs} processes x {args.calls} calls on one expired "
-        f"connection, oidc-provider rotating refresh tokens, {args.rounds} round(s)\n"
+        f"connection ({args.expiry} expiry), oidc-provider rotating refresh tokens, "
+        f"{args.rounds} round(s)\n"
     )
     print(format_storms(reports))
     for name, runs in reports.items():
@@ -105,7 +116,9 @@ async def main(args: argparse.Namespace) -> None:
         ROOT
         / "bench"
         / "results"
-        / (f"refresh_storm-{args.backend}-{datetime.now(UTC):%Y-%m-%d}.json")
+        / (
+            f"refresh_storm-{args.backend}-{args.expiry}-{datetime.now(UTC):%Y-%m-%d}.json"
+        )
     )
     out.write_text(
         json.dumps(
@@ -131,6 +144,21 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lease", choices=["on", "off", "both"], default="both")
+    parser.add_argument(
+        "--expiry",
+        choices=["local", "real"],
+        default="local",
+        help="local: rewrite the stored expires_at (the MCP server still accepts the "
+        "old token); real: short-lived access tokens (--ttl), wait until the MCP "
+        "server answers 401 to the old one",
+    )
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=120,
+        help="access-token lifetime at the AS with --expiry real (s); a storm must end "
+        "within half of it, or the new token is due again",
+    )
     return parser.parse_args()
 
 

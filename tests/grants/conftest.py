@@ -6,8 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from peers.fixture import NodeEnv, Peers, peers_home
+from peers.fixture import EnvValue, NodeEnv, Peers, peers_home
 from peers.plugin import PeerFactory
+
+AS_ENV: dict[str, EnvValue] = {"AS_ROTATE_REFRESH": "1"}
+MCP_ENV: dict[str, EnvValue] = {}
 
 
 @pytest.fixture(scope="module")
@@ -18,4 +21,4 @@ def storm_peers(peers_node: NodeEnv) -> Iterator[Peers]:
     and counts the AS's token requests from its own log mark.
     """
     with PeerFactory(peers_node, peers_home()) as factory:
-        yield factory.peers(as_env={"AS_ROTATE_REFRESH": "1"})
+        yield factory.peers(as_env=AS_ENV, mcp_env=MCP_ENV)

@@ -5,8 +5,10 @@ Only the public facade is used (``Tether.open``, ``tether.servers``, ``call_tool
 ``tests/peers`` (oidc-provider rotating refresh tokens on every use, the SDK MCP server):
 
 * :func:`create_grant` registers a server and connects it once (a shared connection) on
-  a database URL, :func:`expire_access_token` rewrites the stored ``expires_at`` into the
-  past with compare-and-set, so that every process must refresh;
+  a database URL; :func:`expire_access_token` rewrites the stored ``expires_at`` into the
+  past with compare-and-set, so that every process must refresh (or, with peers issuing
+  short-lived access tokens, :func:`wait_real_expiry` waits until the MCP server itself
+  refuses the token with 401);
 * :func:`run_storm` spawns N OS processes (``grants.worker``, not a fork of an event
   loop), each opening its own Tether on the same database and firing C concurrent
   ``echo`` calls, all released together by a pipe barrier. It reports the token
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from grants.common import GO, KEY_ENV, open_tether
-from hub.conftest import as_requests, connect, introspect, oauth_server
+from hub.conftest import as_requests, connect, introspect, mcp_status, oauth_server
 from peers.fixture import AuthServer, Peers
 from tether.errors import TetherError, VersionConflict
 from tether.hub.tether import Tether
@@ -133,8 +135,9 @@ async def stored(tether: Tether, server_id: str) -> Connection:
 async def expire_access_token(grant: Grant) -> Connection:
     """Move the stored ``expires_at`` an hour into the past (compare-and-set, retried).
 
-    The access token itself stays valid at the MCP server; what matters is that every
-    Tether now considers it due and must refresh before its first call.
+    Every Tether now considers the access token due and must refresh before its first
+    call. The token itself stays valid at the MCP server (``expiry="local"``); see
+    :func:`wait_real_expiry` for a token the MCP server refuses.
     """
     async with tether_on(grant) as tether:
         for _ in range(5):
@@ -147,6 +150,29 @@ async def expire_access_token(grant: Grant) -> Connection:
             except VersionConflict:
                 continue
     raise AssertionError("could not expire the access token: the record kept changing")
+
+
+async def wait_real_expiry(grant: Grant) -> None:
+    """Wait until the stored access token has really expired: the MCP server says 401.
+
+    Needs peers whose AS issues short-lived access tokens (``AS_ACCESS_TOKEN_TTL``);
+    oidc-provider cannot revoke one access token without its whole grant (revocation
+    drops every token of the grant), so waiting is the only way to a dead access token
+    beside a live refresh token. The wait is the fault being set up, bounded, and ends
+    on the MCP server's answer, not on the clock.
+    """
+    async with tether_on(grant) as tether:
+        conn = await stored(tether, grant.server_id)
+    assert conn.access_token is not None
+    assert conn.expires_at is not None
+    remaining = (conn.expires_at - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, remaining))
+    token = conn.access_token.get_secret_value()
+    for _ in range(120):
+        if mcp_status(grant.peers.mcp, token) == 401:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the access token is still accepted a minute after expiry")
 
 
 # ---------------------------------------------------------------- worker processes
@@ -350,9 +376,18 @@ async def run_storm(
     procs: int,
     calls: int,
     open_kwargs: dict[str, Any] | None = None,
+    expiry: str = "local",
 ) -> StormReport:
-    """Expire the access token, then fire ``procs`` x ``calls`` concurrent tool calls."""
-    await expire_access_token(grant)
+    """Expire the access token, then fire ``procs`` x ``calls`` concurrent tool calls.
+
+    ``expiry`` is ``local`` (rewrite ``expires_at``; the MCP server still accepts the
+    old token) or ``real`` (wait until the MCP server refuses it; needs short-lived
+    access tokens, see :func:`wait_real_expiry`).
+    """
+    if expiry == "real":
+        await wait_real_expiry(grant)
+    else:
+        await expire_access_token(grant)
     mark = len(token_lines(grant.auth))
     workers = [
         await Worker.spawn(grant, "storm", i, calls=calls, open_kwargs=open_kwargs)
