@@ -85,6 +85,7 @@ async def one_round(
                 calls=args.calls,
                 open_kwargs=open_kwargs,
                 expiry=args.expiry,
+                warm=args.warm,
             )
     print(f"[{backend} lease {name}] round {index}: {report.summary()}", flush=True)
     for sample in report.samples[:2]:
@@ -106,7 +107,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
     print(
         f"\n{args.backend}: {args.procs} processes x {args.calls} calls on one expired "
-        f"connection ({args.expiry} expiry), oidc-provider rotating refresh tokens, "
+        f"connection ({args.expiry} expiry{', warm' if args.warm else ''}), "
+        "oidc-provider rotating refresh tokens, "
         f"{args.rounds} round(s)\n"
     )
     print(format_storms(reports))
@@ -117,7 +119,8 @@ async def main(args: argparse.Namespace) -> None:
         / "bench"
         / "results"
         / (
-            f"refresh_storm-{args.backend}-{args.expiry}-{datetime.now(UTC):%Y-%m-%d}.json"
+            f"refresh_storm-{args.backend}-{args.expiry}{'-warm' if args.warm else ''}"
+            f"-{datetime.now(UTC):%Y-%m-%d}.json"
         )
     )
     out.write_text(
@@ -151,6 +154,13 @@ def parse() -> argparse.Namespace:
         help="local: rewrite the stored expires_at (the MCP server still accepts the "
         "old token); real: short-lived access tokens (--ttl), wait until the MCP "
         "server answers 401 to the old one",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="workers open their MCP sessions before the token expires (a running "
+        "app); best with --expiry real (a local expiry is noticed only once the "
+        "in-memory token is re-read)",
     )
     parser.add_argument(
         "--ttl",

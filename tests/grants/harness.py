@@ -254,12 +254,22 @@ class Worker:
 
 async def release_together(workers: list[Worker]) -> None:
     """Wait until every worker opened its Tether, then release them all at once."""
+    await ready_all(workers)
+    await release(workers)
+
+
+async def ready_all(workers: list[Worker]) -> None:
+    """Wait until every worker is ready (killing them all if one fails)."""
     try:
         await asyncio.gather(*(worker.ready() for worker in workers))
     except BaseException:
         for worker in workers:
             worker.kill()
         raise
+
+
+async def release(workers: list[Worker]) -> None:
+    """Write ``go`` to every worker's stdin: the barrier opens for all at once."""
     for worker in workers:
         worker.go()
     for worker in workers:
@@ -377,23 +387,30 @@ async def run_storm(
     calls: int,
     open_kwargs: dict[str, Any] | None = None,
     expiry: str = "local",
+    warm: bool = False,
 ) -> StormReport:
     """Expire the access token, then fire ``procs`` x ``calls`` concurrent tool calls.
 
     ``expiry`` is ``local`` (rewrite ``expires_at``; the MCP server still accepts the
     old token) or ``real`` (wait until the MCP server refuses it; needs short-lived
-    access tokens, see :func:`wait_real_expiry`).
+    access tokens, see :func:`wait_real_expiry`). With ``warm`` the workers open their
+    MCP sessions (``list_tools``) while the token is still good, and the token expires
+    while they idle, as it does under a running app; otherwise it expires before they
+    start.
     """
+    workers = []
+    if warm:
+        workers = await _spawn_storm(grant, procs, calls, open_kwargs, warm=True)
+        await ready_all(workers)
     if expiry == "real":
         await wait_real_expiry(grant)
     else:
         await expire_access_token(grant)
     mark = len(token_lines(grant.auth))
-    workers = [
-        await Worker.spawn(grant, "storm", i, calls=calls, open_kwargs=open_kwargs)
-        for i in range(procs)
-    ]
-    await release_together(workers)
+    if not warm:
+        workers = await _spawn_storm(grant, procs, calls, open_kwargs, warm=False)
+        await ready_all(workers)
+    await release(workers)
     started = time.monotonic()
     events = await asyncio.gather(*(worker.done() for worker in workers))
     seconds = time.monotonic() - started
@@ -413,6 +430,22 @@ async def run_storm(
         alive=alive,
         seconds=round(seconds, 2),
     )
+
+
+async def _spawn_storm(
+    grant: Grant,
+    procs: int,
+    calls: int,
+    open_kwargs: dict[str, Any] | None,
+    *,
+    warm: bool,
+) -> list[Worker]:
+    return [
+        await Worker.spawn(
+            grant, "storm", i, calls=calls, open_kwargs=open_kwargs, warm=warm
+        )
+        for i in range(procs)
+    ]
 
 
 # ---------------------------------------------------------------- SIGKILL trials

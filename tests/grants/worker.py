@@ -9,7 +9,8 @@ worker once all of them are ready). Modes:
 
 ``storm``
     Fire ``calls`` concurrent ``call_tool(server, "echo")`` and print one ``done`` line:
-    calls ok/failed and the failures' error codes.
+    calls ok/failed and the failures' error codes. With ``warm`` the worker first lists
+    the tools (its MCP session is open and the token read) before it says ready.
 ``check``
     A fresh process proving the grant is alive: ``tether.refresh`` and then one tool
     call; prints ``done`` with each outcome.
@@ -66,6 +67,8 @@ async def storm(tether: Tether, config: dict[str, Any]) -> None:
     """Fire ``calls`` concurrent tool calls once released; report ok/failed."""
     calls: int = config["calls"]
     server: str = config["server"]
+    if config.get("warm"):  # a running app: MCP session open, token read, then expiry
+        await tether.list_tools(server)
     emit("ready", pid=os.getpid())
     await wait_barrier()
     started = time.monotonic()
