@@ -585,12 +585,17 @@ def _timing(marks: Marks, released: int) -> dict[str, float]:
 
 
 async def _marked_refresh(
-    grant: Grant, index: int, delay: float | None
+    grant: Grant,
+    index: int,
+    delay: float | None,
+    open_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Marks, int, float]:
     """Run one marked refresh; SIGKILL it ``delay`` s after the barrier if given."""
     marks_path = grant.workdir / f"marks-{index}"
     marks_path.unlink(missing_ok=True)
-    worker = await Worker.spawn(grant, "refresh", index, marks=str(marks_path))
+    worker = await Worker.spawn(
+        grant, "refresh", index, marks=str(marks_path), open_kwargs=open_kwargs
+    )
     await release_together([worker])
     released = time.monotonic_ns()
     kill_ms = 0.0
@@ -624,28 +629,38 @@ async def _survived(grant: Grant, tether: Tether) -> tuple[bool, bool]:
 
 
 async def kill_trials(
-    grant: Grant, *, trials: int, seed: int, calibration: int = 3
+    grant: Grant,
+    *,
+    trials: int,
+    seed: int,
+    calibration: int = 3,
+    open_kwargs: dict[str, Any] | None = None,
 ) -> KillReport:
     """SIGKILL a refreshing process at random points; classify every lost grant.
 
     ``calibration`` unkilled refreshes measure the refresh duration; each trial's kill
     delay is then drawn (seeded) uniformly from zero to 1.2 x the slowest of them, so
-    kills land before, during and after the token round trip and the commit.
+    kills land before, during and after the token round trip and the commit. Survival
+    is judged by introspecting the stored refresh token at the AS; a grant whose token
+    is dead is confirmed by a refresh and then connected again for the next trial.
+    ``open_kwargs`` go to every ``Tether.open`` (the children's and the parent's).
     """
     rng = random.Random(seed)
     timings = []
     for index in range(calibration):
-        marks, released, _ = await _marked_refresh(grant, -1 - index, None)
+        marks, released, _ = await _marked_refresh(grant, -1 - index, None, open_kwargs)
         timings.append(_timing(marks, released))
     high = 1.2 * max(t["barrier->commit"] for t in timings)
     report = KillReport([], timings, (0.0, high))
-    async with tether_on(grant) as tether:
+    async with tether_on(grant, open_kwargs) as tether:
         for index in range(trials):
             delay_ms = rng.uniform(0.0, high)
-            marks, _, kill_ms = await _marked_refresh(grant, index, delay_ms / 1e3)
+            marks, _, kill_ms = await _marked_refresh(
+                grant, index, delay_ms / 1e3, open_kwargs
+            )
             active, alive = await _survived(grant, tether)
             report.trials.append(Trial(index, kill_ms, marks.phase, active, not alive))
-    report.final = await grant_alive(grant)
+    report.final = await grant_alive(grant, open_kwargs)
     return report
 
 

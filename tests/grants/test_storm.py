@@ -1,8 +1,10 @@
 """Refresh storms in real OS processes against oidc-provider with rotation (issue: grants).
 
 4 processes x 250 concurrent tool calls on one expired shared connection must cost one
-refresh at the authorization server, and every call must succeed; 50 connections
-refreshed at once on PostgreSQL must all succeed on a pool of 5.
+refresh at the authorization server, every call must succeed, and the grant must live
+on: when the processes start after a (stored) expiry, and when running processes meet a
+real one (the MCP server answers 401 to the old token). 50 connections refreshed at once
+on PostgreSQL must all succeed on a pool of 5.
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ async def test_storm_costs_one_refresh_and_every_call_succeeds(
         grant = await create_grant(storm_peers, url, tmp_path)
         report = await run_storm(grant, procs=PROCS, calls=CALLS)
     print(f"\nstorm {backend}: {report.summary()}")
+    assert report.token_posts.total == 1, report.summary()
+    assert report.failed == 0, report.summary()
+    assert report.ok == PROCS * CALLS, report.summary()
+    assert report.alive.alive, report.summary()
+    assert report.alive.status == "connected", report.summary()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_warm_storm_after_a_real_expiry(
+    backend: str, expiring_peers: Peers, tmp_path: Path
+) -> None:
+    """Running workers (MCP sessions open) when the token really expires: the same target.
+
+    The MCP server now answers 401 to the old token, so a call that still presents it
+    must recover through the one refresh too. Waits about ``REAL_TTL`` seconds.
+    """
+    async with database(backend, tmp_path) as url:
+        grant = await create_grant(expiring_peers, url, tmp_path)
+        report = await run_storm(
+            grant, procs=PROCS, calls=CALLS, expiry="real", warm=True
+        )
+    print(f"\nwarm storm after a real expiry, {backend}: {report.summary()}")
     assert report.token_posts.total == 1, report.summary()
     assert report.failed == 0, report.summary()
     assert report.ok == PROCS * CALLS, report.summary()
