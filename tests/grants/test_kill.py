@@ -1,0 +1,40 @@
+"""SIGKILL of the refreshing process at random points, in real OS processes.
+
+A grant may be lost only when the kill falls between the token request being sent and
+the new tokens being committed: by then the AS may already have rotated the refresh
+token, and no client can close that window. The test asserts exactly that (not that
+losses are zero) and prints the kill -9 table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grants.harness import create_grant, database, kill_trials
+from peers.fixture import Peers
+from store.conftest import SKIP_PG
+
+pytestmark = pytest.mark.realservers
+
+TRIALS = 30
+SEED = 20261202
+BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, SKIP_PG])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_every_lost_grant_was_killed_inside_the_commit_window(
+    backend: str, storm_peers: Peers, tmp_path: Path
+) -> None:
+    """>= 30 seeded kills: each loss lies in POST-sent..commit; a fresh process works after."""
+    async with database(backend, tmp_path) as url:
+        grant = await create_grant(storm_peers, url, tmp_path, name="kill")
+        report = await kill_trials(grant, trials=TRIALS, seed=SEED)
+    table = report.table()
+    print(f"\nkill -9 ({backend}):\n{table}")
+    assert len(report.trials) >= 30
+    outside = [trial for trial in report.lost if not trial.in_window]
+    assert not outside, table
+    assert report.final is not None
+    assert report.final.alive, table
