@@ -158,17 +158,22 @@ class Tether:
         resolver: Resolver = system_resolver,
         clock: Clock | None = None,
         refresh_lease: bool = True,
+        pool_size: int | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
         ``refresh_lease=False`` turns off the in-process single-flight and the
         cross-process lease around refreshes: only for measuring what they prevent
-        (``bench/refresh_storm.py``); never in production.
+        (``bench/refresh_storm.py``); never in production. ``pool_size`` caps the
+        database connections of this process (SQL backends).
         """
         # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
         policy = NetworkPolicy.from_allowlist(allow_networks)  # bad entries: fail first
         stores = await open_stores(
-            database_url, key_ring, now=clock.now if clock is not None else None
+            database_url,
+            key_ring,
+            now=clock.now if clock is not None else None,
+            pool_size=pool_size,
         )
         fetcher = Fetcher(
             policy, resolver=resolver, user_agent=f"{client_name} (Tether)"

@@ -176,8 +176,12 @@ def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     """An async engine for a SQLite or PostgreSQL URL, configured for Tether.
+
+    ``pool_size`` caps the connections a process holds (no overflow); by default
+    SQLAlchemy's pool is used (5 plus 10 overflow). No Tether operation holds a
+    connection across network I/O, so a small pool serves many concurrent calls.
 
     Raises:
         ConfigurationError: An unsupported URL, an in-memory SQLite database (use
@@ -209,7 +213,10 @@ def create_engine(url: str) -> AsyncEngine:
             hint="use memory://, sqlite+aiosqlite:///… or postgresql+asyncpg://…",
         )
     try:
-        engine = create_async_engine(parsed)
+        options: dict[str, Any] = {}
+        if pool_size is not None:
+            options.update(pool_size=pool_size, max_overflow=0)
+        engine = create_async_engine(parsed, **options)
     except ModuleNotFoundError as exc:
         # aiosqlite is a core dependency; asyncpg comes with the postgres extra.
         package = "'tether-mcp[postgres]'" if backend == "postgresql" else "aiosqlite"

@@ -53,6 +53,7 @@ async def open_stores(
     *,
     now: Callable[[], datetime] | None = None,
     migrate: bool = True,
+    pool_size: int | None = None,
 ) -> Stores:
     """Open every store for ``url``; close them with :meth:`Stores.aclose`.
 
@@ -62,6 +63,7 @@ async def open_stores(
         key_ring: Seals every secret before it is stored.
         now: Clock for timestamps and pending expiry (default: UTC wall clock).
         migrate: Upgrade a SQL database to the newest schema first.
+        pool_size: Database connections per process (SQL only; default: SQLAlchemy's).
 
     Raises:
         ConfigurationError: Unsupported URL or a missing driver (names the extra).
@@ -78,7 +80,7 @@ async def open_stores(
 
     if migrate:
         await run_migrations(url)
-    stores, _ = open_sql_stores(url, key_ring, now=now)
+    stores, _ = open_sql_stores(url, key_ring, now=now, pool_size=pool_size)
     return stores
 
 

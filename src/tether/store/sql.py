@@ -572,7 +572,11 @@ class SqlToolsetStore(_Store):
 
 
 def open_sql_stores(
-    url: str, key_ring: KeyRing, *, now: Callable[[], datetime] | None = None
+    url: str,
+    key_ring: KeyRing,
+    *,
+    now: Callable[[], datetime] | None = None,
+    pool_size: int | None = None,
 ) -> tuple[Stores, SqlBackend]:
     """Build every store over one engine (the schema must already be migrated).
 
@@ -580,6 +584,7 @@ def open_sql_stores(
         url: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://…``.
         key_ring: Seals and opens the secrets.
         now: Clock for timestamps and pending expiry (default: UTC wall clock).
+        pool_size: Database connections per process (see :func:`create_engine`).
 
     Returns:
         The stores (their ``aclose`` disposes the engine) and the backend, for
@@ -588,7 +593,7 @@ def open_sql_stores(
     Raises:
         ConfigurationError: See :func:`create_engine`.
     """
-    engine = create_engine(url)
+    engine = create_engine(url, pool_size=pool_size)
     backend = SqlBackend(engine, key_ring, now or utc_now)
     leases = SqlLeaseStore(backend)
     locks: LockProvider = LeaseLockProvider(leases)
