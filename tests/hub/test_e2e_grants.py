@@ -25,6 +25,7 @@ from hub.conftest import (
     oauth_server,
     secret,
     stored,
+    whoami,
 )
 from peers.fixture import AuthServer, Peers
 from peers.plugin import PeerFactory
@@ -188,3 +189,42 @@ async def test_the_other_clients_connect_completes_and_takes_over(
     assert live is not None
     assert live.client_id == conn.client_id
     assert not (await other.call_tool("demo", "echo", {"text": "x"})).is_error
+
+
+async def test_a_url_change_whose_clean_up_died_never_sends_the_old_token(
+    make_tether: MakeTether,
+    auth_server: AuthServer,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11 item 3: the change and the grants' death are one write.
+
+    The revocation and clean-up after the change fail (as if the process died right
+    after saving it); the old bearer token still never reaches the new URL, and the
+    first use revokes and clears it.
+    """
+    old = tmp_peers.mcp_server(auth_server)
+    # the new server would even accept the old server's tokens (same audience), so
+    # only Tether can keep the old token away from it
+    new = tmp_peers.mcp_server(auth_server, MCP_AUDIENCE=old.resource)
+    tether = await make_tether()
+    server = await tether.servers.create(oauth_server(old), actor="admin")
+    await connect(tether, server.name)
+    old_access = secret((await stored(tether, server.id)).access_token)
+
+    async def died(*_: Any, **__: Any) -> None:
+        raise RuntimeError("killed before the clean-up")
+
+    monkeypatch.setattr(tether.connections, "clear_server", died)
+    with pytest.raises(RuntimeError):
+        await tether.servers.update(server.name, {"url": new.url}, actor="admin")
+    monkeypatch.undo()
+
+    result = await tether.call_tool("demo", "echo", {"text": "x"})
+    assert result.is_error
+    assert result.error_code == "authorization_required", result
+    assert new.calls() == []  # nothing authenticated reached the new server
+    conn = await stored(tether, server.id)
+    assert conn.access_token is None
+    assert conn.status == "disconnected"
+    assert whoami(new, old_access)["sub"] == "test-user"  # it would have worked

@@ -430,6 +430,7 @@ class Connections:
                 connected_at=now,
                 refreshed_at=now,
                 retry_at=None,
+                grant_epoch=server.grant_epoch,
                 last_error_code=None,
                 last_error=None,
                 last_error_at=None,
@@ -551,6 +552,8 @@ class Connections:
         if is_machine_grant(server):  # client credentials / enterprise: no browser
             return await MachineGrants(self).usable(server, subject)
         conn = await self.get(server, subject)
+        if self.outdated(server, conn):
+            raise await self._retire(server, conn)
         if conn.access_token is None or conn.status in ("disconnected", "needs_reauth"):
             raise self._auth_required(server, conn)
         if self.needs_refresh(conn) and conn.refresh_token is not None:
@@ -558,6 +561,26 @@ class Connections:
                 return self._during_backoff(server, conn)
             return await self.refresh(server, subject, stale=conn)
         return conn
+
+    @staticmethod
+    def outdated(server: ServerRecord, conn: Connection) -> bool:
+        """True for tokens granted before the server's grants were invalidated."""
+        holds = conn.access_token is not None or conn.refresh_token is not None
+        return holds and conn.grant_epoch != server.grant_epoch
+
+    async def _retire(
+        self, server: ServerRecord, conn: Connection
+    ) -> AuthorizationRequired:
+        """Revoke and clear a grant of an older epoch; it is never used.
+
+        That is the clean-up a configuration change did not finish (the process
+        died after saving the change).
+        """
+        reason = "configuration changed; connect again"
+        await self.disconnect(server, conn.subject, actor=None, reason=reason)
+        return self._auth_required(
+            server, conn, f"server '{server.name}' changed since it was connected"
+        )
 
     def _backing_off(self, conn: Connection) -> bool:
         return conn.retry_at is not None and conn.retry_at > self._ctx.clock.now()
@@ -681,6 +704,8 @@ class Connections:
         stale: Connection | None,
         force: bool,
     ) -> Connection:
+        if self.outdated(server, conn):
+            raise await self._retire(server, conn)
         if conn.refresh_token is None or conn.status in (
             "disconnected",
             "needs_reauth",

@@ -138,6 +138,7 @@ class MachineGrants:
             conn.access_token is not None
             and conn.status not in ("disconnected", "needs_reauth")
             and not self._conns.needs_refresh(conn)
+            and not self._conns.outdated(server, conn)
         ):
             return conn
         return await self.renew(server, subject, stale=conn)
@@ -632,6 +633,7 @@ class MachineGrants:
                 "resource": discovery.resource,
                 "refreshed_at": now,
                 "retry_at": None,
+                "grant_epoch": server.grant_epoch,
                 "last_error_code": None,
                 "last_error": None,
                 "last_error_at": None,

@@ -492,10 +492,14 @@ class ServerService:
         await self._validate_refs(spec)
         await self._ensure_unique(spec.name, current.id)
         updated = _record_from_spec(spec, current).replace(updated_at=self._clock.now())
+        triggers = changed_triggers(current, updated)
+        if triggers:
+            # the grants die in the same write as the change (issue 11 item 3): a
+            # connection of another epoch is never used; revocation comes after
+            updated = updated.replace(grant_epoch=current.grant_epoch + 1)
         stored = await self._stores.servers.update(
             updated, expected_version=current.version
         )
-        triggers = changed_triggers(current, stored)
         await self._audit.record(
             "server.update",
             actor=actor,

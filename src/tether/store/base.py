@@ -180,6 +180,9 @@ class ServerRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: int = 0
+    grant_epoch: int = 0
+    """Bumped, in the same write, by every change that invalidates the server's
+    grants; a connection made under another epoch is never used (issue 11 item 3)."""
 
     def replace(self, **changes: Any) -> ServerRecord:
         """Return a copy with ``changes`` applied."""
@@ -277,6 +280,7 @@ class Connection:
     version: int = 0
     dpop_key: SecretStr | None = None
     retry_at: datetime | None = None
+    grant_epoch: int = 0
 
     def replace(self, **changes: Any) -> Connection:
         """Return a copy with ``changes`` applied."""

@@ -63,6 +63,7 @@ def server_row(server: ServerRecord) -> Row:
         "ca_bundle": server.ca_bundle,
         "created_at": server.created_at,
         "updated_at": server.updated_at,
+        "grant_epoch": server.grant_epoch,
     }
 
 
@@ -86,6 +87,7 @@ def server_record(row: Mapping[Any, Any]) -> ServerRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        grant_epoch=row["grant_epoch"],
     )
 
 
@@ -216,6 +218,7 @@ _CONNECTION_PLAIN = (
     "last_error_at",
     "updated_at",
     "retry_at",
+    "grant_epoch",
 )
 
 

@@ -90,6 +90,7 @@ servers = sa.Table(
     sa.Column("created_at", _TS),
     sa.Column("updated_at", _TS),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("grant_epoch", sa.Integer, nullable=False, server_default="0"),  # 0003
 )
 
 credentials = sa.Table(
@@ -160,6 +161,7 @@ connections = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("dpop_key_enc", sa.Text),  # revision 0002 (RFC 9449 key, sealed)
     sa.Column("retry_at", _TS),  # revision 0003: transient refresh failure back-off
+    sa.Column("grant_epoch", sa.Integer, nullable=False, server_default="0"),  # 0003
 )
 
 # revision 0003: cross-process leases (refresh, registration), one short statement each
