@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -398,12 +398,12 @@ def servers_set(
 
 
 @servers_app.command("remove")
-def servers_remove(name: str) -> None:
+def servers_remove(name: str, as_json: JsonOpt = False) -> None:
     """Revoke the server's grants and delete it."""
 
     async def action(tether: Tether) -> None:
         await tether.delete_server(name, actor="cli")
-        typer.echo(f"removed {name}")
+        _done(as_json, f"removed {name}", {"removed": name})
 
     with_tether(action)
 
@@ -416,28 +416,73 @@ def credentials_add(
     name: str,
     value: Annotated[str | None, typer.Option(hidden=True)] = None,
     description: str = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """Store a named secret (encrypted at rest; never shown again).
 
     The value is read from stdin (``… < file`` or a pipe), or typed at a hidden prompt:
     never from the command line, where ``ps`` and the shell history would keep it.
     """
-    if value is not None:
-        raise UsageError(
-            "--value is not accepted: a secret on the command line is visible to "
-            "other users (ps) and stays in the shell history",
-            hint=f"pipe it in (`tether credentials add {name} < secret.txt`) or type "
-            "it at the prompt",
-        )
+    _refuse_value_argument(value, f"tether credentials add {name} < secret.txt")
     secret = _read_secret()
 
     async def action(tether: Tether) -> None:
         info = await tether.credentials.create(
             name, secret, description=description, actor="cli"
         )
-        typer.echo(f"stored credential {info.name} ({info.id})")
+        _done(as_json, f"stored credential {info.name} ({info.id})", asdict(info))
 
     with_tether(action)
+
+
+@credentials_app.command("update")
+def credentials_update(
+    name: str,
+    rename: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    new_value: Annotated[
+        bool,
+        typer.Option(
+            "--new-value",
+            help="Replace the secret: read from stdin, or a hidden prompt.",
+        ),
+    ] = False,
+    value: Annotated[str | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename, re-describe or replace the value of a credential."""
+    _refuse_value_argument(value, f"tether credentials update {name} --new-value")
+    if rename is None and description is None and not new_value:
+        raise UsageError(
+            "nothing to change",
+            hint="give --rename, --description or --new-value",
+        )
+    secret = _read_secret() if new_value else None
+
+    async def action(tether: Tether) -> None:
+        info = await tether.credentials.update(
+            name, name=rename, value=secret, description=description, actor="cli"
+        )
+        _done(as_json, f"updated credential {info.name} ({info.id})", asdict(info))
+
+    with_tether(action)
+
+
+def _refuse_value_argument(value: str | None, example: str) -> None:
+    if value is not None:
+        raise UsageError(
+            "--value is not accepted: a secret on the command line is visible to "
+            "other users (ps) and stays in the shell history",
+            hint=f"pipe it in (`{example}`) or type it at the prompt",
+        )
+
+
+def _done(as_json: bool, text: str, data: Any) -> None:
+    """Print a command's outcome: a line for people, or JSON for machines."""
+    if as_json:
+        render.emit_json(data)
+    else:
+        typer.echo(text)
 
 
 def _stdin_is_terminal() -> bool:
@@ -470,12 +515,12 @@ def credentials_list(as_json: JsonOpt = False) -> None:
 
 
 @credentials_app.command("remove")
-def credentials_remove(name: str) -> None:
+def credentials_remove(name: str, as_json: JsonOpt = False) -> None:
     """Delete a credential no server uses."""
 
     async def action(tether: Tether) -> None:
         await tether.credentials.delete(name, actor="cli")
-        typer.echo(f"removed {name}")
+        _done(as_json, f"removed {name}", {"removed": name})
 
     with_tether(action)
 
@@ -586,12 +631,13 @@ def refresh(name: str, user: UserOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def disconnect(name: str, user: UserOpt = None) -> None:
+def disconnect(name: str, user: UserOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke the connection's tokens at the AS and forget them."""
 
     async def action(tether: Tether) -> None:
         outcomes = await tether.disconnect(name, user=user, actor="cli")
-        typer.echo("disconnected" + "".join(f"\n  {line}" for line in outcomes))
+        text = "disconnected" + "".join(f"\n  {line}" for line in outcomes)
+        _done(as_json, text, {"disconnected": name, "revocation": list(outcomes)})
 
     with_tether(action)
 
@@ -614,7 +660,7 @@ def audit(
 
 
 @app.command()
-def migrate() -> None:
+def migrate(as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema."""
     from tether.store.crypto import key_file_exists
     from tether.store.factory import check_database
@@ -633,19 +679,21 @@ def migrate() -> None:
         await run_migrate(url)
 
     run(body())
-    typer.echo("database is up to date")
+    _done(as_json, "database is up to date", {"migrated": True})
 
 
 @keys_app.command("generate")
-def keys_generate() -> None:
+def keys_generate(as_json: JsonOpt = False) -> None:
     """Print a new random key (for TETHER_ENCRYPTION_KEYS; nothing is stored)."""
-    from tether.store.crypto import generate_key
+    from tether.store.crypto import KeyRing, generate_key
 
-    typer.echo(generate_key())
+    key = generate_key()
+    key_id = KeyRing.from_string(key).primary_key_id
+    _done(as_json, key, {"key": key, "key_id": key_id})
 
 
 @keys_app.command("add")
-def keys_add() -> None:
+def keys_add(as_json: JsonOpt = False) -> None:
     """Put a new key in front of the key file's keys (then run `tether keys rotate`)."""
     from tether.store.crypto import add_key_to_file
 
@@ -657,22 +705,30 @@ def keys_add() -> None:
             "restart, then run `tether keys rotate`",
         )
     ring = add_key_to_file(config.resolved_key_file())
-    typer.echo(f"new primary key {ring.primary_key_id}")
+    _done(
+        as_json,
+        f"new primary key {ring.primary_key_id}",
+        {"primary_key_id": ring.primary_key_id, "key_ids": list(ring.key_ids)},
+    )
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
+def keys_rotate(as_json: JsonOpt = False) -> None:
     """Re-encrypt every stored secret with the newest key."""
-    from tether.store.rotate import rotate_keys
+    from tether.store.rotate import RotationReport, rotate_keys
 
     config = settings()
     url = config.resolved_database_url()
 
-    async def body() -> Any:
+    async def body() -> RotationReport:
         return await rotate_keys(url, await key_ring(config))
 
     report = run(body())
-    typer.echo(f"re-encrypted {report.total} secrets with key {report.key_id}")
+    _done(
+        as_json,
+        f"re-encrypted {report.total} secrets with key {report.key_id}",
+        {"key_id": report.key_id, "reencrypted": dict(report.counts)},
+    )
 
 
 def main() -> None:
