@@ -448,3 +448,19 @@ def test_audit_shows_every_server_field_before_and_after(runner: CliRunner) -> N
     create = next(e for e in events if e["action"] == "server.create")
     assert create["after"]["oauth"]["assertion_credential_id"] == "********"
     assert SECRET not in json.dumps(events)
+
+
+def test_servers_add_works_offline_with_a_warning(runner: CliRunner) -> None:
+    # .invalid never resolves (RFC 6761 §6.4): registration warns, connect re-checks.
+    url = "https://mcp.tether-test.invalid/mcp"
+    out = _clean(runner.invoke(app, ["servers", "add", "off", url]), 0)
+    assert "warning: could not resolve mcp.tether-test.invalid" in out
+    assert "checked again at connect" in out
+    listed = _clean(runner.invoke(app, ["tools", "list", "off"]), 7)
+    assert "could not resolve" in listed
+    assert "[network]" in listed
+    # A refused address is still refused at registration.
+    blocked = _clean(
+        runner.invoke(app, ["servers", "add", "b", "https://10.0.0.1/"]), 2
+    )
+    assert "private address" in blocked

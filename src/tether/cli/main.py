@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -52,6 +53,19 @@ def _printable(text: str) -> str:
     """Strip terminal control characters (ANSI/OSC escapes) and bound the length."""
     clean = _CONTROL.sub("", text.replace("\n", " "))
     return clean if len(clean) <= _MAX_MESSAGE else clean[:_MAX_MESSAGE] + "…"
+
+
+class _WarningLines(logging.Handler):
+    """Tether's warnings as ``warning: …`` lines on stderr (the stream of the moment)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: {_printable(record.getMessage())}", err=True)
+
+
+def _show_warnings() -> None:
+    log = logging.getLogger("tether")
+    if not any(isinstance(h, _WarningLines) for h in log.handlers):
+        log.addHandler(_WarningLines(logging.WARNING))
 
 
 def _settings_error(exc: ValidationError | SettingsError) -> ConfigurationError:
@@ -187,6 +201,7 @@ def _root(
         ),
     ] = False,
 ) -> None:
+    _show_warnings()
     _state.debug = debug
     _state.env_file = env_file
     _state.fresh_start = fresh_start

@@ -8,6 +8,7 @@ Build one with :meth:`Tether.open` (plain arguments, no settings object) and clo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import NotFound, TetherError, UsageError
+from tether.errors import NetworkError, NotFound, TetherError, UsageError
 from tether.hub.audit import Auditor
 from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
@@ -40,6 +41,8 @@ from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
 
 __all__ = ["ConnectionInfo", "Tether"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +213,13 @@ class Tether:
                 allow_networks, require_https=self.fetcher.policy.require_https
             )
         )
-        await vet_url(policy, url, resolver=self._resolver)
+        try:
+            await vet_url(policy, url, resolver=self._resolver)
+        except NetworkError as exc:
+            # A server can be registered offline (issue 10): a name that does not
+            # resolve now is a warning, not a refusal. Nothing is lost: the transport
+            # checks every address again when it connects (SSRF-5).
+            logger.warning("%s; the URL is checked again at connect", exc.message)
 
     async def _server_changed(self, server: ServerRecord, reason: str) -> None:
         self._tool_servers.forget(server.id)
