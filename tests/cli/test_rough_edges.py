@@ -464,3 +464,26 @@ def test_servers_add_works_offline_with_a_warning(runner: CliRunner) -> None:
         runner.invoke(app, ["servers", "add", "b", "https://10.0.0.1/"]), 2
     )
     assert "private address" in blocked
+
+
+def test_shell_completion_completes_commands(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("tether")  # the installed entry point
+    done = subprocess.run(
+        [str(script)],
+        env={
+            **_base_env(),
+            "TETHER_HOME": str(tmp_path),
+            "_TETHER_COMPLETE": "complete_bash",
+            "COMP_WORDS": "tether creden",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["credentials"]
+    shown = _tether("--show-completion", env={"SHELL": "/bin/bash"})
+    assert shown.returncode == 0, shown.stderr
+    assert "complete" in shown.stdout

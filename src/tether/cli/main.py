@@ -121,7 +121,7 @@ app = typer.Typer(
     name="tether",
     help="Connect a multi-user AI application to remote MCP servers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     cls=_Group,
     pretty_exceptions_enable=False,
 )
