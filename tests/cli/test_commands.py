@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from peers.fixture import MCPServer
 from tether.cli.main import app
 from tether.cli.runtime import open_tether
 from tether.config import load_settings
@@ -253,3 +254,33 @@ def test_toolsets_import_of_a_missing_file_or_server(
 def test_toolsets_remove_unknown_is_not_found(runner: CliRunner) -> None:
     out = ok(runner.invoke(app, ["toolsets", "remove", "nope"]), 2)
     assert "[not_found]" in out
+
+
+@pytest.mark.realservers
+def test_tool_text_reaches_the_terminal_without_escape_sequences(
+    runner: CliRunner, open_mcp_server: MCPServer
+) -> None:
+    ok(
+        runner.invoke(
+            app,
+            [
+                "servers",
+                "add",
+                "open",
+                open_mcp_server.url,
+                "--allow-network",
+                "127.0.0.0/8",
+            ],
+        )
+    )
+    hostile = "\x1b]0;pwned\x07\x1b[31mred\x1b[0m\nsecond\tline"
+    args = json.dumps({"text": hostile})
+    out = ok(runner.invoke(app, ["tools", "call", "open", "echo", "--args", args]))
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "red" in out
+    assert "\nsecond\tline" in out
+    raw = as_json(
+        runner.invoke(app, ["tools", "call", "open", "echo", "--args", args, "--json"])
+    )
+    assert raw["text"] == hostile  # machines get the exact text, JSON-escaped

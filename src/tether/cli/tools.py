@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,11 @@ def _with(action: Any) -> None:
     with_tether(action)
 
 
+# A remote server's text reaches the terminal: no escape sequences (ANSI CSI, OSC), no
+# other control characters; newlines and tabs stay.
+_TERMINAL_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _result(result: ToolResult, *, as_json: bool) -> None:
     """A call's outcome; exit code 1 when the model would see an error."""
     if as_json:
@@ -45,7 +51,7 @@ def _result(result: ToolResult, *, as_json: bool) -> None:
             }
         )
     else:
-        typer.echo(result.text)
+        typer.echo(_TERMINAL_UNSAFE.sub("", result.text))
     if result.is_error:
         raise typer.Exit(1)
 
