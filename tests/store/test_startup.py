@@ -8,6 +8,7 @@ that fails ``PRAGMA quick_check``.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import stat
@@ -274,3 +275,21 @@ def test_concurrent_first_starts_share_one_database_and_key(tmp_path: Path) -> N
         ["keys", "tether.db"],
         ["keys", "tether.db", "tether.db-shm"],
     )
+
+
+def test_an_existing_shared_data_folder_is_kept_but_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        private_sqlite_files(folder / "tether.db")
+        private_sqlite_files(folder / "tether.db")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # the operator's to change
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        f"the data folder {folder} is open to other users (mode 0755); "
+        f"run `chmod 700 {folder}`"
+    ]
+    assert stat.S_IMODE((folder / "tether.db").stat().st_mode) == 0o600

@@ -12,6 +12,7 @@ uses its defaults (READ COMMITTED); every atomic step is a single statement.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -58,6 +59,9 @@ __all__ = [
     "unique",
     "upsert",
 ]
+
+logger = logging.getLogger(__name__)
+_warned: set[Path] = set()
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IntegrityHandler = Callable[[str], TetherError]
@@ -244,6 +248,7 @@ def private_sqlite_files(path: Path) -> None:
         ConfigurationError: The folder or file cannot be created.
     """
     make_private_directory(path.parent)
+    _warn_if_shared(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -257,6 +262,22 @@ def private_sqlite_files(path: Path) -> None:
         with contextlib.suppress(OSError):  # absent, or not ours to change
             if stat.S_IMODE(file.stat().st_mode) & 0o077:
                 file.chmod(0o600)
+
+
+def _warn_if_shared(folder: Path) -> None:
+    # An existing folder keeps its mode (it may be shared on purpose), but the operator
+    # hears that others can list it; the files themselves are 0600.
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077 and folder not in _warned:
+            _warned.add(folder)  # once per process, not once per engine
+            logger.warning(
+                "the data folder %s is open to other users (mode %04o); "
+                "run `chmod 700 %s`",
+                folder,
+                mode,
+                folder,
+            )
 
 
 def sqlite_quick_check(path: Path) -> str | None:
