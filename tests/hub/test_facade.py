@@ -128,7 +128,7 @@ async def test_url_refused_as_a_field_error(env: Env, url: str) -> None:
 async def test_an_unresolvable_name_is_saved_with_a_warning(
     env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Offline registration (issue 10): DNS failing now is a warning, not a refusal ...
+    # Offline registration: DNS failing now is a warning, not a refusal ...
     with caplog.at_level(logging.WARNING, logger="tether"):
         created = await env.tether.servers.create(
             server("https://nowhere.example.net/mcp"), actor=None

@@ -1,4 +1,4 @@
-"""The store never starts over silently (issue 11 item 5) and keeps its files private.
+"""The store never starts over silently, and keeps its files private.
 
 :func:`tether.store.factory.open_key_ring` is what the shells run before opening the
 stores: it refuses a lost key file beside encrypted secrets, a lost or emptied database

@@ -216,7 +216,7 @@ class Tether:
         try:
             await vet_url(policy, url, resolver=self._resolver)
         except NetworkError as exc:
-            # A server can be registered offline (issue 10): a name that does not
+            # A server can be registered offline: a name that does not
             # resolve now is a warning, not a refusal. Nothing is lost: the transport
             # checks every address again when it connects (SSRF-5).
             logger.warning("%s; the URL is checked again at connect", exc.message)

@@ -83,7 +83,7 @@ async def open_stores(
 
 
 async def check_database(url: str, *, key_file_in_use: bool, fresh_start: bool) -> None:
-    """Refuse to start over silently (issue 11 item 5).
+    """Refuse to start over silently.
 
     * A SQLite file that fails ``PRAGMA quick_check`` is refused: a damaged file is
       never written to.
