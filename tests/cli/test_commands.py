@@ -284,3 +284,35 @@ def test_tool_text_reaches_the_terminal_without_escape_sequences(
         runner.invoke(app, ["tools", "call", "open", "echo", "--args", args, "--json"])
     )
     assert raw["text"] == hostile  # machines get the exact text, JSON-escaped
+
+
+@pytest.mark.realservers
+def test_tool_progress_is_shown_and_missing_things_are_named(
+    runner: CliRunner, open_mcp_server: MCPServer
+) -> None:
+    ok(
+        runner.invoke(
+            app,
+            [
+                "servers",
+                "add",
+                "open",
+                open_mcp_server.url,
+                "--allow-network",
+                "127.0.0.0/8",
+            ],
+        )
+    )
+    args = json.dumps({"seconds": 0.2, "steps": 3})
+    out = ok(runner.invoke(app, ["tools", "call", "open", "slow", "--args", args]))
+    assert "progress: 1/3 step 1/3" in out
+    assert "progress: 3/3 step 3/3" in out
+    assert "slept 0.2s in 3 steps" in out
+    ok(runner.invoke(app, ["toolsets", "create", "agent", "--server", "open"]))
+    out = ok(runner.invoke(app, ["toolsets", "call", "agent", "slow", "--args", args]))
+    assert "progress: 3/3" in out
+    missing_server = ok(runner.invoke(app, ["tools", "call", "nope", "echo"]), 2)
+    assert "no server 'nope'" in missing_server
+    assert "no tool with this name" not in missing_server.lower()
+    missing_set = ok(runner.invoke(app, ["toolsets", "call", "nope", "echo"]), 2)
+    assert "no toolset 'nope' [not_found]" in missing_set

@@ -222,6 +222,7 @@ def test_connect_wait_timing_out_is_one_line(
     _add_peer(runner, mcp_server)
     out = _clean(runner.invoke(app, ["connect", "peer", "--wait", "1"]), 4)
     assert "Open this URL to authorize" in out
+    assert "Waiting up to 1 s for the browser" in out
     assert "no authorization arrived within 1 s" in out
     assert "--wait" in out
     assert "[authorization_required]" in out

@@ -597,6 +597,11 @@ def connect(
                     err=True,
                 )
                 return
+            typer.echo(
+                f"Waiting up to {wait} s for the browser to come back "
+                "(Ctrl-C to stop)…",
+                err=True,
+            )
             params = await _callback(name, redirect_uri, wait)
         render.connection(await tether.complete(params, user=who), as_json=as_json)
 

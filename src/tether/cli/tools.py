@@ -39,6 +39,15 @@ def _with(action: Any) -> None:
 _TERMINAL_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+async def _show_progress(
+    progress: float, total: float | None, message: str | None
+) -> None:
+    """A tool's ``notifications/progress`` as lines on stderr (stdout stays the result)."""
+    done = f"{progress:g}/{total:g}" if total else f"{progress:g}"
+    note = f" {_TERMINAL_UNSAFE.sub('', message)[:200]}" if message else ""
+    typer.echo(f"progress: {done}{note}", err=True)
+
+
 def _result(result: ToolResult, *, as_json: bool) -> None:
     """A call's outcome; exit code 1 when the model would see an error."""
     if as_json:
@@ -97,7 +106,10 @@ def tools_call(
     """Call one tool and print what the model would see."""
 
     async def action(tether: Tether) -> None:
-        result = await tether.call_tool(server, tool, _arguments(args), user=user)
+        await tether.servers.get(server)  # a missing server is not a missing tool
+        result = await tether.call_tool(
+            server, tool, _arguments(args), user=user, progress=_show_progress
+        )
         _result(result, as_json=as_json)
 
     _with(action)
@@ -163,7 +175,10 @@ def toolsets_call(
     """Call a toolset's tool by its exposed name."""
 
     async def action(tether: Tether) -> None:
-        result = await tether.call(name, tool, _arguments(args), user=user)
+        await tether.toolsets.get(name)  # a missing toolset is not a missing tool
+        result = await tether.call(
+            name, tool, _arguments(args), user=user, progress=_show_progress
+        )
         _result(result, as_json=as_json)
 
     _with(action)
