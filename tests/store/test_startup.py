@@ -293,3 +293,27 @@ def test_an_existing_shared_data_folder_is_kept_but_named_once(
         f"run `chmod 700 {folder}`"
     ]
     assert stat.S_IMODE((folder / "tether.db").stat().st_mode) == 0o600
+
+
+async def test_open_stores_refuses_a_damaged_file_too(tmp_path: Path) -> None:
+    # Embedders that call Tether.open / open_stores directly get the same check.
+    url = _sqlite(tmp_path)
+    ring = KeyRing.generate()
+    await _store_a_secret(url, ring)
+    stores = await open_stores(url, ring)  # checked once, then remembered
+    await stores.aclose()
+    _damage(tmp_path / "data" / "tether.db")
+    with pytest.raises(StorageError, match="fails its integrity check") as caught:
+        await open_stores(url, ring)
+    assert caught.value.hint == DAMAGED_HINT
+
+
+def test_a_file_that_cannot_be_checked_is_left_to_the_open_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Injected: a read-only file without its -shm cannot be opened by root in tests.
+    def unable(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unable)
+    assert sqlite_quick_check(tmp_path / "tether.db") is None

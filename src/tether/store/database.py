@@ -280,17 +280,27 @@ def _warn_if_shared(folder: Path) -> None:
             )
 
 
+_DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
 def sqlite_quick_check(path: Path) -> str | None:
     """Run ``PRAGMA quick_check`` on a SQLite file; ``None`` when it passes.
 
+    Only damage is reported. A file that cannot be checked for another reason (read-only
+    without its ``-shm``, locked, unreadable) passes here: opening the store then
+    reports the real problem, with its own hint.
+
     Returns:
-        The first problem SQLite reports (or the error it raised opening the file).
+        The first problem SQLite reports, or its corruption error.
     """
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
             rows = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
-        return str(exc)
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _DAMAGE_CODES or not isinstance(exc, sqlite3.OperationalError):
+            return str(exc)
+        return None
     problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
     return problems[0] if problems else None
 
