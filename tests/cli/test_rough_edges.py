@@ -222,6 +222,7 @@ def test_connect_wait_timing_out_is_one_line(
     _add_peer(runner, mcp_server)
     out = _clean(runner.invoke(app, ["connect", "peer", "--wait", "1"]), 4)
     assert "Open this URL to authorize" in out
+    assert "Waiting up to 1 s for the browser" in out
     assert "no authorization arrived within 1 s" in out
     assert "--wait" in out
     assert "[authorization_required]" in out
@@ -448,3 +449,42 @@ def test_audit_shows_every_server_field_before_and_after(runner: CliRunner) -> N
     create = next(e for e in events if e["action"] == "server.create")
     assert create["after"]["oauth"]["assertion_credential_id"] == "********"
     assert SECRET not in json.dumps(events)
+
+
+def test_servers_add_works_offline_with_a_warning(runner: CliRunner) -> None:
+    # .invalid never resolves (RFC 6761 §6.4): registration warns, connect re-checks.
+    url = "https://mcp.tether-test.invalid/mcp"
+    out = _clean(runner.invoke(app, ["servers", "add", "off", url]), 0)
+    assert "warning: could not resolve mcp.tether-test.invalid" in out
+    assert "checked again at connect" in out
+    listed = _clean(runner.invoke(app, ["tools", "list", "off"]), 7)
+    assert "could not resolve" in listed
+    assert "[network]" in listed
+    # A refused address is still refused at registration.
+    blocked = _clean(
+        runner.invoke(app, ["servers", "add", "b", "https://10.0.0.1/"]), 2
+    )
+    assert "private address" in blocked
+
+
+def test_shell_completion_completes_commands(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("tether")  # the installed entry point
+    done = subprocess.run(
+        [str(script)],
+        env={
+            **_base_env(),
+            "TETHER_HOME": str(tmp_path),
+            "_TETHER_COMPLETE": "complete_bash",
+            "COMP_WORDS": "tether creden",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["credentials"]
+    shown = _tether("--show-completion", env={"SHELL": "/bin/bash"})
+    assert shown.returncode == 0, shown.stderr
+    assert "complete" in shown.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,12 +125,21 @@ async def test_url_refused_as_a_field_error(env: Env, url: str) -> None:
     assert await env.tether.audit() == []
 
 
-async def test_unresolvable_name_is_a_field_error(env: Env) -> None:
-    with pytest.raises(ValidationFailed) as info:
-        await env.tether.servers.create(
+async def test_an_unresolvable_name_is_saved_with_a_warning(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offline registration: DNS failing now is a warning, not a refusal ...
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        created = await env.tether.servers.create(
             server("https://nowhere.example.net/mcp"), actor=None
         )
-    assert "nowhere.example.net" in info.value.details["fields"]["url"]
+    assert created.url == "https://nowhere.example.net/mcp"
+    assert "could not resolve nowhere.example.net" in caplog.text
+    assert "checked again at connect" in caplog.text
+    # ... because every connection checks the addresses again (SSRF-5).
+    monkeypatch.setitem(ZONE, "nowhere.example.net", ["10.0.0.9"])
+    with pytest.raises(BlockedDestination, match=r"10\.0\.0\.9"):
+        await env.tether.list_tools(created.name, refresh=True)
 
 
 ACCEPTED: list[tuple[str, str]] = [

@@ -1,4 +1,4 @@
-"""The store never starts over silently (issue 11 item 5) and keeps its files private.
+"""The store never starts over silently, and keeps its files private.
 
 :func:`tether.store.factory.open_key_ring` is what the shells run before opening the
 stores: it refuses a lost key file beside encrypted secrets, a lost or emptied database
@@ -8,6 +8,7 @@ that fails ``PRAGMA quick_check``.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import stat
@@ -274,3 +275,45 @@ def test_concurrent_first_starts_share_one_database_and_key(tmp_path: Path) -> N
         ["keys", "tether.db"],
         ["keys", "tether.db", "tether.db-shm"],
     )
+
+
+def test_an_existing_shared_data_folder_is_kept_but_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        private_sqlite_files(folder / "tether.db")
+        private_sqlite_files(folder / "tether.db")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # the operator's to change
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        f"the data folder {folder} is open to other users (mode 0755); "
+        f"run `chmod 700 {folder}`"
+    ]
+    assert stat.S_IMODE((folder / "tether.db").stat().st_mode) == 0o600
+
+
+async def test_open_stores_refuses_a_damaged_file_too(tmp_path: Path) -> None:
+    # Embedders that call Tether.open / open_stores directly get the same check.
+    url = _sqlite(tmp_path)
+    ring = KeyRing.generate()
+    await _store_a_secret(url, ring)
+    stores = await open_stores(url, ring)  # checked once, then remembered
+    await stores.aclose()
+    _damage(tmp_path / "data" / "tether.db")
+    with pytest.raises(StorageError, match="fails its integrity check") as caught:
+        await open_stores(url, ring)
+    assert caught.value.hint == DAMAGED_HINT
+
+
+def test_a_file_that_cannot_be_checked_is_left_to_the_open_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Injected: a read-only file without its -shm cannot be opened by root in tests.
+    def unable(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unable)
+    assert sqlite_quick_check(tmp_path / "tether.db") is None

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -53,6 +54,19 @@ def _printable(text: str) -> str:
     """Strip terminal control characters (ANSI/OSC escapes) and bound the length."""
     clean = _CONTROL.sub("", text.replace("\n", " "))
     return clean if len(clean) <= _MAX_MESSAGE else clean[:_MAX_MESSAGE] + "…"
+
+
+class _WarningLines(logging.Handler):
+    """Tether's warnings as ``warning: …`` lines on stderr (the stream of the moment)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: {_printable(record.getMessage())}", err=True)
+
+
+def _show_warnings() -> None:
+    log = logging.getLogger("tether")
+    if not any(isinstance(h, _WarningLines) for h in log.handlers):
+        log.addHandler(_WarningLines(logging.WARNING))
 
 
 def _settings_error(exc: ValidationError | SettingsError) -> ConfigurationError:
@@ -108,7 +122,7 @@ app = typer.Typer(
     name="tether",
     help="Connect a multi-user AI application to remote MCP servers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     cls=_Group,
     pretty_exceptions_enable=False,
 )
@@ -192,6 +206,7 @@ def _root(
         ),
     ] = False,
 ) -> None:
+    _show_warnings()
     _state.debug = debug
     _state.env_file = env_file
     _state.fresh_start = fresh_start
@@ -409,12 +424,12 @@ def servers_set(
 
 
 @servers_app.command("remove")
-def servers_remove(name: str) -> None:
+def servers_remove(name: str, as_json: JsonOpt = False) -> None:
     """Revoke the server's grants and delete it."""
 
     async def action(tether: Tether) -> None:
         await tether.delete_server(name, actor="cli")
-        typer.echo(f"removed {name}")
+        _done(as_json, f"removed {name}", {"removed": name})
 
     with_tether(action)
 
@@ -427,28 +442,73 @@ def credentials_add(
     name: str,
     value: Annotated[str | None, typer.Option(hidden=True)] = None,
     description: str = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """Store a named secret (encrypted at rest; never shown again).
 
     The value is read from stdin (``… < file`` or a pipe), or typed at a hidden prompt:
     never from the command line, where ``ps`` and the shell history would keep it.
     """
-    if value is not None:
-        raise UsageError(
-            "--value is not accepted: a secret on the command line is visible to "
-            "other users (ps) and stays in the shell history",
-            hint=f"pipe it in (`tether credentials add {name} < secret.txt`) or type "
-            "it at the prompt",
-        )
+    _refuse_value_argument(value, f"tether credentials add {name} < secret.txt")
     secret = _read_secret()
 
     async def action(tether: Tether) -> None:
         info = await tether.credentials.create(
             name, secret, description=description, actor="cli"
         )
-        typer.echo(f"stored credential {info.name} ({info.id})")
+        _done(as_json, f"stored credential {info.name} ({info.id})", asdict(info))
 
     with_tether(action)
+
+
+@credentials_app.command("update")
+def credentials_update(
+    name: str,
+    rename: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    new_value: Annotated[
+        bool,
+        typer.Option(
+            "--new-value",
+            help="Replace the secret: read from stdin, or a hidden prompt.",
+        ),
+    ] = False,
+    value: Annotated[str | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename, re-describe or replace the value of a credential."""
+    _refuse_value_argument(value, f"tether credentials update {name} --new-value")
+    if rename is None and description is None and not new_value:
+        raise UsageError(
+            "nothing to change",
+            hint="give --rename, --description or --new-value",
+        )
+    secret = _read_secret() if new_value else None
+
+    async def action(tether: Tether) -> None:
+        info = await tether.credentials.update(
+            name, name=rename, value=secret, description=description, actor="cli"
+        )
+        _done(as_json, f"updated credential {info.name} ({info.id})", asdict(info))
+
+    with_tether(action)
+
+
+def _refuse_value_argument(value: str | None, example: str) -> None:
+    if value is not None:
+        raise UsageError(
+            "--value is not accepted: a secret on the command line is visible to "
+            "other users (ps) and stays in the shell history",
+            hint=f"pipe it in (`{example}`) or type it at the prompt",
+        )
+
+
+def _done(as_json: bool, text: str, data: Any) -> None:
+    """Print a command's outcome: a line for people, or JSON for machines."""
+    if as_json:
+        render.emit_json(data)
+    else:
+        typer.echo(text)
 
 
 def _stdin_is_terminal() -> bool:
@@ -481,12 +541,12 @@ def credentials_list(as_json: JsonOpt = False) -> None:
 
 
 @credentials_app.command("remove")
-def credentials_remove(name: str) -> None:
+def credentials_remove(name: str, as_json: JsonOpt = False) -> None:
     """Delete a credential no server uses."""
 
     async def action(tether: Tether) -> None:
         await tether.credentials.delete(name, actor="cli")
-        typer.echo(f"removed {name}")
+        _done(as_json, f"removed {name}", {"removed": name})
 
     with_tether(action)
 
@@ -547,6 +607,11 @@ def connect(
                     err=True,
                 )
                 return
+            typer.echo(
+                f"Waiting up to {wait} s for the browser to come back "
+                "(Ctrl-C to stop)…",
+                err=True,
+            )
             params = await _callback(name, redirect_uri, wait)
         render.connection(await tether.complete(params, user=who), as_json=as_json)
 
@@ -598,12 +663,13 @@ def refresh(name: str, user: UserOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def disconnect(name: str, user: UserOpt = None) -> None:
+def disconnect(name: str, user: UserOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke the connection's tokens at the AS and forget them."""
 
     async def action(tether: Tether) -> None:
         outcomes = await tether.disconnect(name, user=user, actor="cli")
-        typer.echo("disconnected" + "".join(f"\n  {line}" for line in outcomes))
+        text = "disconnected" + "".join(f"\n  {line}" for line in outcomes)
+        _done(as_json, text, {"disconnected": name, "revocation": list(outcomes)})
 
     with_tether(action)
 
@@ -646,7 +712,7 @@ def connections(
 
 
 @app.command()
-def migrate() -> None:
+def migrate(as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema."""
     from tether.store.crypto import key_file_exists
     from tether.store.factory import check_database
@@ -665,19 +731,21 @@ def migrate() -> None:
         await run_migrate(url)
 
     run(body())
-    typer.echo("database is up to date")
+    _done(as_json, "database is up to date", {"migrated": True})
 
 
 @keys_app.command("generate")
-def keys_generate() -> None:
+def keys_generate(as_json: JsonOpt = False) -> None:
     """Print a new random key (for TETHER_ENCRYPTION_KEYS; nothing is stored)."""
-    from tether.store.crypto import generate_key
+    from tether.store.crypto import KeyRing, generate_key
 
-    typer.echo(generate_key())
+    key = generate_key()
+    key_id = KeyRing.from_string(key).primary_key_id
+    _done(as_json, key, {"key": key, "key_id": key_id})
 
 
 @keys_app.command("add")
-def keys_add() -> None:
+def keys_add(as_json: JsonOpt = False) -> None:
     """Put a new key in front of the key file's keys (then run `tether keys rotate`)."""
     from tether.store.crypto import add_key_to_file
 
@@ -689,22 +757,30 @@ def keys_add() -> None:
             "restart, then run `tether keys rotate`",
         )
     ring = add_key_to_file(config.resolved_key_file())
-    typer.echo(f"new primary key {ring.primary_key_id}")
+    _done(
+        as_json,
+        f"new primary key {ring.primary_key_id}",
+        {"primary_key_id": ring.primary_key_id, "key_ids": list(ring.key_ids)},
+    )
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
+def keys_rotate(as_json: JsonOpt = False) -> None:
     """Re-encrypt every stored secret with the newest key."""
-    from tether.store.rotate import rotate_keys
+    from tether.store.rotate import RotationReport, rotate_keys
 
     config = settings()
     url = config.resolved_database_url()
 
-    async def body() -> Any:
+    async def body() -> RotationReport:
         return await rotate_keys(url, await key_ring(config))
 
     report = run(body())
-    typer.echo(f"re-encrypted {report.total} secrets with key {report.key_id}")
+    _done(
+        as_json,
+        f"re-encrypted {report.total} secrets with key {report.key_id}",
+        {"key_id": report.key_id, "reencrypted": dict(report.counts)},
+    )
 
 
 def main() -> None:

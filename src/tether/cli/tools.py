@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +14,7 @@ from tether.cli.render import emit_json
 from tether.errors import UsageError
 from tether.hub.tether import Tether
 from tether.mcp.render import render_tools
+from tether.mcp.results import ToolResult
 
 __all__ = ["tools_app", "toolsets_app"]
 
@@ -20,6 +24,7 @@ toolsets_app = typer.Typer(
 )
 
 UserOpt = Annotated[str | None, typer.Option("--user", help="Act for this end user.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 ArgsOpt = Annotated[str, typer.Option("--args", help="Tool arguments as JSON.")]
 
 
@@ -27,6 +32,37 @@ def _with(action: Any) -> None:
     from tether.cli.main import with_tether
 
     with_tether(action)
+
+
+# A remote server's text reaches the terminal: no escape sequences (ANSI CSI, OSC), no
+# other control characters; newlines and tabs stay.
+_TERMINAL_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+async def _show_progress(
+    progress: float, total: float | None, message: str | None
+) -> None:
+    """A tool's ``notifications/progress`` as lines on stderr (stdout stays the result)."""
+    done = f"{progress:g}/{total:g}" if total else f"{progress:g}"
+    note = f" {_TERMINAL_UNSAFE.sub('', message)[:200]}" if message else ""
+    typer.echo(f"progress: {done}{note}", err=True)
+
+
+def _result(result: ToolResult, *, as_json: bool) -> None:
+    """A call's outcome; exit code 1 when the model would see an error."""
+    if as_json:
+        emit_json(
+            {
+                "text": result.text,
+                "is_error": result.is_error,
+                "error_code": result.error_code,
+                "structured": result.structured,
+            }
+        )
+    else:
+        typer.echo(_TERMINAL_UNSAFE.sub("", result.text))
+    if result.is_error:
+        raise typer.Exit(1)
 
 
 def _arguments(raw: str) -> dict[str, Any]:
@@ -61,15 +97,20 @@ def tools_list(
 
 @tools_app.command("call")
 def tools_call(
-    server: str, tool: str, args: ArgsOpt = "{}", user: UserOpt = None
+    server: str,
+    tool: str,
+    args: ArgsOpt = "{}",
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Call one tool and print what the model would see."""
 
     async def action(tether: Tether) -> None:
-        result = await tether.call_tool(server, tool, _arguments(args), user=user)
-        typer.echo(result.text)
-        if result.is_error:
-            raise typer.Exit(1)
+        await tether.servers.get(server)  # a missing server is not a missing tool
+        result = await tether.call_tool(
+            server, tool, _arguments(args), user=user, progress=_show_progress
+        )
+        _result(result, as_json=as_json)
 
     _with(action)
 
@@ -80,6 +121,7 @@ def toolsets_create(
     server: Annotated[
         list[str], typer.Option(help="SERVER or SERVER:tool1,tool2 (repeatable).")
     ],
+    as_json: JsonOpt = False,
 ) -> None:
     """Create a toolset from servers and optional tool allow-lists."""
     entries: list[dict[str, Any]] = []
@@ -89,7 +131,10 @@ def toolsets_create(
 
     async def action(tether: Tether) -> None:
         toolset = await tether.toolsets.create(name, entries, actor="cli")
-        typer.echo(f"created toolset {toolset.name} ({toolset.id})")
+        if as_json:
+            emit_json(await tether.toolsets.export(toolset.id))
+        else:
+            typer.echo(f"created toolset {toolset.name} ({toolset.id})")
 
     _with(action)
 
@@ -101,6 +146,9 @@ def toolsets_show(
     provider: Annotated[
         str, typer.Option(help="openai_chat, openai_responses or anthropic.")
     ] = "openai_chat",
+    _as_json: Annotated[
+        bool, typer.Option("--json", help="Accepted for uniformity: always JSON.")
+    ] = True,
 ) -> None:
     """Print the toolset's tools as the provider's tool definitions."""
 
@@ -118,24 +166,107 @@ def toolsets_show(
 
 @toolsets_app.command("call")
 def toolsets_call(
-    name: str, tool: str, args: ArgsOpt = "{}", user: UserOpt = None
+    name: str,
+    tool: str,
+    args: ArgsOpt = "{}",
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Call a toolset's tool by its exposed name."""
 
     async def action(tether: Tether) -> None:
-        result = await tether.call(name, tool, _arguments(args), user=user)
-        typer.echo(result.text)
-        if result.is_error:
-            raise typer.Exit(1)
+        await tether.toolsets.get(name)  # a missing toolset is not a missing tool
+        result = await tether.call(
+            name, tool, _arguments(args), user=user, progress=_show_progress
+        )
+        _result(result, as_json=as_json)
 
     _with(action)
 
 
 @toolsets_app.command("export")
-def toolsets_export(name: str) -> None:
+def toolsets_export(
+    name: str,
+    _as_json: Annotated[
+        bool, typer.Option("--json", help="Accepted for uniformity: always JSON.")
+    ] = True,
+) -> None:
     """Print a toolset as JSON referring to servers by name."""
 
     async def action(tether: Tether) -> None:
         emit_json(await tether.toolsets.export(name))
 
     _with(action)
+
+
+@toolsets_app.command("list")
+def toolsets_list(as_json: JsonOpt = False) -> None:
+    """List toolsets with their servers (by name) and tool allow-lists."""
+
+    async def action(tether: Tether) -> None:
+        exported = [
+            await tether.toolsets.export(toolset.id)
+            for toolset in await tether.stores.toolsets.list()
+        ]
+        if as_json:
+            emit_json(exported)
+            return
+        if not exported:
+            typer.echo("no toolsets; create one with `tether toolsets create`")
+        for item in exported:
+            servers = ", ".join(
+                entry["server"]
+                + (f" ({', '.join(entry['tools'])})" if entry["tools"] else "")
+                for entry in item["servers"]
+            )
+            typer.echo(f"{item['name']:24} {servers or '-'}")
+
+    _with(action)
+
+
+@toolsets_app.command("remove")
+def toolsets_remove(name: str, as_json: JsonOpt = False) -> None:
+    """Delete a toolset (its servers and connections are untouched)."""
+
+    async def action(tether: Tether) -> None:
+        await tether.toolsets.delete(name, actor="cli")
+        if as_json:
+            emit_json({"removed": name})
+        else:
+            typer.echo(f"removed toolset {name}")
+
+    _with(action)
+
+
+@toolsets_app.command("import")
+def toolsets_import(
+    source: Annotated[
+        str, typer.Argument(help="A file from `tether toolsets export`, or - (stdin).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a toolset from `tether toolsets export` output."""
+    data = _exported(source)
+
+    async def action(tether: Tether) -> None:
+        toolset = await tether.toolsets.import_(data, actor="cli")
+        if as_json:
+            emit_json(await tether.toolsets.export(toolset.id))
+        else:
+            typer.echo(f"imported toolset {toolset.name} ({toolset.id})")
+
+    _with(action)
+
+
+def _exported(source: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {source}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source} is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source} must hold a JSON object (a toolset export)")
+    return data

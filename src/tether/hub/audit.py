@@ -40,8 +40,9 @@ def server_view(server: ServerRecord) -> dict[str, Any]:
     to :class:`~tether.store.base.ServerRecord` or
     :class:`~tether.store.base.OAuthSettings` appears in every audit entry's before and
     after without anyone remembering to list it. Credential references (fields named
-    ``*credential_id``) are masked (reference-behaviour §3.21.5), params values of
-    secret-looking keys are masked (:func:`mask_params`), and a ``SecretStr`` would be.
+    ``*credential_id``) are masked: the entry says whether one is set, not which.
+    Params values of secret-looking keys are masked (:func:`mask_params`), and so would
+    be a ``SecretStr``.
     """
     return _record_view(server)
 

@@ -8,6 +8,7 @@ Build one with :meth:`Tether.open` (plain arguments, no settings object) and clo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import NotFound, TetherError, UsageError
+from tether.errors import NetworkError, NotFound, TetherError, UsageError
 from tether.hub.audit import Auditor
 from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
@@ -41,6 +42,8 @@ from tether.store.factory import open_stores
 from tether.store.paging import DEFAULT_LIMIT, Page
 
 __all__ = ["ConnectionInfo", "Tether"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +226,13 @@ class Tether:
         policy = self.fetcher.policy_for(
             NetworkProfile(allow_networks=tuple(allow_networks))
         )
-        await vet_url(policy, url, resolver=self._resolver)
+        try:
+            await vet_url(policy, url, resolver=self._resolver)
+        except NetworkError as exc:
+            # A server can be registered offline: a name that does not
+            # resolve now is a warning, not a refusal. Nothing is lost: the transport
+            # checks every address again when it connects (SSRF-5).
+            logger.warning("%s; the URL is checked again at connect", exc.message)
 
     def _server_record_changed(self, server_id: str) -> None:
         """A server was updated or deleted: drop its record and the views naming it."""

@@ -12,6 +12,7 @@ uses its defaults (READ COMMITTED); every atomic step is a single statement.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -58,6 +59,9 @@ __all__ = [
     "unique",
     "upsert",
 ]
+
+logger = logging.getLogger(__name__)
+_warned: set[Path] = set()
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IntegrityHandler = Callable[[str], TetherError]
@@ -251,6 +255,7 @@ def private_sqlite_files(path: Path) -> None:
         ConfigurationError: The folder or file cannot be created.
     """
     make_private_directory(path.parent)
+    _warn_if_shared(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -266,17 +271,43 @@ def private_sqlite_files(path: Path) -> None:
                 file.chmod(0o600)
 
 
+def _warn_if_shared(folder: Path) -> None:
+    # An existing folder keeps its mode (it may be shared on purpose), but the operator
+    # hears that others can list it; the files themselves are 0600.
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077 and folder not in _warned:
+            _warned.add(folder)  # once per process, not once per engine
+            logger.warning(
+                "the data folder %s is open to other users (mode %04o); "
+                "run `chmod 700 %s`",
+                folder,
+                mode,
+                folder,
+            )
+
+
+_DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
 def sqlite_quick_check(path: Path) -> str | None:
     """Run ``PRAGMA quick_check`` on a SQLite file; ``None`` when it passes.
 
+    Only damage is reported. A file that cannot be checked for another reason (read-only
+    without its ``-shm``, locked, unreadable) passes here: opening the store then
+    reports the real problem, with its own hint.
+
     Returns:
-        The first problem SQLite reports (or the error it raised opening the file).
+        The first problem SQLite reports, or its corruption error.
     """
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
             rows = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
-        return str(exc)
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _DAMAGE_CODES or not isinstance(exc, sqlite3.OperationalError):
+            return str(exc)
+        return None
     problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
     return problems[0] if problems else None
 

@@ -67,7 +67,8 @@ async def open_stores(
 
     Raises:
         ConfigurationError: Unsupported URL or a missing driver (names the extra).
-        StorageError: The database is unreachable or the migration failed.
+        StorageError: The database is unreachable, a SQLite file fails
+            ``PRAGMA quick_check``, or the migration failed.
     """
     if url == MEMORY_URL or url.startswith(MEMORY_URL):
         from tether.store.memory import open_memory_stores
@@ -75,9 +76,13 @@ async def open_stores(
         stores, _ = open_memory_stores(key_ring, now=now)
         return stores
     _driver_check(url)
+    from tether.store.database import sqlite_path
     from tether.store.migrate import migrate as run_migrations
     from tether.store.sql import open_sql_stores
 
+    path = sqlite_path(url)
+    if path is not None and path.is_file() and path.stat().st_size:
+        await _refuse_damaged(path)  # a damaged file is never written to
     if migrate:
         await run_migrations(url)
     stores, _ = open_sql_stores(url, key_ring, now=now, pool_size=pool_size)
@@ -85,7 +90,7 @@ async def open_stores(
 
 
 async def check_database(url: str, *, key_file_in_use: bool, fresh_start: bool) -> None:
-    """Refuse to start over silently (issue 11 item 5).
+    """Refuse to start over silently.
 
     * A SQLite file that fails ``PRAGMA quick_check`` is refused: a damaged file is
       never written to.
@@ -102,19 +107,13 @@ async def check_database(url: str, *, key_file_in_use: bool, fresh_start: bool) 
     Raises:
         StorageError: The file is damaged, or missing while the key file exists.
     """
-    from tether.store.database import DAMAGED_HINT, sqlite_path, sqlite_quick_check
+    from tether.store.database import sqlite_path
 
     path = sqlite_path(url)
     if path is None:
         return
-    size = path.stat().st_size if path.is_file() else 0
-    if size:
-        problem = await asyncio.to_thread(sqlite_quick_check, path)
-        if problem is not None:
-            raise StorageError(
-                f"the database file {path} fails its integrity check: {problem}",
-                hint=DAMAGED_HINT,
-            )
+    if path.is_file() and path.stat().st_size:
+        await _refuse_damaged(path)
         return
     if key_file_in_use and not fresh_start:
         state = "is empty" if path.exists() else "is missing"
@@ -123,6 +122,40 @@ async def check_database(url: str, *, key_file_in_use: bool, fresh_start: bool) 
             "has stored data here before",
             hint=FRESH_START_HINT,
         )
+
+
+# Files that passed the check in this process, by (mtime, size): the shells check before
+# opening the key ring, and open_stores checks again for embedders without the cost.
+_checked: dict[Path, tuple[int, int]] = {}
+
+
+async def _refuse_damaged(path: Path) -> None:
+    """Refuse a SQLite file that fails ``PRAGMA quick_check``.
+
+    Raises:
+        StorageError: The file is damaged (or not a database); the hint says restore.
+    """
+    from tether.store.database import DAMAGED_HINT
+
+    problem = await asyncio.to_thread(_quick_check_once, path)
+    if problem is not None:
+        raise StorageError(
+            f"the database file {path} fails its integrity check: {problem}",
+            hint=DAMAGED_HINT,
+        )
+
+
+def _quick_check_once(path: Path) -> str | None:
+    from tether.store.database import sqlite_quick_check
+
+    info = path.stat()
+    stamp = (info.st_mtime_ns, info.st_size)
+    if _checked.get(path) == stamp:
+        return None
+    problem = sqlite_quick_check(path)
+    if problem is None:
+        _checked[path] = stamp
+    return problem
 
 
 async def open_key_ring(
