@@ -10,7 +10,7 @@ import typer
 from tether.cli.render import emit_json
 from tether.errors import UsageError
 from tether.hub.tether import Tether
-from tether.mcp.render import render_tools
+from tether.mcp.render import render_toolset
 
 __all__ = ["tools_app", "toolsets_app"]
 
@@ -106,10 +106,12 @@ def toolsets_show(
 
     async def action(tether: Tether) -> None:
         view = await tether.toolset(name, user=user)
+        rendered = render_toolset(view.tools, provider)  # type: ignore[arg-type]
         emit_json(
             {
-                "tools": render_tools(view.tools, provider),  # type: ignore[arg-type]
+                "tools": rendered.tools,
                 "excluded": dict(view.excluded),
+                "excluded_tools": [item.to_dict() for item in rendered.excluded],
             }
         )
 

@@ -113,6 +113,7 @@ from tether.mcp.skills import (
     verify_manifest,
 )
 from tether.net.client import deadline, mapped_errors
+from tether.oauth._wire import load_json
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
@@ -130,6 +131,8 @@ DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_MAX_PAGES: Final = 100
 """``tools/list`` pages followed before giving up on a paginator that never ends."""
 _CLOSE_TIMEOUT: Final = 5.0
+_MAX_RESULT_DEPTH: Final = 512
+"""Nesting beyond which a result is left to the SDK's parser (and its own limit)."""
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 """``(progress, total, message)`` for each ``notifications/progress`` of a call."""
@@ -326,7 +329,7 @@ async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
         return response
     body = await response.aread()
     try:
-        message = json.loads(body)
+        message = load_json(body, max_depth=_MAX_RESULT_DEPTH)
     except ValueError:
         return response
     result = message.get("result") if isinstance(message, dict) else None
