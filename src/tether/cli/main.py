@@ -73,7 +73,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except TetherError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {exc} [{exc.code}]", err=True)
+        typer.echo(f"error: {render.terminal_text(exc)} [{exc.code}]", err=True)
         raise typer.Exit(exit_code(exc)) from None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.render import emit_json
+from tether.cli.render import emit_json, terminal_text
 from tether.errors import UsageError
 from tether.hub.tether import Tether
 from tether.mcp.render import render_toolset
@@ -18,6 +18,9 @@ tools_app = typer.Typer(help="List and call a server's tools.", no_args_is_help=
 toolsets_app = typer.Typer(
     help="Toolsets: what an agent may use.", no_args_is_help=True
 )
+
+MAX_OUTPUT = 1_000_000
+"""Longest tool output printed, in characters (escape sequences removed first)."""
 
 UserOpt = Annotated[str | None, typer.Option("--user", help="Act for this end user.")]
 ArgsOpt = Annotated[str, typer.Option("--args", help="Tool arguments as JSON.")]
@@ -54,7 +57,10 @@ def tools_list(
             emit_json(tools)
             return
         for tool in tools:
-            typer.echo(f"{tool.get('name')}: {str(tool.get('description') or '')[:80]}")
+            name = terminal_text(tool.get("name"), limit=200)
+            typer.echo(
+                f"{name}: {terminal_text(tool.get('description') or '', limit=80)}"
+            )
 
     _with(action)
 
@@ -67,7 +73,7 @@ def tools_call(
 
     async def action(tether: Tether) -> None:
         result = await tether.call_tool(server, tool, _arguments(args), user=user)
-        typer.echo(result.text)
+        typer.echo(terminal_text(result.text, limit=MAX_OUTPUT, multiline=True))
         if result.is_error:
             raise typer.Exit(1)
 
@@ -126,7 +132,7 @@ def toolsets_call(
 
     async def action(tether: Tether) -> None:
         result = await tether.call(name, tool, _arguments(args), user=user)
-        typer.echo(result.text)
+        typer.echo(terminal_text(result.text, limit=MAX_OUTPUT, multiline=True))
         if result.is_error:
             raise typer.Exit(1)
 
