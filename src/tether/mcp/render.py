@@ -34,6 +34,7 @@ from tether.mcp.schema import flatten_schema, strict_schema
 
 __all__ = [
     "MAX_DESCRIPTION_LENGTH",
+    "PROVIDERS",
     "ExcludedTool",
     "Provider",
     "RenderedTools",
@@ -52,6 +53,11 @@ logger = logging.getLogger(__name__)
 MAX_DESCRIPTION_LENGTH: Final = 1024
 
 Provider = Literal["openai_chat", "openai_responses", "anthropic"]
+PROVIDERS: Final[tuple[Provider, ...]] = (
+    "openai_chat",
+    "openai_responses",
+    "anthropic",
+)
 
 
 @dataclass(frozen=True)
