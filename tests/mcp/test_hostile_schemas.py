@@ -24,6 +24,7 @@ from tether.mcp.render import (
     unique_definitions,
 )
 from tether.mcp.schema import flatten_schema, strict_schema
+from tether.mcp.skills import parse_frontmatter
 
 
 def nested(levels: int) -> dict[str, Any]:
@@ -213,3 +214,24 @@ def test_many_colliding_names_stay_unique_and_deterministic() -> None:
 def test_safe_name_of_hostile_names(name: str) -> None:
     assert NAME_PATTERN.match(safe_name(name))
     assert NAME_PATTERN.match(safe_name(name, suffix="_99"))
+
+
+@pytest.mark.parametrize(
+    ("frontmatter", "problem"),
+    [
+        ("[" * 5_000, "nests deeper than 32"),
+        ("- " * 5_000 + "x", "nests deeper than 32"),
+        ("a: &a [x, x, x, x, x, x, x, x, x]\nb: [*a, *a, *a, *a, *a]", "alias"),
+    ],
+)
+def test_hostile_skill_frontmatter_is_a_value_error(
+    frontmatter: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_frontmatter(f"---\n{frontmatter}\n---\nbody")
+
+
+def test_frontmatter_keys_json_cannot_hold_become_strings() -> None:
+    data, body = parse_frontmatter("---\n2020-01-01: x\n!!binary aGk=: y\n---\nbody")
+    assert data == {"2020-01-01": "x", "b'hi'": "y"}
+    assert body == "body"
