@@ -21,6 +21,11 @@ from tether.errors import (
     clean_text,
 )
 from tether.oauth._wire import MAX_JSON_DEPTH, JSONTooDeep, load_json
+from tether.oauth.discovery import (
+    authorization_server_discovery,
+    authorization_server_metadata_urls,
+    protected_resource_metadata_urls,
+)
 from tether.oauth.models import (
     parse_authorization_server_metadata,
     parse_protected_resource_metadata,
@@ -363,3 +368,17 @@ def test_clean_text_bounds_and_keeps_newlines_when_asked() -> None:
     assert clean_text("x" * 1000, limit=10) == "x" * 9 + "…"
     assert clean_text("a\n\tb\r\n", keep_newlines=True) == "a\n\tb\n"
     assert clean_text("abc", limit=0) == "…"
+
+
+@pytest.mark.parametrize("issuer", ["http://x[abc]", "https://[::1/tenant"])
+def test_unsplittable_issuer_is_a_discovery_error(issuer: str) -> None:
+    with pytest.raises(DiscoveryError, match="not a valid URL"):
+        authorization_server_metadata_urls(issuer)
+    flow = authorization_server_discovery(issuer)
+    with pytest.raises(DiscoveryError, match="not a valid URL"):
+        next(flow)
+
+
+def test_unsplittable_server_url_is_a_discovery_error() -> None:
+    with pytest.raises(DiscoveryError, match="not a valid URL"):
+        protected_resource_metadata_urls("http://x[abc]/mcp")
