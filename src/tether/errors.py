@@ -42,6 +42,7 @@ along the class's MRO so a subclass inherits its parent's mapping.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -83,9 +84,60 @@ __all__ = [
     "UsageError",
     "ValidationFailed",
     "VersionConflict",
+    "clean_text",
     "exit_code",
     "http_status",
 ]
+
+
+#: Default bound of :func:`clean_text`: enough for any sensible error description.
+MAX_REMOTE_TEXT: Final = 500
+
+# ECMA-48 escape sequences: CSI (``ESC [`` … final byte), OSC/DCS/SOS/PM/APC strings
+# (terminated by BEL or ST), and two-byte escapes; plus their 8-bit C1 forms.
+_ESCAPES: Final = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+# C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text
+# (bidi overrides and isolates, zero-width joiners, BOM, line/paragraph separators).
+_CONTROLS: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
+)
+_BREAKS: Final = re.compile("[\t\n]+")
+
+
+def clean_text(
+    text: object, *, limit: int = MAX_REMOTE_TEXT, keep_newlines: bool = False
+) -> str:
+    r"""Make text from a remote party safe for a terminal, a log line or an error message.
+
+    ANSI/ECMA-48 escape sequences (CSI colours, OSC titles and hyperlinks, DCS strings)
+    are removed whole, then every remaining control character and the Unicode
+    formatting characters that reorder or hide text (bidi overrides, zero-width marks).
+    Tabs and newlines become one space unless ``keep_newlines``; the result is cut to
+    ``limit`` characters, ending in ``…`` when cut. Pure: no I/O, never raises.
+
+    Args:
+        text: Any value; non-strings are converted with :func:`str`.
+        limit: Maximum length of the result (at least 1).
+        keep_newlines: Keep ``\n`` and ``\t`` (multi-line tool output); ``\r`` is
+            always removed, since it lets text overwrite what came before it.
+
+    Returns:
+        The cleaned text.
+    """
+    value = text if isinstance(text, str) else str(text)
+    # Bound the work before the regexes: nothing past a few times the limit can show.
+    value = value[: max(limit, 1) * 4 + 64]
+    value = _CONTROLS.sub("", _ESCAPES.sub("", value))
+    if not keep_newlines:
+        value = _BREAKS.sub(" ", value).strip()
+    limit = max(limit, 1)
+    if len(value) > limit:
+        value = value[: limit - 1].rstrip() + "…"
+    return value
 
 
 class TetherError(Exception):
@@ -299,6 +351,13 @@ class OAuthError(RemoteError):
         **kwargs: Any,
     ) -> OAuthError:
         """Build the most specific subclass for an RFC 6749 §5.2 ``error`` code."""
+        # Remote text: no escape sequences or control characters, bounded (RFC 6749
+        # §5.2 limits these to printable ASCII; nothing enforces it on the sender).
+        error = clean_text(error, limit=100) or "unknown_error"
+        if error_description is not None:
+            error_description = clean_text(error_description) or None
+        if error_uri is not None:
+            error_uri = clean_text(error_uri) or None
         klass = OAuthError.registry.get(error, OAuthError)
         text = f"the authorization server answered '{error}'"
         if error_description:

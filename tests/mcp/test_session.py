@@ -52,6 +52,7 @@ from tether.errors import (
     MCPProtocolError,
     NetworkError,
     RequestTimeout,
+    ResponseTooLarge,
     SessionExpired,
     StepUpRequired,
     UsageError,
@@ -127,6 +128,13 @@ def text(value: str, *, is_error: bool = False) -> types.CallToolResult:
     )
 
 
+def _hostile(name: str, args: dict[str, Any]) -> types.CallToolResult:
+    if name == "huge":  # one SSE event over httpx2's 1 MiB max_event_size
+        return text("x" * (1024 * 1024 + 1))
+    code = int(args.get("code", -32042))  # boom: a JSON-RPC error the server chose
+    raise MCPError(code=code, message=str(args.get("message", "boom")))
+
+
 async def call_tool(
     ctx: Any, params: types.CallToolRequestParams
 ) -> types.CallToolResult:
@@ -146,8 +154,8 @@ async def call_tool(
         LISTEN.close()
     elif name == "fail":
         return text("the tool failed", is_error=True)
-    elif name == "boom":
-        raise MCPError(code=-32042, message="boom")
+    elif name in ("boom", "huge"):
+        return _hostile(name, args)
     elif name == "ask":  # elicitation/create in the middle of the call
         schema = {
             "type": "object",
@@ -442,6 +450,35 @@ async def test_jsonrpc_error_becomes_mcp_protocol_error(
     assert caught.value.details["message"] == "boom"
     assert caught.value.server == "peer"
     assert caught.value.step == "tools/call"
+
+
+@pytest.mark.parametrize(("path", "mode"), [("sse", "legacy"), ("stateless", "auto")])
+async def test_server_error_32000_is_a_tool_error_not_a_lost_connection(
+    peer: Peer, http: httpx2.AsyncClient, path: str, mode: str
+) -> None:
+    # -32000 is the SDK's CONNECTION_CLOSED, but also JSON-RPC's generic server error.
+    hostile = "\x1b]0;pwned\x07\x1b[31mdatabase down\x1b[0m " + "y" * 5000
+    async with MCPSession(peer.url(path), http, mode=mode, server="peer") as session:
+        with pytest.raises(MCPProtocolError) as caught:
+            await session.call_tool("boom", {"code": -32000, "message": hostile})
+        assert (await session.call_tool("echo", {}))["content"]  # the session lives on
+    assert not isinstance(caught.value, NetworkError)
+    assert caught.value.details["code"] == -32000
+    message = caught.value.details["message"]
+    assert message.startswith("database down y")
+    assert "\x1b" not in str(caught.value)
+    assert "\x07" not in str(caught.value)
+    assert len(message) <= 500
+
+
+async def test_sse_event_over_the_sdk_limit_is_too_large(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        with pytest.raises(ResponseTooLarge) as caught:
+            await session.call_tool("huge", {})
+        assert (await session.call_tool("echo", {}))["content"]
+    assert "byte limit" in caught.value.message
 
 
 async def test_list_changed_notification_calls_back(

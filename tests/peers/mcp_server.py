@@ -39,6 +39,8 @@ setting comes from the environment (``tests/peers/fixture.py`` sets them):
   MCP_PAGE_SIZE         tools per tools/list page (default: 50 with MCP_BIG_TOOLS, else all)
   MCP_ODD_TOOLS         1 -> a tool with a 100-character name and one whose input schema
                         uses a recursive $ref, $defs, allOf and a nullable anyOf
+  MCP_HOSTILE_TOOLS     1 -> "same" listed five times, and tools whose schemas have a
+                        dangling $ref, an external $ref, or expand past the node cap
   MCP_ERROR_HTTP_STATUS status of the `http_error` tool's answer (default 400): the body
                         is still a JSON-RPC result with isError: true
   MCP_ALLOWED_HOSTS     extra Host header values accepted (comma list)
@@ -142,6 +144,7 @@ class Config:
     )
     big_tools: bool = field(default_factory=lambda: _flag("MCP_BIG_TOOLS"))
     odd_tools: bool = field(default_factory=lambda: _flag("MCP_ODD_TOOLS"))
+    hostile_tools: bool = field(default_factory=lambda: _flag("MCP_HOSTILE_TOOLS"))
     error_http_status: int = field(
         default_factory=lambda: int(_env("MCP_ERROR_HTTP_STATUS", "400"))
     )
@@ -354,6 +357,8 @@ def base_tools() -> list[types.Tool]:
                 input_schema=RECURSIVE_SCHEMA,
             )
         )
+    if CFG.hostile_tools:
+        tools.extend(HOSTILE_TOOLS)
     if CFG.big_tools:
         for i in range(120):
             tools.append(
@@ -370,6 +375,42 @@ def base_tools() -> list[types.Tool]:
             )
         )
     return tools
+
+
+def _hostile_tools() -> list[types.Tool]:
+    # 2**20 expansions: each level refers to the next one twice.
+    defs = {
+        f"L{i}": {
+            "type": "object",
+            "properties": {
+                "a": {"$ref": f"#/$defs/L{i + 1}"},
+                "b": {"$ref": f"#/$defs/L{i + 1}"},
+            },
+        }
+        for i in range(20)
+    }
+    defs["L20"] = {"type": "string"}
+    schemas = {
+        "dangling": {"type": "object", "properties": {"x": {"$ref": "#/$defs/gone"}}},
+        "external": {
+            "type": "object",
+            "properties": {"x": {"$ref": "https://schemas.example/x.json"}},
+        },
+        "exponential": {"type": "object", "$defs": defs, "$ref": "#/$defs/L0"},
+    }
+    same = [
+        types.Tool(
+            name="same", description=f"Listed five times ({i}).", input_schema=_obj({})
+        )
+        for i in range(5)
+    ]
+    return same + [
+        types.Tool(name=name, description="Poisoned schema.", input_schema=schema)
+        for name, schema in schemas.items()
+    ]
+
+
+HOSTILE_TOOLS = _hostile_tools()
 
 
 async def list_tools(
@@ -446,6 +487,7 @@ async def call_tool(
             params.name in EXTRA_TOOLS
             or params.name.startswith("bulk_")
             or params.name == LONG_NAME
+            or params.name == "same"
         ):
             return _text(f"{params.name}: {args.get('text', 'ok')}")
         if params.name == "tree" and CFG.odd_tools:

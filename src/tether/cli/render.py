@@ -1,7 +1,10 @@
 """Output of CLI commands: human-readable by default, JSON with ``--json``.
 
 Small functions that tests call directly (style.md example 14). Nothing here prints a
-token or secret: the inputs are secret-free views.
+token or secret: the inputs are secret-free views. Text that a remote party chose (an
+error description, a tool's output, an issuer) goes through :func:`terminal_text` first,
+so escape sequences cannot recolour, retitle or rewrite the operator's terminal. JSON
+output needs no such step: ``json.dumps`` escapes every control and non-ASCII character.
 """
 
 from __future__ import annotations
@@ -14,12 +17,40 @@ from typing import Any
 
 import typer
 
+from tether.errors import clean_text
 from tether.hub.audit import server_view
 from tether.hub.credentials import CredentialInfo
 from tether.hub.tether import ConnectionInfo
 from tether.store.base import AuditEvent, ServerRecord
 
-__all__ = ["audit", "connection", "credentials", "server", "servers"]
+__all__ = [
+    "MAX_TERMINAL_TEXT",
+    "audit",
+    "connection",
+    "credentials",
+    "server",
+    "servers",
+    "terminal_text",
+]
+
+MAX_TERMINAL_TEXT = 2000
+"""Longest one-line remote text printed (an error message, a description)."""
+
+
+def terminal_text(
+    value: Any, *, limit: int = MAX_TERMINAL_TEXT, multiline: bool = False
+) -> str:
+    """Remote text made safe to print: no escape sequences or controls, bounded.
+
+    Args:
+        value: The text (anything is converted with :func:`str`).
+        limit: Maximum length printed.
+        multiline: Keep line breaks and tabs (tool output).
+
+    Returns:
+        The cleaned text.
+    """
+    return clean_text(value, limit=limit, keep_newlines=multiline)
 
 
 def _default(value: Any) -> Any:
@@ -84,16 +115,18 @@ def connection(info: ConnectionInfo, *, as_json: bool) -> None:
         return
     typer.echo(f"{info.server_name} [{info.subject}]: {info.status}")
     if info.issuer:
-        typer.echo(f"  issuer:        {info.issuer}")
+        typer.echo(f"  issuer:        {terminal_text(info.issuer)}")
     if info.scopes:
-        typer.echo(f"  scopes:        {' '.join(info.scopes)}")
+        typer.echo(f"  scopes:        {terminal_text(' '.join(info.scopes))}")
     if info.required_scopes:
-        typer.echo(f"  needs scopes:  {' '.join(info.required_scopes)} (connect again)")
+        needs = terminal_text(" ".join(info.required_scopes))
+        typer.echo(f"  needs scopes:  {needs} (connect again)")
     if info.expires_at:
         typer.echo(f"  expires at:    {info.expires_at.isoformat()}")
     typer.echo(f"  refresh token: {'yes' if info.has_refresh_token else 'no'}")
     if info.last_error:
-        typer.echo(f"  last error:    {info.last_error} [{info.last_error_code}]")
+        error = terminal_text(info.last_error)
+        typer.echo(f"  last error:    {error} [{terminal_text(info.last_error_code)}]")
 
 
 def connections(items: Sequence[ConnectionInfo], *, as_json: bool) -> None:
@@ -120,7 +153,7 @@ def audit(events: Sequence[AuditEvent], *, as_json: bool) -> None:
         emit_json([asdict(e) for e in events])
         return
     for event in events:
-        detail = f"  {event.detail}" if event.detail else ""
+        detail = f"  {terminal_text(event.detail)}" if event.detail else ""
         typer.echo(
             f"{event.at.isoformat()}  {event.actor or '-':10} {event.action:22} "
             f"{event.target_type}:{event.target_id}{detail}"

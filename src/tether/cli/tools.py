@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.render import emit_json
+from tether.cli.render import emit_json, terminal_text
 from tether.errors import UsageError
 from tether.hub.tether import Tether
-from tether.mcp.render import render_tools
+from tether.mcp.render import render_toolset
 from tether.mcp.results import ToolResult
 
 __all__ = ["tools_app", "toolsets_app"]
@@ -22,6 +22,9 @@ tools_app = typer.Typer(help="List and call a server's tools.", no_args_is_help=
 toolsets_app = typer.Typer(
     help="Toolsets: what an agent may use.", no_args_is_help=True
 )
+
+MAX_OUTPUT = 1_000_000
+"""Longest tool output printed, in characters (escape sequences removed first)."""
 
 UserOpt = Annotated[str | None, typer.Option("--user", help="Act for this end user.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
@@ -90,7 +93,10 @@ def tools_list(
             emit_json(tools)
             return
         for tool in tools:
-            typer.echo(f"{tool.get('name')}: {str(tool.get('description') or '')[:80]}")
+            name = terminal_text(tool.get("name"), limit=200)
+            typer.echo(
+                f"{name}: {terminal_text(tool.get('description') or '', limit=80)}"
+            )
 
     _with(action)
 
@@ -154,10 +160,12 @@ def toolsets_show(
 
     async def action(tether: Tether) -> None:
         view = await tether.toolset(name, user=user)
+        rendered = render_toolset(view.tools, provider)  # type: ignore[arg-type]
         emit_json(
             {
-                "tools": render_tools(view.tools, provider),  # type: ignore[arg-type]
+                "tools": rendered.tools,
                 "excluded": dict(view.excluded),
+                "excluded_tools": [item.to_dict() for item in rendered.excluded],
             }
         )
 

@@ -27,7 +27,6 @@ token request. Any fresh discovery (a 401 that refresh cannot fix asks for one, 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +39,7 @@ from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from tether.errors import DiscoveryError, NetworkError, RemoteError, TetherError
 from tether.hub.context import HubContext, profile_of
 from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
+from tether.oauth._wire import load_json
 from tether.oauth.challenge import BearerChallenge, bearer_challenge
 from tether.oauth.discovery import (
     Fetched,
@@ -136,7 +136,7 @@ def _stateless_request(
 def _supported_versions(response: HttpResponse) -> list[str] | None:
     """``data.supported`` of an ``UnsupportedProtocolVersion`` (-32022) error body."""
     try:
-        body = json.loads(response.body)
+        body = load_json(response.body)
     except ValueError:
         return None
     error = body.get("error") if isinstance(body, dict) else None

@@ -15,7 +15,6 @@ Resource requests are signed by :class:`tether.mcp.auth.BearerAuth`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import SecretStr
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 from tether.errors import ConfigurationError, InvalidResponse
 from tether.hub.context import HubContext, profile_of
 from tether.net.fetch import HttpResponse
+from tether.oauth._wire import load_json
 from tether.oauth.client_auth import FormPost
 from tether.oauth.dpop import (
     DPOP_HEADER,
@@ -126,7 +126,7 @@ def check_token_type(
 
 def _members(response: HttpResponse) -> Any:
     try:
-        return json.loads(response.body)
+        return load_json(response.body)
     except (ValueError, UnicodeDecodeError):
         return None
 

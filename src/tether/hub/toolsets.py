@@ -40,7 +40,7 @@ from tether.hub.cache import SERVER_TTL, ViewCache
 from tether.hub.clock import Clock
 from tether.hub.tools import FAN_OUT, ToolRegistry
 from tether.mcp.naming import ToolKey, ToolNames, assign_tool_names, safe_name
-from tether.mcp.render import ToolDefinition
+from tether.mcp.render import ToolDefinition, unique_definitions
 from tether.mcp.results import ToolErrorCode, ToolResult, result_from_error
 from tether.mcp.session import ProgressCallback
 from tether.store.base import ServerRecord, Stores, Toolset, ToolsetEntry
@@ -404,7 +404,7 @@ class ToolsetService:
         names = assign_tool_names(
             [(s.id, s.name, str(t.get("name", ""))) for s, t in found], key.reserved
         )
-        definitions = tuple(
+        definitions = unique_definitions(
             _definition(s, t, names.exposed(s.id, str(t["name"])))
             for s, t in found
             if str(t.get("name", "")).strip()

@@ -56,6 +56,7 @@ __all__ = [
 MAX_NAME_LENGTH: Final = 64
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _HASH_LENGTH: Final = 8
+_MAX_SCAN: Final = 1024  # characters of a name folded; longer names are cut and hashed
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]")
 _NON_SLUG: Final = re.compile(r"[^a-z0-9]+")
 
@@ -151,9 +152,10 @@ def assign_tool_names(
     owners = {(safe_name(r.tool_name).lower(), r.server_id) for r in refs}
     shared = Counter(name for name, _ in owners)
     taken = {name.lower() for name in reserved}
+    numbers: dict[str, int] = {}
     by_exposed: dict[str, ToolKey] = {}
     for ref in refs:
-        name = _pick(ref, shared[safe_name(ref.tool_name).lower()] > 1, taken)
+        name = _pick(ref, shared[safe_name(ref.tool_name).lower()] > 1, taken, numbers)
         taken.add(name.lower())
         by_exposed[name] = ToolKey(ref.server_id, ref.tool_name)
     by_tool = {key: name for name, key in by_exposed.items()}
@@ -169,16 +171,26 @@ def _sort_key(ref: ToolRef) -> tuple[str, str, str, str]:
     return (slug, ref.server_name, ref.server_id, ref.tool_name)
 
 
-def _pick(ref: ToolRef, shared: bool, taken: set[str]) -> str:
+def _pick(ref: ToolRef, shared: bool, taken: set[str], numbers: dict[str, int]) -> str:
+    """The name for ``ref``; ``numbers`` remembers the next suffix to try per base.
+
+    Stems with the same unsuffixed safe name get the same suffixed names (a cut name's
+    hash is of the stem, so equal bases mean equal stems). Every suffix below the
+    remembered number was taken when tried, and ``taken`` only grows, so resuming
+    there gives the names counting from 2 would, in linear rather than quadratic time
+    when thousands of names collide.
+    """
     candidate = safe_name(ref.tool_name)
     if not shared and candidate.lower() not in taken:
         return candidate
     stem = f"{server_slug(ref.server_name, ref.server_id)}__{ref.tool_name}"
     candidate = safe_name(stem)
-    number = 2
+    base = candidate.lower()
+    number = numbers.get(base, 2)
     while candidate.lower() in taken:
         candidate = safe_name(stem, suffix=f"_{number}")
         number += 1
+    numbers[base] = number
     return candidate
 
 
@@ -192,12 +204,13 @@ def safe_name(name: str, *, suffix: str = "") -> str:
     Returns:
         A name of at most :data:`MAX_NAME_LENGTH` characters.
     """
-    text = _UNSAFE.sub("_", _strip_marks(name))
+    head = name[:_MAX_SCAN]  # the rest only shows through the hash
+    text = _UNSAFE.sub("_", _strip_marks(head))
     if not any(c.isalnum() for c in text):
         text = f"tool_{_digest(name)}"
     elif not (text[0].isalpha() or text[0] == "_"):
         text = f"_{text}"
-    if len(text) + len(suffix) > MAX_NAME_LENGTH:
+    if len(text) + len(suffix) > MAX_NAME_LENGTH or len(head) < len(name):
         keep = MAX_NAME_LENGTH - len(suffix) - _HASH_LENGTH - 1
         text = f"{text[:keep]}_{_digest(name)}"
     return text + suffix
@@ -221,6 +234,8 @@ def server_slug(server_name: str, server_id: str) -> str:
 
 def _strip_marks(text: str) -> str:
     """Fold accented letters to their base letter (``é`` → ``e``)."""
+    if text.isascii():
+        return text
     folded = unicodedata.normalize("NFKD", text)
     return "".join(c for c in folded if not unicodedata.combining(c))
 
@@ -230,4 +245,6 @@ def _fold(text: str) -> str:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LENGTH]
+    # surrogatepass: a JSON string may carry a lone surrogate ("\ud800").
+    data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:_HASH_LENGTH]

@@ -45,6 +45,7 @@ __all__ = [
 DEFAULT_MAX_DEPTH: Final = 24
 DEFAULT_MAX_NODES: Final = 5000
 DEFAULT_MAX_RECURSION: Final = 1
+_MAX_DATA_DEPTH: Final = 32  # nesting kept in enum/const/default/examples values
 
 _DROPPED: Final = frozenset(
     {"$defs", "definitions", "$schema", "$id", "$anchor", "$comment"}
@@ -116,7 +117,10 @@ def flatten_schema(
     if not isinstance(schema, Mapping):
         return {"type": "object", "properties": {}}
     ctx = _Context(schema, max_depth, max_recursion, max_nodes, stack=["#"])
-    return _to_object(_resolve(schema, ctx, 0))
+    try:
+        return _to_object(_resolve(schema, ctx, 0))
+    except RecursionError:  # only with a caller's huge max_depth; defaults stay shallow
+        raise _too_deep() from None
 
 
 def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,8 +137,19 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     Returns:
         A new, strict copy of ``schema``.
     """
-    strict: dict[str, Any] = _strict(copy.deepcopy(dict(schema)))
+    try:
+        strict: dict[str, Any] = _strict(copy.deepcopy(dict(schema)))
+    except RecursionError:  # a schema that did not come from flatten_schema
+        raise _too_deep() from None
     return strict
+
+
+def _too_deep() -> InvalidResponse:
+    return InvalidResponse(
+        "the tool's input schema is nested too deeply to render",
+        step="tool_schema",
+        hint="ask the server's maintainer to simplify the schema",
+    )
 
 
 # --------------------------------------------------------------------- resolution
@@ -176,6 +191,7 @@ def _resolve_keywords(
         if key in _DROPPED:
             continue
         out[key] = _resolve_keyword(key, value, ctx, depth + 1)
+    _drop_malformed(out)
     if "type" in out:
         out["type"] = _drop_null_type(out["type"])
     if isinstance(all_of, list):
@@ -187,6 +203,29 @@ def _resolve_keywords(
     return out
 
 
+def _drop_malformed(node: dict[str, Any]) -> None:
+    """Drop structural keywords of the wrong JSON type; keep only string ``required``.
+
+    A ``properties`` that is not an object, or a ``required`` that is not an array,
+    means nothing to a validator (JSON Schema 2020-12 validation §6.5.3, core §10.3.2.1);
+    left in, it would break merging and strict rendering.
+    """
+    for key in _SCHEMA_MAPS:
+        if key in node and not isinstance(node[key], dict):
+            del node[key]
+    if "required" in node:
+        required = node["required"]
+        names = (
+            [n for n in required if isinstance(n, str)]
+            if isinstance(required, list)
+            else []
+        )
+        if names:
+            node["required"] = list(dict.fromkeys(names))
+        else:
+            del node["required"]
+
+
 def _resolve_keyword(key: str, value: Any, ctx: _Context, depth: int) -> Any:
     if key in _SCHEMA_MAPS and isinstance(value, Mapping):
         return {name: _resolve(sub, ctx, depth) for name, sub in value.items()}
@@ -194,7 +233,21 @@ def _resolve_keyword(key: str, value: Any, ctx: _Context, depth: int) -> Any:
         return value if isinstance(value, bool) else _resolve(value, ctx, depth)
     if (key in _SCHEMA_LISTS or key == "items") and isinstance(value, list):
         return [_resolve(sub, ctx, depth) for sub in value]
-    return copy.deepcopy(value)  # data keywords: enum, const, default, examples, ...
+    # Data keywords (enum, const, default, examples, ...): copied, nesting bounded.
+    return _copy_data(value, _MAX_DATA_DEPTH)
+
+
+def _copy_data(value: Any, budget: int) -> Any:
+    """A copy of a JSON value; anything nested deeper than ``budget`` becomes ``None``."""
+    if isinstance(value, Mapping):
+        if budget <= 0:
+            return None
+        return {k: _copy_data(v, budget - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if budget <= 0:
+            return None
+        return [_copy_data(v, budget - 1) for v in value]
+    return value
 
 
 def _lookup(root: Mapping[str, Any], ref: str) -> Mapping[str, Any]:
@@ -349,7 +402,9 @@ def _strict(node: Any) -> Any:
     if isinstance(node.get("additionalProperties"), dict):
         node["additionalProperties"] = False
     if "object" in _types(node.get("type")):
-        props: dict[str, Any] = node.get("properties") or {}
+        props = node.get("properties")
+        if not isinstance(props, dict):
+            props = {}
         required = set(_types(node.get("required")))
         node["properties"] = {
             name: _strict(sub if name in required else _nullable(sub))

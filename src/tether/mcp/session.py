@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -98,9 +99,11 @@ from tether.errors import (
     MCPProtocolError,
     NetworkError,
     RequestTimeout,
+    ResponseTooLarge,
     SessionExpired,
     TetherError,
     UsageError,
+    clean_text,
 )
 from tether.mcp.elicitation import ElicitationHandler, decline
 from tether.mcp.skills import (
@@ -113,6 +116,7 @@ from tether.mcp.skills import (
     verify_manifest,
 )
 from tether.net.client import deadline, mapped_errors
+from tether.oauth._wire import load_json
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
@@ -130,6 +134,12 @@ DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_MAX_PAGES: Final = 100
 """``tools/list`` pages followed before giving up on a paginator that never ends."""
 _CLOSE_TIMEOUT: Final = 5.0
+_SDK_CLOSED: Final = ("Connection closed", "SSE stream ")
+"""How the SDK's own -32000 (``CONNECTION_CLOSED``) messages begin."""
+_SSE_TOO_LARGE: Final = re.compile(r"^SSE stream failed: .*exceeded the \d+ byte limit")
+"""httpx2's ``SSEError`` for an event over ``max_event_size``, as the SDK relays it."""
+_MAX_RESULT_DEPTH: Final = 512
+"""Nesting beyond which a result is left to the SDK's parser (and its own limit)."""
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 """``(progress, total, message)`` for each ``notifications/progress`` of a call."""
@@ -326,7 +336,7 @@ async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
         return response
     body = await response.aread()
     try:
-        message = json.loads(body)
+        message = load_json(body, max_depth=_MAX_RESULT_DEPTH)
     except ValueError:
         return response
     result = message.get("result") if isinstance(message, dict) else None
@@ -995,10 +1005,23 @@ class MCPSession:
         return _from_http(exc, self.server, step)
 
     def _from_jsonrpc(self, exc: MCPError, probe: _Probe, step: str) -> TetherError:
-        code, message = exc.error.code, exc.error.message
+        """Label a JSON-RPC error: the SDK's own (closed, timed out) or the server's.
+
+        The SDK reports a lost connection with code -32000, which servers also use as
+        the generic "server error" of JSON-RPC 2.0 §5.1; only the SDK's own messages
+        mean the connection is gone. The server's message is remote text: cleaned
+        and bounded.
+        """
+        code, message = exc.error.code, clean_text(exc.error.message)
         if code == REQUEST_TIMEOUT:
             return RequestTimeout(message, server=self.server, step=step)
-        if code == CONNECTION_CLOSED:
+        if code == CONNECTION_CLOSED and _SSE_TOO_LARGE.search(message):
+            return ResponseTooLarge(
+                f"an event of the response stream is too large: {message}",
+                server=self.server,
+                step=step,
+            )
+        if code == CONNECTION_CLOSED and message.startswith(_SDK_CLOSED):
             return NetworkError(
                 f"the connection closed: {message}", server=self.server, step=step
             )

@@ -350,14 +350,59 @@ def parse_frontmatter(text: str) -> tuple[dict[str, Any], str]:
     if not closing:
         raise ValueError("the frontmatter block is not closed with '---'")
     index = closing[0]
+    block = "".join(lines[1:index])
     try:
-        data = yaml.safe_load("".join(lines[1:index]))
+        _check_yaml_shape(block)
+        data = yaml.safe_load(block)
     except yaml.YAMLError as exc:
         raise ValueError(f"the frontmatter is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("the frontmatter is not a YAML mapping")
-    as_json = json.loads(json.dumps(data, default=_scalar))
+    as_json = json.loads(json.dumps(_json_keys(data), default=_scalar))
     return as_json, "".join(lines[index + 1 :])
+
+
+_MAX_YAML_DEPTH: Final = 32
+
+
+def _check_yaml_shape(block: str) -> None:
+    """Refuse aliases and deep nesting before composing (the parser itself is flat).
+
+    An alias lets a few bytes expand into gigabytes once converted to JSON ("billion
+    laughs"), and PyYAML's composer recurses once per nesting level.
+
+    Raises:
+        ValueError: An alias, or nesting deeper than :data:`_MAX_YAML_DEPTH`.
+        yaml.YAMLError: The block does not parse.
+    """
+    depth = 0
+    for event in yaml.parse(block, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError("the frontmatter uses a YAML alias, which is not allowed")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_YAML_DEPTH:
+                raise ValueError(
+                    f"the frontmatter nests deeper than {_MAX_YAML_DEPTH} levels"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _json_keys(value: object) -> object:
+    """YAML keys that JSON cannot hold (dates, bytes) as strings, as a server sends."""
+    if isinstance(value, dict):
+        return {
+            (
+                k
+                if isinstance(k, str | int | float | bool) or k is None
+                else _scalar(k)
+            ): (_json_keys(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_json_keys(v) for v in value]
+    return value
 
 
 def _scalar(value: object) -> str:

@@ -68,6 +68,9 @@ def _describe_connect_error(host: str, exc: httpcore2.ConnectError) -> TetherErr
     )
 
 
+_QUOTED: Final = re.compile(r"""\s*b?['"]|:""")
+
+
 def translate_httpcore_error(host: str, exc: Exception) -> Exception:
     """The Tether error for an ``httpcore2`` exception, or ``exc`` itself.
 
@@ -88,7 +91,9 @@ def translate_httpcore_error(host: str, exc: Exception) -> Exception:
     if isinstance(exc, httpcore2.UnsupportedProtocol):
         return BlockedDestination(f"refused to connect to {host}: {exc}")
     if isinstance(exc, httpcore2.LocalProtocolError):
-        return UsageError(f"invalid HTTP request to {host}: {exc}")
+        # h11 quotes the offending header: never echo it, it may be a token.
+        what = _QUOTED.split(str(exc), maxsplit=1)[0].strip() or "malformed request"
+        return UsageError(f"invalid HTTP request to {host}: {what} (value not shown)")
     if isinstance(exc, httpcore2.RemoteProtocolError):
         return NetworkError(f"{host} broke the HTTP protocol: {exc}")
     if isinstance(exc, httpcore2.NetworkError | httpcore2.ProtocolError):

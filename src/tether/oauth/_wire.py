@@ -8,20 +8,72 @@ into an error message; they name the URL and what was wrong with the shape.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from tether.errors import RemoteError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "JSONTooDeep",
     "decode_form_or_json",
     "decode_json_object",
     "first_str",
     "is_http_url",
+    "load_json",
     "looks_like_html",
     "media_type",
 ]
+
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects accepted in a remote JSON document.
+
+OAuth and MCP metadata nest a few levels; Python's parser recurses per level and raises
+``RecursionError`` (not ``ValueError``) near 1,000, so depth is checked before parsing."""
+
+# One token per match, scanned left to right: a complete string (skipped, so brackets
+# inside strings do not count), an opening or closing bracket, or a lone quote that
+# starts an unterminated string (the document is invalid; the parser will say so).
+_JSON_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[{]|[\]}]|"')
+
+
+class JSONTooDeep(ValueError):
+    """A JSON document nests deeper than allowed (a ``ValueError``, like bad JSON)."""
+
+
+def load_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that refuses documents nested deeper than ``max_depth``.
+
+    Every JSON document from a remote party goes through this, so hostile nesting
+    fails as a ``ValueError`` (which callers already treat as "not valid JSON") instead
+    of a ``RecursionError``. The check is one linear regex scan.
+
+    Args:
+        data: The document (``bytes`` must be UTF-8, as RFC 8259 §8.1 requires).
+        max_depth: Deepest nesting of arrays and objects accepted.
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        ValueError: Not UTF-8 (``UnicodeDecodeError``), not JSON, or
+            :class:`JSONTooDeep`.
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        lexeme = match.group()
+        if lexeme in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels")
+        elif lexeme in "]}":
+            depth -= 1
+        elif lexeme == '"':
+            break  # an unterminated string: json.loads refuses the document
+    return json.loads(text)
 
 
 def media_type(content_type: str | None) -> str:
@@ -67,7 +119,13 @@ def decode_json_object(
     if looks_like_html(body, content_type):
         raise error(f"got HTML where JSON {what} was expected", server=url, step=step)
     try:
-        value = json.loads(body.decode("utf-8"))
+        value = load_json(body)
+    except JSONTooDeep as exc:
+        raise error(
+            f"got JSON nested deeper than {MAX_JSON_DEPTH} levels ({what})",
+            server=url,
+            step=step,
+        ) from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise error(
             f"got a body that is not valid JSON ({what})", server=url, step=step

@@ -28,11 +28,11 @@ of ``net/`` (SSRF-4). Network errors are raised by the caller, not here.
 from __future__ import annotations
 
 from collections.abc import Generator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.errors import DiscoveryError
+from tether.errors import DiscoveryError, clean_text
 from tether.oauth._wire import looks_like_html
 from tether.oauth.models import (
     AuthorizationServerMetadata,
@@ -80,13 +80,25 @@ class Fetched(BaseModel):
     body: bytes = Field(default=b"", repr=False)
 
 
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, with its ``ValueError`` (``http://x[abc]/``) as a DiscoveryError."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise DiscoveryError(
+            f"{clean_text(repr(url), limit=300)} is not a valid URL",
+            step="discovery",
+            details={"url": url[:2000]},
+        ) from exc
+
+
 def _insert(url: str, suffix: str) -> str:
     """RFC 9728 §3.1 / RFC 8414 §3.1: the well-known segment goes between host and path.
 
     A terminating ``/`` is removed from the path first; the query is kept, the fragment
     dropped.
     """
-    parts = urlsplit(url)
+    parts = _split(url)
     path = parts.path.rstrip("/")
     return urlunsplit((parts.scheme, parts.netloc, suffix + path, parts.query, ""))
 
@@ -106,8 +118,11 @@ def protected_resource_metadata_urls(
 
     Returns:
         Distinct URLs in the order to try them.
+
+    Raises:
+        DiscoveryError: ``server_url`` cannot be split into URL parts.
     """
-    parts = urlsplit(server_url)
+    parts = _split(server_url)
     candidates = [
         resource_metadata,
         _insert(server_url, OAUTH_PROTECTED_RESOURCE),
@@ -128,8 +143,12 @@ def authorization_server_metadata_urls(issuer: str) -> list[str]:
 
     Returns:
         Two or three URLs in the order to try them.
+
+    Raises:
+        DiscoveryError: The issuer (remote text, from the protected resource metadata)
+            cannot be split into URL parts.
     """
-    parts = urlsplit(issuer)
+    parts = _split(issuer)
     path = parts.path.rstrip("/")
     origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     if not path:
@@ -171,7 +190,7 @@ def _not_found(what: str, tried: list[str]) -> DiscoveryError:
 
 
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
+    parts = _split(url)
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), "", "", ""))
 
 

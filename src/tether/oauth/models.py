@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tether.errors import DiscoveryError
+from tether.errors import DiscoveryError, clean_text
 from tether.oauth._wire import decode_json_object, is_http_url
 
 __all__ = [
@@ -119,7 +119,7 @@ def _parse(model: type[_M], body: bytes, content_type: str | None, url: str) -> 
             for e in exc.errors()
         )
         raise DiscoveryError(
-            f"invalid {what}: {problems}", server=url, step="discovery"
+            f"invalid {what}: {clean_text(problems)}", server=url, step="discovery"
         ) from exc
 
 

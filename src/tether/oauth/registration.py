@@ -296,7 +296,14 @@ class _Response(BaseModel):
 
 def _epoch(value: int | None) -> datetime | None:
     # RFC 7591 §3.2.1: seconds since the epoch; client_secret_expires_at 0 = never.
-    return datetime.fromtimestamp(value, UTC) if value else None
+    # A time no datetime can hold (1e20) is read as "never" too: REG-11 re-registers
+    # on invalid_client anyway.
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def parse_registration_response(

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from tether.errors import DiscoveryError, ValidationFailed
+from tether.errors import DiscoveryError, ValidationFailed, clean_text
 
 __all__ = ["ResourceMatch", "canonical_resource", "check_resource"]
 
@@ -98,14 +98,25 @@ def check_resource(
         metadata_url: Where the metadata came from, for the message.
 
     Raises:
-        DiscoveryError: The values do not match under ``match``.
+        DiscoveryError: The values do not match under ``match``, or ``published`` is
+            not a URL ``urllib`` can split (a bracketed host that is no IPv6 address).
     """
-    if _strip_root(published) == _strip_root(expected):
-        return
-    if match == "prefix" and _is_parent(published, expected):
-        return
+    shown = clean_text(repr(published), limit=300)
+    try:
+        if _strip_root(published) == _strip_root(expected):
+            return
+        if match == "prefix" and _is_parent(published, expected):
+            return
+    except ValueError as exc:  # urlsplit: "Invalid IPv6 URL" for ``http://x[abc]/``
+        raise DiscoveryError(
+            f"protected resource metadata names resource {shown}, "
+            "which is not a valid URL (RFC 9728 §2)",
+            server=metadata_url,
+            step="discovery",
+            details={"resource": published, "expected_resource": expected},
+        ) from exc
     raise DiscoveryError(
-        f"protected resource metadata names resource {published!r}, "
+        f"protected resource metadata names resource {shown}, "
         f"but this server is {expected!r} (RFC 9728 §3.3)",
         server=metadata_url,
         step="discovery",

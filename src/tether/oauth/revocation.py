@@ -9,9 +9,10 @@ the outcome (REV-5); that is the hub's job.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import SecretStr
 
@@ -21,6 +22,7 @@ from tether.oauth.client_auth import ClientAuth, FormPost
 from tether.oauth.tokens import FORM_HEADERS, raise_for_oauth_error
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "TokenTypeHint",
     "check_revocation_response",
     "retry_after_seconds",
@@ -28,6 +30,11 @@ __all__ = [
 ]
 
 TokenTypeHint = Literal["refresh_token", "access_token"]
+
+MAX_RETRY_AFTER: Final = 86400.0
+"""Longest ``Retry-After`` believed, in seconds (a day); longer values are capped."""
+
+_DIGITS: Final = re.compile(r"[0-9]+")
 
 
 def revocation_requests(
@@ -121,20 +128,30 @@ def check_revocation_response(
 def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
     """Parse ``Retry-After`` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
 
+    delay-seconds is ``1*DIGIT`` in ASCII (``"²"`` is not a digit here, whatever
+    :meth:`str.isdigit` says), capped at :data:`MAX_RETRY_AFTER`. An HTTP-date is in GMT
+    (RFC 9110 §5.6.7); an obsolete form that parses without a zone (``-0000``) is read
+    as UTC. Anything else is ignored: no retry is better than a crash in ``disconnect``.
+
     Args:
         value: The header value, if any.
         now: The current time (aware), for an HTTP-date.
 
     Returns:
-        Seconds to wait (never negative), or ``None`` when absent or unparseable.
+        Seconds to wait (0 to :data:`MAX_RETRY_AFTER`), or ``None`` when absent or
+        unparseable.
     """
     if value is None:
         return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
+    text = value.strip()[:100]
+    if _DIGITS.fullmatch(text):
+        digits = text.lstrip("0")
+        return MAX_RETRY_AFTER if len(digits) > 9 else min(float(text), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, (when - now).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delay = (when - now).total_seconds()
+    return min(max(0.0, delay), MAX_RETRY_AFTER)

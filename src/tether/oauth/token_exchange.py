@@ -29,6 +29,7 @@ addressed to the AS, which does); it only refuses a response that is not one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -38,7 +39,7 @@ from tether.errors import InvalidResponse, RemoteError
 from tether.oauth._wire import decode_form_or_json, first_str
 from tether.oauth.client_auth import ClientAuth, FormPost
 from tether.oauth.params import merge_params
-from tether.oauth.tokens import FORM_HEADERS, raise_for_oauth_error
+from tether.oauth.tokens import FORM_HEADERS, MAX_EXPIRES_IN, raise_for_oauth_error
 
 __all__ = [
     "ID_JAG_GRANT_PROFILE",
@@ -63,6 +64,7 @@ ID_JAG_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:id-jag"  # noqa: S1
 """The ID-JAG draft's token type (``requested_token_type``, ``issued_token_type``)."""
 ID_JAG_GRANT_PROFILE: Final = "urn:ietf:params:oauth:grant-profile:id-jag"
 """What an AS lists in ``authorization_grant_profiles_supported`` (EXT-5)."""
+_DIGITS: Final = re.compile(r"[0-9]+")
 
 
 class IdJag(BaseModel):
@@ -216,12 +218,14 @@ def _merged(
 
 
 def _int_or_none(value: Any) -> int | None:
+    """A lifetime in seconds, clamped to one year (as ``expires_in`` in tokens)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        return max(0, min(value, MAX_EXPIRES_IN))
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):  # ASCII, not "²"
+        digits = value.strip().lstrip("0")
+        return MAX_EXPIRES_IN if len(digits) > 12 else min(int(value), MAX_EXPIRES_IN)
     return None
 
 

@@ -10,7 +10,25 @@ a refresh carries the current connection's refresh token forward (G-11), via
 :func:`merge_refreshed`.
 
 Tolerance (TOK-4, *Known disagreements* #12): JSON or form-encoded bodies, an ``error``
-member even with HTTP 200, ``token_type`` in any case, ``expires_in`` as a numeric string.
+member even with HTTP 200 (Slack answers a failed refresh ``200 {"ok": false, "error":
+...}``), any ``error`` code, standard or not, ``token_type`` in any case, ``expires_in`` as a
+numeric string.
+
+Hostile values (issue: zero raw exceptions) end as :class:`~tether.errors.InvalidResponse`:
+
+- ``expires_in`` (RFC 6749 §5.1, "the lifetime in seconds"): a non-negative integer, as a
+  JSON number or a string of ASCII digits. A lifetime longer than
+  :data:`MAX_EXPIRES_IN` (one year) is clamped to it, so ``1e17`` or
+  ``"99999999999999999999"`` means "a year" instead of overflowing a datetime; the token
+  is then refreshed after a year at the latest, which costs nothing. Absent, ``null`` or
+  ``""`` is an unknown lifetime. Negative, fractional, non-finite (``1e309`` decodes to
+  infinity), boolean or other values are refused: the AS is broken, and guessing a
+  lifetime would either hammer it or keep a dead token.
+- ``access_token`` and ``refresh_token`` must be 1 to :data:`MAX_TOKEN_LENGTH` visible
+  ASCII characters, no space (RFC 6749 Appendix A.12, A.17: ``1*VSCHAR``). RFC 6750 §2.1's
+  ``b64token`` is stricter, but deployed servers issue ``!`` (Salesforce) and similar;
+  what matters is that a token never carries CR/LF, spaces, controls or non-ASCII into an
+  ``Authorization`` header, and never fills the store. The error never quotes the token.
 ``token_type`` ``DPoP`` (RFC 9449 §5) is accepted only when the request carried a DPoP
 proof (``dpop=True``); other non-Bearer types are refused. Left out: ID token
 validation (the ``id_token`` member is ignored).
@@ -18,9 +36,11 @@ validation (the ``id_token`` member is ignored).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -37,6 +57,8 @@ from tether.oauth.params import merge_params
 
 __all__ = [
     "FORM_HEADERS",
+    "MAX_EXPIRES_IN",
+    "MAX_TOKEN_LENGTH",
     "TokenSet",
     "authorization_code_request",
     "client_credentials_request",
@@ -52,6 +74,20 @@ FORM_HEADERS: Mapping[str, str] = {
     "Content-Type": "application/x-www-form-urlencoded",
 }
 """Headers of every token and revocation POST (TOK-4: ask for JSON)."""
+
+MAX_EXPIRES_IN: Final = 366 * 24 * 3600
+"""Longest lifetime believed, in seconds (one year); longer ``expires_in`` is clamped."""
+
+MAX_TOKEN_LENGTH: Final = 16 * 1024
+"""Longest access or refresh token accepted, in characters (16 KiB).
+
+Large JWTs with many claims stay well under 8 KiB; servers commonly refuse request
+headers above 8–16 KiB, so a longer token could never be used anyway."""
+
+# RFC 6749 Appendix A: VSCHAR = %x20-7E; the space is left out, since it would split
+# the ``Authorization: Bearer`` header (RFC 6750 §2.1).
+_VSCHAR: Final = re.compile(r"[\x21-\x7e]+")
+_DIGITS: Final = re.compile(r"[0-9]+")
 
 
 class TokenSet(BaseModel):
@@ -308,9 +344,9 @@ def parse_token_response(
     if access_token is None:
         raise _invalid(url, "has no access_token")
     return TokenSet(
-        access_token=SecretStr(access_token),
+        access_token=SecretStr(_checked_token(access_token, "access_token", url)),
         token_type=_token_type(members.get("token_type"), url, dpop=dpop),
-        refresh_token=_secret(first_str(members, "refresh_token")),
+        refresh_token=_secret(_refresh_token(members, url)),
         expires_at=_expires_at(members.get("expires_in"), now, url),
         scopes=_scopes(members.get("scope"), requested_scopes, url),
     )
@@ -322,6 +358,28 @@ def _invalid(url: str, what: str) -> InvalidResponse:
 
 def _secret(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
+
+
+def _checked_token(value: str, name: str, url: str) -> str:
+    """The token, if it is 1*VSCHAR and not too long; the message never quotes it."""
+    if len(value) > MAX_TOKEN_LENGTH:
+        raise _invalid(
+            url,
+            f"has a {name} longer than {MAX_TOKEN_LENGTH} characters ({len(value)})",
+        )
+    if not _VSCHAR.fullmatch(value):
+        raise _invalid(
+            url,
+            f"has a {name} with characters a token cannot contain (spaces, line "
+            "breaks, control or non-ASCII characters; RFC 6749 Appendix A, "
+            "RFC 6750 §2.1)",
+        )
+    return value
+
+
+def _refresh_token(members: Mapping[str, Any], url: str) -> str | None:
+    value = first_str(members, "refresh_token")
+    return None if value is None else _checked_token(value, "refresh_token", url)
 
 
 def _token_type(value: Any, url: str, *, dpop: bool = False) -> str:
@@ -338,19 +396,30 @@ def _token_type(value: Any, url: str, *, dpop: bool = False) -> str:
 
 
 def _expires_at(value: Any, now: datetime, url: str) -> datetime | None:
+    """``now + expires_in``, clamped to :data:`MAX_EXPIRES_IN` (rule in the docstring)."""
+    seconds = _lifetime(value, url)
+    return None if seconds is None else now + timedelta(seconds=seconds)
+
+
+def _lifetime(value: Any, url: str) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DIGITS.fullmatch(text):  # ASCII only: "²".isdigit() is true
+            raise _invalid(url, "has a non-numeric expires_in")
+        # Over 12 digits is past any cap; int() would refuse > 4300 digits anyway.
+        digits = text.lstrip("0")
+        return MAX_EXPIRES_IN if len(digits) > 12 else min(int(text), MAX_EXPIRES_IN)
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(url, "has a non-numeric expires_in")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise _invalid(url, "has a non-numeric expires_in")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _invalid(url, "has an expires_in that is not a finite number")
+    if isinstance(value, float) and not value.is_integer():
+        raise _invalid(url, "has a non-numeric expires_in (not a whole number)")
     if value < 0:
         raise _invalid(url, "has a negative expires_in")
-    return now + timedelta(seconds=value)
+    return int(min(value, MAX_EXPIRES_IN))
 
 
 def _scopes(value: Any, requested: Sequence[str], url: str) -> tuple[str, ...]:
