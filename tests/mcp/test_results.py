@@ -223,6 +223,8 @@ ERROR_CODES: list[tuple[errors.TetherError, str]] = [
     (E.TetherError("x"), "internal"),
     (E.UsageError("x"), "internal"),
     (E.NotFound("x"), "unknown_tool"),
+    (E.Unauthenticated("x"), "internal"),  # web API access: never from a tool call
+    (E.Forbidden("x"), "internal"),
     (E.ValidationFailed("x"), "invalid_arguments"),
     (E.ConfigurationError("x"), "configuration"),
     (E.AuthorizationRequired("x"), "authorization_required"),
@@ -246,12 +248,13 @@ ERROR_CODES: list[tuple[errors.TetherError, str]] = [
     (E.TemporarilyUnavailable("x"), "server_error"),
     (E.MCPProtocolError("x"), "jsonrpc_error"),
     (E.SessionExpired("x"), "session_expired"),
+    (E.PermissionDenied("x"), "forbidden"),
     (E.NetworkError("x"), "network"),
     (E.RequestTimeout("x"), "timeout"),
     (E.ResponseTooLarge("x"), "response_too_large"),
-    (E.StorageError("x"), "internal"),
-    (E.VersionConflict("x"), "internal"),
-    (E.DecryptionError("x"), "internal"),
+    (E.StorageError("x"), "unavailable"),
+    (E.VersionConflict("x"), "unavailable"),  # never "internal" (issue 7 item 9)
+    (E.DecryptionError("x"), "configuration"),
 ]
 
 

@@ -29,6 +29,7 @@ from tether.errors import (
     AuthorizationRequired,
     BlockedDestination,
     ConfigurationError,
+    DecryptionError,
     InvalidGrant,
     MCPProtocolError,
     NetworkError,
@@ -229,6 +230,7 @@ _ERROR_CODES: Final[tuple[tuple[type[TetherError], ToolErrorCode], ...]] = (
     (NotFound, ToolErrorCode.UNKNOWN_TOOL),
     (BlockedDestination, ToolErrorCode.BLOCKED_DESTINATION),
     (ConfigurationError, ToolErrorCode.CONFIGURATION),
+    (DecryptionError, ToolErrorCode.CONFIGURATION),  # a wrong or missing key
     (StorageError, ToolErrorCode.UNAVAILABLE),  # a lost compare-and-set included
 )
 
