@@ -10,6 +10,8 @@ kill -9 trials are in ``tests/grants/``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 
 from hub.conftest import (
     POLICY,
+    REDIRECT_URI,
     FakeClock,
     MakeTether,
     connect,
@@ -29,6 +32,7 @@ from hub.conftest import (
 )
 from peers.fixture import AuthServer, Peers
 from peers.plugin import PeerFactory
+from tether.errors import TetherError
 from tether.hub.tether import Tether
 from tether.net.browser import follow_authorization
 from tether.net.fetch import HttpResponse
@@ -228,3 +232,43 @@ async def test_a_url_change_whose_clean_up_died_never_sends_the_old_token(
     assert conn.access_token is None
     assert conn.status == "disconnected"
     assert whoami(new, old_access)["sub"] == "test-user"  # it would have worked
+
+
+async def test_a_failed_connect_leaves_the_live_discovery_alone(
+    make_tether: MakeTether, opaque_peers: Peers
+) -> None:
+    """Issue 11 item 4: a connect whose AS metadata briefly names a refused token
+    endpoint fails, and the live grant keeps refreshing with the stored discovery."""
+    auth = opaque_peers.auth_server
+    clock = FakeClock()
+    tether = await make_tether(clock=clock)
+    server = await tether.servers.create(oauth_server(opaque_peers), actor="admin")
+    await connect(tether, server.name)
+    live = await tether.stores.discovery.get(server.id)
+    assert live is not None
+
+    real = tether.fetcher.request
+
+    async def broken_metadata(method: str, url: str, **kwargs: Any) -> HttpResponse:
+        response = await real(method, url, **kwargs)
+        if url.startswith(auth.metadata_url):
+            body = json.loads(response.body)
+            body["token_endpoint"] = "http://127.0.0.1:9/token"  # refused
+            response = dataclasses.replace(response, body=json.dumps(body).encode())
+        return response
+
+    tether.fetcher.request = broken_metadata  # type: ignore[method-assign]
+    tether.connections.discoverer.forget(server.id)  # no cached discovery either
+    started = await tether.connect(server.name, user="admin")
+    params = await follow_authorization(started.authorization_url, REDIRECT_URI, POLICY)
+    with pytest.raises(TetherError):
+        await tether.complete(params, user="admin")
+    tether.fetcher.request = real  # type: ignore[method-assign]
+
+    assert await tether.stores.discovery.get(server.id) == live
+    await expire(tether, clock, server.id)
+    info = await tether.refresh(server.name)
+    assert info.status == "connected"
+    assert introspect(auth, secret((await stored(tether, server.id)).refresh_token))[
+        "active"
+    ]

@@ -281,6 +281,7 @@ class Connections:
                 scopes=" ".join(scopes) or None,
                 created_at=now,
                 server_version=server.version,
+                discovery=discovery,
             ),
             ttl=self._ctx.config.pending_ttl,
         )
@@ -361,7 +362,8 @@ class Connections:
         pending: PendingAuthorization,
         params: CallbackParams,
     ) -> Connection:
-        discovery = await self._ctx.stores.discovery.get(server.id)
+        # this connect's own discovery (the stored one is the live grants')
+        discovery = pending.discovery or await self._ctx.stores.discovery.get(server.id)
         if discovery is None or discovery.issuer != pending.issuer:
             raise CallbackRejected(
                 "the server's authorization server changed since the connect started",
@@ -438,6 +440,8 @@ class Connections:
             retry_storage=True,  # the AS issued these tokens: never drop them
         )
         await self.registrar.promote(server, registration)
+        if pending.discovery is not None:  # the flow completed: now it is the live one
+            await self._ctx.stores.discovery.put(pending.discovery)
         await self._changed(server.id, pending.subject)
         await self._ctx.auditor.record(
             "connection.connect",

@@ -333,7 +333,12 @@ class Discoverer:
             ):
                 return cached.record, cached.challenge
             challenge = await self.challenge(server)
-        record = await self.discover(server, challenge=challenge)
+        # grants refresh with the stored discovery: a connect replaces it only when
+        # it completes (issue 11 item 4); a first connect has nothing to protect
+        stored = await self._ctx.stores.discovery.get(server.id)
+        record = await self.discover(
+            server, challenge=challenge, persist=stored is None
+        )
         if server.id in self._cached:
             self._cached[server.id] = dataclasses.replace(
                 self._cached[server.id], challenge=challenge
@@ -406,7 +411,11 @@ class Discoverer:
         return answer.challenge
 
     async def discover(
-        self, server: ServerRecord, *, challenge: BearerChallenge | None = None
+        self,
+        server: ServerRecord,
+        *,
+        challenge: BearerChallenge | None = None,
+        persist: bool = True,
     ) -> DiscoveryRecord:
         """Discover afresh and store the result.
 
@@ -414,6 +423,9 @@ class Discoverer:
             server: An OAuth server.
             challenge: The ``WWW-Authenticate`` Bearer challenge that triggered this,
                 whose ``resource_metadata`` is tried first (PRM-3).
+            persist: Store it; ``False`` leaves the stored discovery, which live
+                grants refresh with, to the caller (a connect stores its own when it
+                completes, issue 11 item 4).
 
         Returns:
             The stored discovery.
@@ -442,7 +454,9 @@ class Discoverer:
         except DiscoveryError as exc:
             if not (oauth.legacy_endpoints and exc.details.get("missing")):
                 raise
-            return await self._store(server, *await self._legacy(server))
+            return await self._store(
+                server, *await self._legacy(server), persist=persist
+            )
         issuer = oauth.authorization_server or prm.authorization_servers[0]
         as_url, metadata = await self._drive(
             authorization_server_discovery(
@@ -452,7 +466,9 @@ class Discoverer:
             ),
             server,
         )
-        return await self._store(server, prm_url, prm, as_url, metadata)
+        return await self._store(
+            server, prm_url, prm, as_url, metadata, persist=persist
+        )
 
     async def _legacy(
         self, server: ServerRecord
@@ -482,6 +498,8 @@ class Discoverer:
         prm: ProtectedResourceMetadata,
         as_url: str,
         metadata: AuthorizationServerMetadata,
+        *,
+        persist: bool,
     ) -> DiscoveryRecord:
         record = DiscoveryRecord(
             server_id=server.id,
@@ -494,7 +512,8 @@ class Discoverer:
             as_metadata_url=as_url,
             fetched_at=self._ctx.clock.now(),
         )
-        await self._ctx.stores.discovery.put(record)
+        if persist:
+            await self._ctx.stores.discovery.put(record)
         self._keep(server, record)
         return record
 

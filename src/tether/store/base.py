@@ -303,6 +303,9 @@ class PendingAuthorization:
     scopes: str | None
     created_at: datetime
     server_version: int = 0
+    discovery: DiscoveryRecord | None = None
+    """What this connect discovered, when the server already had stored discovery:
+    it replaces the stored one only when this connect completes (issue 11 item 4)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,6 +286,12 @@ def pending_row(
         "created_at": pending.created_at,
         "expires_at": expires_at,
         "server_version": pending.server_version,
+        "discovery": None
+        if pending.discovery is None
+        else {
+            **discovery_row(pending.discovery),
+            "fetched_at": pending.discovery.fetched_at.isoformat(),
+        },
     }
 
 
@@ -309,6 +315,14 @@ def pending_record(ring: KeyRing, row: Mapping[Any, Any]) -> PendingAuthorizatio
         scopes=row["scopes"],
         created_at=row["created_at"],
         server_version=row["server_version"],
+        discovery=None
+        if row["discovery"] is None
+        else discovery_record(
+            {
+                **row["discovery"],
+                "fetched_at": datetime.fromisoformat(row["discovery"]["fetched_at"]),
+            }
+        ),
     )
 
 

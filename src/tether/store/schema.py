@@ -189,6 +189,7 @@ pending_authorizations = sa.Table(
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("expires_at", _TS, nullable=False, index=True),
     sa.Column("server_version", sa.Integer, nullable=False),
+    sa.Column("discovery", sa.JSON),  # revision 0003: this connect's own discovery
 )
 
 audit_events = sa.Table(

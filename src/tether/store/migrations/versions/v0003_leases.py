@@ -12,6 +12,7 @@ so no database connection is held while the holder talks to an authorization ser
 ``retry_at`` is when a connection whose refresh failed transiently may be tried again.
 A server's ``grant_epoch`` moves in the same write as a change that invalidates its
 grants; a connection whose epoch differs is never used, only revoked and cleared.
+``pending_authorizations.discovery`` holds what a connect discovered until it completes.
 """
 
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ def upgrade() -> None:
         batch.add_column(_epoch())
     with op.batch_alter_table("servers") as batch:
         batch.add_column(_epoch())
+    with op.batch_alter_table("pending_authorizations") as batch:
+        batch.add_column(sa.Column("discovery", sa.JSON(), nullable=True))
 
 
 def _epoch() -> sa.Column[int]:
@@ -47,6 +50,8 @@ def _epoch() -> sa.Column[int]:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pending_authorizations") as batch:
+        batch.drop_column("discovery")
     with op.batch_alter_table("servers") as batch:
         batch.drop_column("grant_epoch")
     with op.batch_alter_table("connections") as batch:
