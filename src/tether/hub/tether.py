@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -39,6 +39,7 @@ from tether.oauth.registration import client_metadata_document
 from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
+from tether.store.lease import LeaseLockProvider
 from tether.store.paging import DEFAULT_LIMIT, Page
 
 __all__ = ["ConnectionInfo", "Tether"]
@@ -162,13 +163,16 @@ class Tether:
         clock: Clock | None = None,
         refresh_lease: bool = True,
         pool_size: int | None = None,
+        lease_ttl: timedelta | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
         ``refresh_lease=False`` turns off the in-process single-flight and the
         cross-process lease around refreshes: only for measuring what they prevent
         (``bench/refresh_storm.py``); never in production. ``pool_size`` caps the
-        database connections of this process (SQL backends).
+        database connections of this process (SQL backends). ``lease_ttl`` is how
+        long a dead lease holder blocks others (default 30 s; a live holder extends
+        its lease, so a shorter one only speeds up recovery from crashes).
         """
         # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
         policy = NetworkPolicy.from_allowlist(allow_networks)  # bad entries: fail first
@@ -194,6 +198,8 @@ class Tether:
             resolver=resolver,
         )
         tether.connections.refresh_lease = refresh_lease
+        if lease_ttl is not None and stores.leases is not None:
+            stores.locks = LeaseLockProvider(stores.leases, ttl=lease_ttl)
         await tether.start()
         return tether
 
