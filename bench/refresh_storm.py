@@ -88,8 +88,6 @@ async def one_round(
                 warm=args.warm,
             )
     print(f"[{backend} lease {name}] round {index}: {report.summary()}", flush=True)
-    for sample in report.samples[:2]:
-        print(f"    e.g. {sample}")
     return report
 
 

@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -377,6 +377,7 @@ class StormReport:
             f"RT active {self.alive.refresh_token_active}, fresh process refresh "
             f"{self.alive.fresh_refresh} call {self.alive.fresh_call}), "
             f"{self.seconds:.1f} s"
+            + "".join(f"\n  e.g. {sample}" for sample in self.samples[:3])
         )
 
 
@@ -425,11 +426,24 @@ async def run_storm(
         ok=sum(event["ok"] for event in events),
         failed=sum(event["failed"] for event in events),
         errors=dict(errors),
-        samples=[s for event in events for s in event["samples"]][:5],
+        samples=_distinct(s for event in events for s in event["samples"]),
         token_posts=posts,
         alive=alive,
         seconds=round(seconds, 2),
     )
+
+
+def _distinct(samples: Iterable[str], limit: int = 5) -> list[str]:
+    """Up to ``limit`` samples, the first of each error code before any repeat."""
+    first: dict[str, str] = {}
+    repeats: list[str] = []
+    for sample in samples:
+        code = sample.partition(":")[0]
+        if code in first:
+            repeats.append(sample)
+        else:
+            first[code] = sample
+    return [*first.values(), *repeats][:limit]
 
 
 async def _spawn_storm(
