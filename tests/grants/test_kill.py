@@ -30,7 +30,10 @@ async def test_every_lost_grant_was_killed_inside_the_commit_window(
     """>= 30 seeded kills: each loss lies in POST-sent..commit; a fresh process works after."""
     async with database(backend, tmp_path) as url:
         grant = await create_grant(storm_peers, url, tmp_path, name="kill")
-        report = await kill_trials(grant, trials=TRIALS, seed=SEED)
+        # a killed child leaves its lease behind: let it lapse after 2 s, not 30 s
+        report = await kill_trials(
+            grant, trials=TRIALS, seed=SEED, open_kwargs={"lease_ttl_seconds": 2.0}
+        )
     table = report.table()
     print(f"\nkill -9 ({backend}):\n{table}")
     assert len(report.trials) >= 30

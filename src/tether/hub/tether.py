@@ -163,14 +163,14 @@ class Tether:
         clock: Clock | None = None,
         refresh_lease: bool = True,
         pool_size: int | None = None,
-        lease_ttl: timedelta | None = None,
+        lease_ttl_seconds: float | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
         ``refresh_lease=False`` turns off the in-process single-flight and the
         cross-process lease around refreshes: only for measuring what they prevent
         (``bench/refresh_storm.py``); never in production. ``pool_size`` caps the
-        database connections of this process (SQL backends). ``lease_ttl`` is how
+        database connections of this process (SQL backends). ``lease_ttl_seconds`` is how
         long a dead lease holder blocks others (default 30 s; a live holder extends
         its lease, so a shorter one only speeds up recovery from crashes).
         """
@@ -198,8 +198,9 @@ class Tether:
             resolver=resolver,
         )
         tether.connections.refresh_lease = refresh_lease
-        if lease_ttl is not None and stores.leases is not None:
-            stores.locks = LeaseLockProvider(stores.leases, ttl=lease_ttl)
+        if lease_ttl_seconds is not None and stores.leases is not None:
+            ttl = timedelta(seconds=lease_ttl_seconds)
+            stores.locks = LeaseLockProvider(stores.leases, ttl=ttl)
         await tether.start()
         return tether
 
