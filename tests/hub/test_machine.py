@@ -151,7 +151,9 @@ async def add_server(
     )
     await tether.stores.discovery.put(record)
 
-    async def discover(server: ServerRecord, *, challenge: Any = None) -> Any:
+    async def discover(
+        server: ServerRecord, *, challenge: Any = None, persist: bool = True
+    ) -> Any:
         return record
 
     tether.connections.discoverer.discover = discover  # type: ignore[method-assign]
