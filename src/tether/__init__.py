@@ -1,5 +1,93 @@
-"""Tether: connect a multi-user AI application to remote MCP servers."""
+"""Tether: connect a multi-user AI application to remote MCP servers.
 
-from tether.errors import TetherError
+The public API is what this module exports (``tether.__all__``); everything in the layer
+packages (``tether.hub``, ``tether.mcp``, ``tether.store``, ``tether.net``,
+``tether.oauth``) is internal. The web service's mountable app comes from
+``tether.web`` (it needs the ``web`` extra); ``import tether`` loads neither FastAPI nor
+typer.
+"""
 
-__all__ = ["TetherError"]
+from tether.errors import (
+    AccessDenied,
+    AuthorizationRequired,
+    BlockedDestination,
+    CallbackRejected,
+    ConfigurationError,
+    DecryptionError,
+    DiscoveryError,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidScope,
+    InvalidTarget,
+    MCPProtocolError,
+    NetworkError,
+    NotFound,
+    OAuthError,
+    PermissionDenied,
+    RemoteError,
+    RequestTimeout,
+    ResponseTooLarge,
+    ServerError,
+    SessionExpired,
+    SkillVerificationFailed,
+    StepUpRequired,
+    StorageError,
+    TemporarilyUnavailable,
+    TetherError,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UsageError,
+    ValidationFailed,
+    VersionConflict,
+)
+from tether.hub.connections import StartedAuthorization
+from tether.hub.tether import ConnectionInfo, Tether
+from tether.mcp.results import ToolErrorCode, ToolResult
+from tether.store.crypto import KeyRing, load_key_file
+from tether.store.paging import Page
+
+__all__ = [
+    "AccessDenied",
+    "AuthorizationRequired",
+    "BlockedDestination",
+    "CallbackRejected",
+    "ConfigurationError",
+    "ConnectionInfo",
+    "DecryptionError",
+    "DiscoveryError",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidScope",
+    "InvalidTarget",
+    "KeyRing",
+    "MCPProtocolError",
+    "NetworkError",
+    "NotFound",
+    "OAuthError",
+    "Page",
+    "PermissionDenied",
+    "RemoteError",
+    "RequestTimeout",
+    "ResponseTooLarge",
+    "ServerError",
+    "SessionExpired",
+    "SkillVerificationFailed",
+    "StartedAuthorization",
+    "StepUpRequired",
+    "StorageError",
+    "TemporarilyUnavailable",
+    "Tether",
+    "TetherError",
+    "ToolErrorCode",
+    "ToolResult",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "UsageError",
+    "ValidationFailed",
+    "VersionConflict",
+    "load_key_file",
+]

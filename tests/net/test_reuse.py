@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 import trustme
@@ -204,6 +205,17 @@ async def test_a_close_cancelled_while_draining_stops_at_once(
     assert server.accepted == 2
 
 
+async def until_connected_twice(guard: ConnectGuard) -> None:
+    """Wait (bounded, generously) until the SDK's GET stream has its own connection.
+
+    The POSTs use one connection and the long-lived GET stream another; the guard sees
+    each connect twice (anyio, socket), so four attempts mean both exist.
+    """
+    with anyio.fail_after(60):
+        while len(guard.attempts) < 4:  # noqa: ASYNC110 - a counter, not an event
+            await anyio.sleep(0.01)
+
+
 async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) -> None:
     """Through the real SDK client and server, whose tools/call answers come as SSE."""
     with MCPServer(None, env={"MCP_PROTOCOL_VERSIONS": "2025-11-25"}) as mcp:
@@ -216,7 +228,7 @@ async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) ->
             # while the first POSTs are in flight: that may take a second connection
             for i in range(5):
                 await session.call_tool("echo", {"text": f"warm{i}"})
-            await asyncio.sleep(0.2)
+            await until_connected_twice(guard)
             warm = len(guard.destinations()), len(guard.attempts)
             for i in range(10):
                 result = await session.call_tool("echo", {"text": f"t{i}"})

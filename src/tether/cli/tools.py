@@ -112,9 +112,10 @@ def tools_call(
     """Call one tool and print what the model would see."""
 
     async def action(tether: Tether) -> None:
+        arguments = _arguments(args)  # bad input first, before any lookup
         await tether.servers.get(server)  # a missing server is not a missing tool
         result = await tether.call_tool(
-            server, tool, _arguments(args), user=user, progress=_show_progress
+            server, tool, arguments, user=user, progress=_show_progress
         )
         _result(result, as_json=as_json)
 
@@ -183,9 +184,10 @@ def toolsets_call(
     """Call a toolset's tool by its exposed name."""
 
     async def action(tether: Tether) -> None:
+        arguments = _arguments(args)  # bad input first, before any lookup
         await tether.toolsets.get(name)  # a missing toolset is not a missing tool
         result = await tether.call(
-            name, tool, _arguments(args), user=user, progress=_show_progress
+            name, tool, arguments, user=user, progress=_show_progress
         )
         _result(result, as_json=as_json)
 

@@ -1,0 +1,39 @@
+"""The curated public API (``tether.__all__``), guarded like httpx's exported members."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import tether
+from tether import errors
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {name for name in vars(tether) if not name.startswith("_")}
+    modules = {"errors", "hub", "mcp", "store", "net", "oauth"}
+    assert sorted(tether.__all__) == tether.__all__
+    assert set(tether.__all__) == public - modules
+
+
+def test_every_library_error_is_exported() -> None:
+    web_only = {"Unauthenticated", "Forbidden"}  # the web API's access errors
+    classes = {
+        name
+        for name in errors.__all__
+        if isinstance(getattr(errors, name), type) and name not in web_only
+    }
+    assert classes <= set(tether.__all__)
+
+
+def test_import_tether_loads_no_web_or_cli_framework() -> None:
+    # (starlette comes with the mcp SDK itself; the web shell's FastAPI does not)
+    code = (
+        "import sys, tether; "
+        "print(sorted(m for m in ('fastapi', 'typer', 'jinja2', 'rich') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
