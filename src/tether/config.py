@@ -1,4 +1,4 @@
-"""Settings, read only by the shells (``web/`` and ``cli/``; design.md §2, style.md ex. 13).
+"""Settings, read only by the shells (``web/`` and ``cli/``; design-notes D2, S13).
 
 Every value comes from ``TETHER_*`` environment variables, or from a ``.env`` file that
 the operator names (``TETHER_ENV_FILE``, or ``tether --env-file``). A ``.env`` in the

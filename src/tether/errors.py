@@ -36,7 +36,7 @@ following h11's local/remote split::
          └─ DecryptionError           a secret could not be decrypted (wrong/missing key)
 
 The HTTP status and CLI exit code for each class are in :data:`HTTP_STATUS` and
-:data:`EXIT_CODES` (design.md §3.7); :func:`http_status` and :func:`exit_code` look them up
+:data:`EXIT_CODES` (design-notes D3.7); :func:`http_status` and :func:`exit_code` look them up
 along the class's MRO so a subclass inherits its parent's mapping.
 """
 
@@ -546,10 +546,10 @@ def _lookup(
 
 
 def http_status(error: TetherError | type[TetherError]) -> int:
-    """HTTP status for an error (design.md §3.7)."""
+    """HTTP status for an error (design-notes D3.7)."""
     return _lookup(error, HTTP_STATUS)
 
 
 def exit_code(error: TetherError | type[TetherError]) -> int:
-    """CLI exit code for an error (design.md §3.7)."""
+    """CLI exit code for an error (design-notes D3.7)."""
     return _lookup(error, EXIT_CODES)

@@ -1,4 +1,4 @@
-"""Audit masking and the auditor (reference-behaviour §3.21; ``hub/audit.py``)."""
+"""Audit masking and the auditor (design-notes R3.21; ``hub/audit.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Named credentials: write-only values (reference-behaviour §2.4, §3.21)."""
+"""Named credentials: write-only values (design-notes R2.4, R3.21)."""
 
 from __future__ import annotations
 

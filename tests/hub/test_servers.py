@@ -1,4 +1,4 @@
-"""Server registry use cases (reference-behaviour §2.1, §3.3; ``hub/servers.py``)."""
+"""Server registry use cases (design-notes R2.1, R3.3; ``hub/servers.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The connection status table, walked pair by pair (style.md example 10)."""
+"""The connection status table, walked pair by pair (design-notes S10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BearerAuth and HeaderAuth driven through httpx2.MockTransport (style example 7)."""
+"""BearerAuth and HeaderAuth driven through httpx2.MockTransport (design-notes S7)."""
 
 from __future__ import annotations
 

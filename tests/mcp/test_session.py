@@ -551,7 +551,7 @@ async def test_stateless_2026_07_28(peer: Peer, http: httpx2.AsyncClient) -> Non
 
     gate.methods.clear()
     async with MCPSession(peer.url("stateless"), http, mode="2026-07-28") as session:
-        await session.call_tool("echo", {})  # a remembered era skips the probe (§6.4.3)
+        await session.call_tool("echo", {})  # a remembered era skips the probe (R6.4.3)
     # The call lists first (the SDK mirrors x-mcp-header arguments only for tools it
     # listed, HTTP7-4), so the SDK's output-schema check needs no list of its own.
     assert gate.methods[-1] == "tools/call"

@@ -1,4 +1,4 @@
-"""Tables for net/policy.py (spec checklist SSRF-2, SSRF-3, SSRF-5, SSRF-7, SSRF-9)."""
+"""Tables for net/policy.py (requirements.md SSRF-2, SSRF-3, SSRF-5, SSRF-7, SSRF-9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile URLs and redirect chains, checked at the socket (spec checklist SSRF-1 … SSRF-5).
+"""Hostile URLs and redirect chains, checked at the socket (requirements.md SSRF-1 … SSRF-5).
 
 Every case runs against real loopback listeners: an allowlisted redirector on
 127.0.0.1, and traps on 127.0.0.2 and [::1] that the fake resolver points hostile names

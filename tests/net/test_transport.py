@@ -1,6 +1,6 @@
 """The guarded backend and transport on real loopback sockets, with a fake resolver.
 
-Spec checklist SSRF-2 (http only to allowlisted loopback), SSRF-5 (resolve once, pin
+requirements.md: SSRF-2 (http only to allowlisted loopback), SSRF-5 (resolve once, pin
 the checked address, TLS on the original name) and SSRF-8 (size cap, timeouts).
 """
 

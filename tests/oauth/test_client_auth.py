@@ -1,4 +1,4 @@
-"""Tests for tether.oauth.client_auth (TOK-3; reference-behaviour §3.8 table)."""
+"""Tests for tether.oauth.client_auth (TOK-3; design-notes R3.8 table)."""
 
 from __future__ import annotations
 

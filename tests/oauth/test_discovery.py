@@ -286,7 +286,7 @@ def test_fetched_masks_body() -> None:
     ["https://a.example", "https://a.example/mcp", "https://a.example:8443/v1/mcp"],
 )
 def test_url_orders_agree_with_the_sdk(url: str) -> None:
-    """Cross-check against the MCP SDK's pure helpers (spec-checklist, *Reuse*)."""
+    """Cross-check against the MCP SDK's pure helpers (design-notes D6)."""
     from mcp.client.auth import utils as sdk
 
     assert authorization_server_metadata_urls(url) == (

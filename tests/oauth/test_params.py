@@ -1,4 +1,4 @@
-"""Tests for tether.oauth.params (G-5; reference-behaviour §3.6 rule 8; AUTHZ-6)."""
+"""Tests for tether.oauth.params (G-5; design-notes R3.6 rule 8; AUTHZ-6)."""
 
 from __future__ import annotations
 

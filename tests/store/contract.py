@@ -1,7 +1,7 @@
 """The storage contract, written once against the Protocols of ``tether.store.base``.
 
 :class:`StoreContract` is collected through ``test_contract.py`` and runs against every
-backend of the ``harness`` fixture (memory, SQLite, PostgreSQL; design.md §3.5). It only
+backend of the ``harness`` fixture (memory, SQLite, PostgreSQL; design-notes D3.5). It only
 uses the public Protocol methods, never a backend's internals.
 """
 

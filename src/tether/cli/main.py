@@ -1,4 +1,4 @@
-"""The ``tether`` command (design.md §4; style.md example 14).
+"""The ``tether`` command (design-notes D4; S14).
 
 Each command builds :class:`~tether.config.Settings`, opens a ``Tether`` and calls one hub
 function. One handler, around every command (:class:`_Group`), turns a

@@ -1,6 +1,6 @@
 """Output of CLI commands: human-readable by default, JSON with ``--json``.
 
-Small functions that tests call directly (style.md example 14). Nothing here prints a
+Small functions that tests call directly (design-notes S14). Nothing here prints a
 token or secret: the inputs are secret-free views. Text that a remote party chose (an
 error description, a tool's output, an issuer) goes through :func:`terminal_text` first,
 so escape sequences cannot recolour, retitle or rewrite the operator's terminal. JSON

@@ -1,6 +1,6 @@
 """Build a :class:`~tether.hub.tether.Tether` from :class:`~tether.config.Settings`.
 
-The one place where settings become plain arguments (design.md §2, style.md ex. 13).
+The one place where settings become plain arguments (design-notes D2, S13).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``tether serve`` and ``tether apikeys`` (design.md §4; style.md example 14)."""
+"""``tether serve`` and ``tether apikeys`` (design-notes D4; S14)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audit events with secrets masked (reference-behaviour §3.21; design.md §1).
+"""Audit events with secrets masked (design-notes R3.21; D1).
 
 Credential references are masked, and any params value whose key looks secret
 (``*secret*``, ``*token*``, ``*assertion*``, ``*password*``, ``*key*``) is replaced by a

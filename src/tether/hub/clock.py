@@ -1,4 +1,4 @@
-"""Injected time and randomness for the hub (style.md: inject time and randomness)."""
+"""Injected time and randomness for the hub (design-notes S16: inject time and randomness)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OAuth connection flow: start, complete, refresh, disconnect (design.md §3.1, §3.3).
+"""The OAuth connection flow: start, complete, refresh, disconnect (design-notes D3.1, D3.3).
 
 Two-phase and stateless between requests: :meth:`Connections.start` stores a pending
 authorization under its ``state`` and returns the URL; :meth:`Connections.complete` takes
@@ -113,7 +113,7 @@ class StartedAuthorization:
 
 
 def subject_for(server: ServerRecord, user: str | None) -> str:
-    """The connection subject for a user at a server (design.md §1).
+    """The connection subject for a user at a server (design-notes D1).
 
     Raises:
         UsageError: A per-user server without a user.
@@ -198,7 +198,7 @@ class Connections:
         user: str | None,
         challenge: BearerChallenge | None = None,
     ) -> StartedAuthorization:
-        """Discover, register, and build the authorization URL (reference §3.6).
+        """Discover, register, and build the authorization URL (design-notes R3.6).
 
         Without ``challenge`` the server is first asked without a token
         (:meth:`Discoverer.challenge`), so a connect a person starts uses the same
@@ -305,7 +305,7 @@ class Connections:
     # ------------------------------------------------------------------ complete
 
     async def complete(self, params: CallbackParams, *, user: str | None) -> Connection:
-        """Finish a connect from the callback's query parameters (reference §3.7).
+        """Finish a connect from the callback's query parameters (design-notes R3.7).
 
         The pending authorization is taken by ``state`` once; the RFC 9207 ``iss`` is
         checked before ``error`` is read (CB-2 … CB-4) and before the code is used.
@@ -772,7 +772,7 @@ class Connections:
             now = self._ctx.clock.now()
             tokens = merge_refreshed(tokens, current_refresh_token=conn.refresh_token)
             fields = _token_fields(tokens)
-            if not tokens.scopes:  # reference §3.3: keep the old granted scopes
+            if not tokens.scopes:  # design-notes R3.3: keep the old granted scopes
                 fields["scopes"] = conn.scopes
             stored = await self.grants.apply(
                 server.id,
@@ -974,7 +974,7 @@ class Connections:
     async def clear_server(self, server: ServerRecord, reason: str) -> None:
         """Revoke and clear every grant of a server.
 
-        Also forgets discovery and dynamic registrations (reference §3.3 after-save
+        Also forgets discovery and dynamic registrations (design-notes R3.3 after-save
         effects, G-29, REV).
         """
         for conn in await self._ctx.stores.connections.list(server.id):

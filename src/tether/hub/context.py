@@ -1,7 +1,7 @@
 """What every hub use case shares: stores, clock, randomness, the network, settings.
 
 Built once by the :class:`~tether.hub.tether.Tether` facade from plain arguments; the hub
-never reads settings or the environment itself (design.md §2).
+never reads settings or the environment itself (design-notes D2).
 """
 
 from __future__ import annotations

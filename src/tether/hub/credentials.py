@@ -1,4 +1,4 @@
-"""Named credentials: write-only secrets (reference-behaviour §2.4, §3.21).
+"""Named credentials: write-only secrets (design-notes R2.4, R3.21).
 
 A credential's value goes in through :meth:`CredentialService.create` or
 :meth:`CredentialService.update` and comes out only inside the hub, at the moment a request

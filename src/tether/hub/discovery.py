@@ -4,7 +4,7 @@ Drives the pure discovery generators through ``net/`` and stores the validated r
 
 The URL orders, parsing and validation live in :mod:`tether.oauth.discovery` and
 :mod:`tether.oauth.models`; this module only sends the GETs they ask for and persists
-what they return, so a fresh discovery runs at every connect start (reference §3.4
+what they return, so a fresh discovery runs at every connect start (design-notes R3.4
 rule 9) and the code exchange, refresh and revocation reuse the stored one (G-13).
 
 :func:`unauthenticated_challenge` makes the request that would have triggered the flow

@@ -1,4 +1,4 @@
-"""The one writer of connection records (design.md §3.3; style.md example 10).
+"""The one writer of connection records (design-notes D3.3; S10).
 
 Every change to a :class:`~tether.store.base.Connection` - connect completion, refresh
 (browser and machine grants), step-up, failure, disconnect, configuration change - goes

@@ -1,6 +1,6 @@
 """Grants without a browser: client credentials, enterprise, workload identity (JWT bearer).
 
-Issue #4 item 3; spec-checklist EXT-1 … EXT-6; SEP-1046 (OAuth client credentials),
+Issue #4 item 3; requirements.md EXT-1 … EXT-6; SEP-1046 (OAuth client credentials),
 SEP-990 (enterprise-managed authorization, ID-JAG).
 
 A server whose ``oauth.grant`` is

@@ -3,7 +3,7 @@
 Which path to take is decided by :func:`tether.oauth.registration.choose_registration`
 (manual, client ID metadata document, dynamic); this module performs it and stores the
 result keyed by ``(server_id, issuer)``, so a new issuer means a new registration
-(design.md §1, REG-9) and a registration is never reused at another AS.
+(design-notes D1, REG-9) and a registration is never reused at another AS.
 """
 
 from __future__ import annotations

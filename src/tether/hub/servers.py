@@ -1,11 +1,11 @@
-"""Server registry use cases (reference-behaviour §2.1, §3.3; design.md §1).
+"""Server registry use cases (design-notes R2.1, R3.3; D1).
 
 Validation follows the reference: a unique name of at most 100 characters, a description of
 at most 1000, a URL of at most 1000 that must be public HTTPS (or reachable through the
 server's or the installation's allowlist), a timeout of 1–300 seconds, credential
 references that exist, and params that are JSON objects. Tether adds: params may not
 override the security-critical OAuth parameters (checked again when a URL is built), and a
-change to any re-authorization trigger clears the old grant (reference gap G-29).
+change to any re-authorization trigger clears the old grant (gap G-29).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = [
 UrlCheck = Callable[[str, Sequence[str]], Awaitable[None]]
 """Checks a server URL against the network policy; raises ``BlockedDestination``."""
 
-#: Fields whose change invalidates every grant of the server (reference §3.3 + G-29).
+#: Fields whose change invalidates every grant of the server (design-notes R3.3 + G-29).
 REAUTH_TRIGGERS: Final = (
     "url",
     "auth_mode",
@@ -188,7 +188,7 @@ class ServerSpec(BaseModel):
         return value
 
     def normalised(self) -> ServerSpec:
-        """Apply the reference's save-time defaults (reference-behaviour §3.3)."""
+        """Apply the reference's save-time defaults (design-notes R3.3)."""
         changes: dict[str, Any] = {}
         if self.auth_mode == "header":
             changes["header_name"] = self.header_name or "Authorization"
@@ -437,7 +437,7 @@ class ServerService:
     async def preview(self, data: Mapping[str, Any]) -> ServerRecord:
         """Validate a server as :meth:`create` would, without storing it.
 
-        For "test connection" on an unsaved form (reference §3.18); the record has a
+        For "test connection" on an unsaved form (design-notes R3.18); the record has a
         fresh id that nothing else refers to.
 
         Raises:
@@ -512,7 +512,7 @@ class ServerService:
             if triggers
             else None,
         )
-        await self._stores.tools.delete(stored.id)  # reference §3.3 after-save 1
+        await self._stores.tools.delete(stored.id)  # design-notes R3.3 after-save 1
         if self.on_change is not None:
             self.on_change(stored.id)
         if triggers:

@@ -1,9 +1,9 @@
-"""Connection status as a transition table (design.md §1; style.md example 10).
+"""Connection status as a transition table (design-notes D1; S10).
 
 Rule 1: ``Connection.status`` changes only through :func:`transition`; nothing else
 assigns it.
 Rule 2: a network failure never discards tokens; only ``invalid_grant``, a configuration
-change or ``disconnect`` does (design.md §3.3).
+change or ``disconnect`` does (design-notes D3.3).
 Rule 3: ``disconnect`` and ``config_changed`` are allowed from every status, so an admin
 can always get back to a clean slate.
 Rule 4: ``step_up`` records the scopes a 403 ``insufficient_scope`` asked for and keeps

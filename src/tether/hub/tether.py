@@ -1,4 +1,4 @@
-"""The ``Tether`` facade (design.md §4).
+"""The ``Tether`` facade (design-notes D4).
 
 The async Python API that embedding apps, the CLI and the web service all call.
 
@@ -460,7 +460,7 @@ class Tether:
         reserved: Sequence[str] = (),
         progress: ProgressCallback | None = None,
     ) -> ToolResult:
-        """Call a toolset's tool by its exposed name (design.md §3.7).
+        """Call a toolset's tool by its exposed name (design-notes D3.7).
 
         ``progress`` receives the call's progress notifications, as for
         :meth:`call_tool`.

@@ -1,6 +1,6 @@
-"""Credentials on MCP requests, as ``httpx2.Auth`` flows (style example 1, design §3.2).
+"""Credentials on MCP requests, as ``httpx2.Auth`` flows (design-notes S1, D3.2).
 
-Two modes from reference-behaviour §3.2:
+Two modes from design-notes R3.2:
 
 * :class:`BearerAuth` (``oauth``): attaches ``Authorization: Bearer <token>`` from a
   :class:`TokenSource`; on 401/403 it parses the ``WWW-Authenticate`` challenge (RFC 6750
@@ -16,7 +16,7 @@ sent) on every request; a 401 with ``use_dpop_nonce`` is repeated once with the 
 before any refresh (RFC 9449 §7.1, §9).
 
 The token source (implemented by ``hub/``) owns storage, the cross-process lock, the
-proactive refresh 60 s before expiry and the reactive refresh (design §3.3). These flows
+proactive refresh 60 s before expiry and the reactive refresh (design-notes D3.3). These flows
 never run discovery, registration or a browser redirect.
 """
 
@@ -208,7 +208,7 @@ def _refusal(
 
 
 class HeaderAuth(httpx2.Auth):
-    """One static credential header (reference-behaviour §3.2 ``header_secret``).
+    """One static credential header (design-notes R3.2 ``header_secret``).
 
     Sends ``<header>: <scheme> <secret>``, or the raw secret when ``scheme`` is blank
     (API-key headers such as ``X-API-Key``); sends nothing when there is no secret.

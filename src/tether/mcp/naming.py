@@ -1,7 +1,7 @@
 """Collision-free, provider-safe names for the tools of several MCP servers.
 
 An LLM sees one flat list of functions; Tether routes each call back to a server and the
-tool's original MCP name. The rule follows reference-behaviour §3.15 step 5, tightened by
+tool's original MCP name. The rule follows design-notes R3.15 step 5, tightened by
 G-24:
 
 1. Input tools are de-duplicated and sorted by ``(server slug, server name, server id,

@@ -1,4 +1,4 @@
-"""Live MCP sessions keyed by ``(server_id, subject)`` (design §3.2, reference §6.4).
+"""Live MCP sessions keyed by ``(server_id, subject)`` (design-notes D3.2, R6.4).
 
 One :class:`~tether.mcp.session.MCPSession` per server and subject, made by a factory on
 first use and reused by every later call, so the negotiated version and the session id

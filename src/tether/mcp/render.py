@@ -12,7 +12,7 @@ A :class:`ToolDefinition` is one MCP tool under its exposed name (see
 
 The schema goes through :func:`~tether.mcp.schema.flatten_schema` (and
 :func:`~tether.mcp.schema.strict_schema` when ``strict``). The description is the tool's
-own, else its title, else a humanised name (reference-behaviour §3.16), cut to
+own, else its title, else a humanised name (design-notes R3.16), cut to
 :data:`MAX_DESCRIPTION_LENGTH` characters.
 
 One bad tool never breaks a toolset: :func:`render_toolset` leaves out a tool whose

@@ -4,9 +4,9 @@ MCP has two error channels (MCP 2025-11-25 and 2026-07-28, *Tools*, "Error Handl
 protocol errors are JSON-RPC ``error`` objects, tool execution errors are a normal
 ``CallToolResult`` with ``isError: true``. Tether turns both, and every local failure of a
 call (timeout, network, authorization, …), into a :class:`ToolResult`, so the model sees
-a short safe text and the reply goes on (reference-behaviour §3.17, G-25; design §3.7).
+a short safe text and the reply goes on (design-notes R3.17, G-25; design-notes D3.7).
 
-:func:`normalize_result` follows reference-behaviour §3.17 step 3: the ``text`` of every
+:func:`normalize_result` follows design-notes R3.17 step 3: the ``text`` of every
 text item, and a compact JSON description of every other item (binary data summarised as
 its size, never copied), joined with newlines; if that is empty, the JSON of
 ``structuredContent``; if still empty, the whole result as JSON. A missing ``isError``
@@ -99,7 +99,7 @@ class ToolResult:
     structured: Any = None
 
     def to_model(self) -> dict[str, str]:
-        """Return the payload the model sees (reference-behaviour §3.17 step 4).
+        """Return the payload the model sees (design-notes R3.17 step 4).
 
         Returns:
             ``{"status": "error", "error": text}`` on failure, else ``{"result": text}``.

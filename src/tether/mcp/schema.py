@@ -3,7 +3,7 @@
 MCP tools describe their arguments with JSON Schema (MCP 2025-11-25 and 2026-07-28,
 *Tools*, ``Tool.inputSchema``; the root is ``type: "object"``). LLM providers accept only
 a subset: no ``$ref``, no ``allOf``, and patchy support for nullable unions. This module
-resolves a schema the way reference-behaviour §3.16 does, with the guards of G-24:
+resolves a schema the way design-notes R3.16 does, with the guards of G-24:
 
 1. local ``$ref`` (``#/$defs/X``, ``#/definitions/X``, any JSON pointer, RFC 6901) is
    inlined, the referencing node's own keys laid over the target; a ref already being

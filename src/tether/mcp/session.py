@@ -1,24 +1,24 @@
-"""One MCP connection per (server, subject), over the official SDK (design §3.2).
+"""One MCP connection per (server, subject), over the official SDK (design-notes D3.2).
 
 :class:`MCPSession` wraps ``mcp.Client`` on ``streamable_http_client(url,
 http_client=...)``. It speaks every revision the SDK speaks: the stateful handshake
 revisions 2025-03-26, 2025-06-18 and 2025-11-25 (``initialize``, ``Mcp-Session-Id``) and
 the stateless 2026-07-28 revision (``server/discover``, no session). ``mode="auto"``
-probes ``server/discover`` and falls back to ``initialize`` (HTTP7-8, reference-behaviour
-§6.1); the negotiated :attr:`~MCPSession.protocol_version` can be stored per server and
+probes ``server/discover`` and falls back to ``initialize`` (HTTP7-8, design-notes
+R6.1); the negotiated :attr:`~MCPSession.protocol_version` can be stored per server and
 given back as ``mode`` (``"legacy"`` for a handshake revision, or the modern version
-itself) so the next connection does not probe again (§6.4.3).
+itself) so the next connection does not probe again (R6.4.3).
 
 What Tether adds to the SDK at this seam:
 
 * **Session expiry** (HTTP-8): an HTTP 404 to a request carrying ``Mcp-Session-Id`` makes
   a fresh connection (new ``initialize``) and repeats the request once; a second expiry
-  raises :class:`~tether.errors.SessionExpired` (§6.4.2).
+  raises :class:`~tether.errors.SessionExpired` (R6.4.2).
 * **An overall deadline** per request (the server's timeout, TOOL-5): a server that
   streams keep-alives forever still ends in :class:`~tether.errors.RequestTimeout`.
 * **A broken response stream** in the stateless revision is re-issued once with a new
-  request id (HTTP7-1, §6.2.5).
-* **Errors become Tether errors** (style example 6): a JSON-RPC error is
+  request id (HTTP7-1, R6.2.5).
+* **Errors become Tether errors** (design-notes S6): a JSON-RPC error is
   :class:`~tether.errors.MCPProtocolError` with its ``code`` and ``message`` in
   ``details``; HTTP failures and Tether errors raised below (the guarded transport,
   :class:`~tether.mcp.auth.BearerAuth`) keep their type. A result with ``isError: true``
@@ -130,7 +130,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: Final = 60.0
-"""Seconds for one request, reconnects included (reference-behaviour §3.12 4e)."""
+"""Seconds for one request, reconnects included (design-notes R3.12 4e)."""
 DEFAULT_MAX_PAGES: Final = 100
 """``tools/list`` pages followed before giving up on a paginator that never ends."""
 _CLOSE_TIMEOUT: Final = 5.0
@@ -160,7 +160,7 @@ def connect_mode(protocol_version: str | None) -> str:
     """The ``mode`` to connect with, given the version last negotiated with a server.
 
     Remembering the era saves the ``server/discover`` probe on later connections
-    (reference-behaviour §6.4.3); an unknown or missing version probes again.
+    (design-notes R6.4.3); an unknown or missing version probes again.
 
     Args:
         protocol_version: :attr:`MCPSession.protocol_version` from an earlier session.
@@ -728,7 +728,7 @@ class MCPSession:
         """The connect mode to retry with after ``UnsupportedProtocolVersion`` (-32022).
 
         The newest revision both sides speak, stateless ones first (HTTP7-7,
-        reference-behaviour §6.1.3); ``None`` when there is none or the error is another.
+        design-notes R6.1.3); ``None`` when there is none or the error is another.
         """
         if (
             not isinstance(exc, MCPError)

@@ -1,7 +1,7 @@
-"""The only way out to the network (design §2): SSRF policy, pinned transport, client.
+"""The only way out to the network (design-notes D2): SSRF policy, pinned transport, client.
 
 * :class:`NetworkPolicy` — pure rules: schemes, userinfo, ports, which addresses are
-  public, the allowlist (spec checklist SSRF-1 … SSRF-9).
+  public, the allowlist (requirements.md SSRF-1 … SSRF-9).
 * :class:`GuardedTransport` / :class:`GuardedBackend` — resolve once, check every
   address, connect to the checked address; TLS verifies the original host name.
 * :func:`guarded_client` — the one ``httpx2.AsyncClient`` factory; :func:`deadline` and

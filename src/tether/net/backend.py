@@ -6,7 +6,7 @@ then ``start_tls(server_hostname=host)`` on the stream it gets back (see
 can resolve the name once, check *every* answer with the :class:`NetworkPolicy`, and
 open the socket to an address it checked, while TLS still sends SNI for, and verifies
 the certificate against, the original host name. There is no second lookup for a
-rebinding resolver to answer differently (reference behaviour §3.1 5).
+rebinding resolver to answer differently (design-notes R3.1 5).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def vet_url(
 ) -> tuple[Address, ...]:
     """Check a URL and every address its host resolves to, without connecting.
 
-    For validating a server URL on save (reference behaviour §3.1 4). It proves
+    For validating a server URL on save (design-notes R3.1 4). It proves
     nothing about later requests: the transport checks every connection again
     (SSRF-5).
 

@@ -1,9 +1,9 @@
-"""The only way to get an ``httpx2.AsyncClient`` in Tether (style example 7).
+"""The only way to get an ``httpx2.AsyncClient`` in Tether (design-notes S7).
 
 :func:`guarded_client` wires the guarded transport, timeouts, the body cap and the
 redirect rules together. :func:`deadline` bounds a whole exchange, and
 :func:`mapped_errors` is the seam where any ``httpx2`` exception becomes a Tether error
-with the server and step filled in (style example 6), so code above ``net/`` never sees
+with the server and step filled in (design-notes S6), so code above ``net/`` never sees
 an ``httpx2`` exception.
 
 Typical use::
@@ -127,7 +127,7 @@ def guarded_client(
             server that keeps sending keeps a read alive; bound the whole exchange with
             :func:`deadline`.
         follow_redirects: Follow 3xx responses, re-checking each hop (SSRF-4). Pass
-            ``False`` for OAuth endpoints (reference behaviour §3.1 6).
+            ``False`` for OAuth endpoints (design-notes R3.1 6).
         max_redirects: Hop cap when following redirects (SSRF-4).
         max_body: Response size cap in bytes, enforced while streaming; for
             ``text/event-stream`` it caps each event. ``None`` disables it.
@@ -176,7 +176,7 @@ async def deadline(
     forever never trips them. This cancels the block after ``seconds`` instead.
 
     Args:
-        seconds: The overall deadline (a server's configured timeout, design §1).
+        seconds: The overall deadline (a server's configured timeout, design-notes D1).
         server: Server name for the error.
         step: Flow step for the error.
 

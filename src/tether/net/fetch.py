@@ -2,7 +2,7 @@
 
 The hub may not import ``httpx2`` (import-linter), so it talks to this small façade that
 takes and returns plain values. Every request goes through :func:`guarded_client`
-(SSRF-1 … SSRF-9), never follows redirects (reference behaviour §3.1 6), is bounded by
+(SSRF-1 … SSRF-9), never follows redirects (design-notes R3.1 6), is bounded by
 the server's timeout as an overall deadline, and has its body capped (G-22). Clients are
 pooled per network profile so TLS connections are reused across steps.
 """
@@ -26,10 +26,10 @@ __all__ = ["Fetcher", "HttpResponse", "NetworkProfile"]
 
 @dataclass(frozen=True, slots=True)
 class NetworkProfile:
-    """How one server may be reached: its timeout and relaxations (design §3.6).
+    """How one server may be reached: its timeout and relaxations (design-notes D3.6).
 
     Attributes:
-        timeout: Seconds for the whole exchange (reference §2.1 ``timeout_seconds``).
+        timeout: Seconds for the whole exchange (design-notes R2.1 ``timeout_seconds``).
         allow_networks: The server's own allowlist, added to the installation's.
         ca_bundle: PEM file of CAs to trust for this server.
     """

@@ -2,12 +2,12 @@
 
 Pure: no sockets, no DNS, no clock. The transport (``net/transport.py``) asks it twice
 per hop — once about the URL, once about every address the host resolved to — and
-connects only to an address it allowed (spec checklist SSRF-1 … SSRF-9, MCP *Security
-Best Practices*, RFC 9728 §7.7, reference behaviour §3.1).
+connects only to an address it allowed (requirements.md SSRF-1 … SSRF-9, MCP *Security
+Best Practices*, RFC 9728 §7.7, design-notes R3.1).
 
 Rules:
 
-* Only ``http`` and ``https``; no userinfo; a port in 1–65535 (reference §3.1 1).
+* Only ``http`` and ``https``; no userinfo; a port in 1–65535 (design-notes R3.1 1).
 * Plain ``http`` only to an allowlisted loopback address while ``require_https`` is on
   (SSRF-2: "except loopback in development"; the allowlist entry is the opt-in).
 * An address passes only if it is globally reachable according to the IANA IPv4 and
@@ -32,7 +32,7 @@ Rules:
   ``0.0.0.0/8``, broadcast and multicast.
 * Every resolved address must pass, not just one: a name that answers with one public
   and one private address is refused as a whole (SSRF-5). The reference drops the bad
-  answers and keeps the rest (§3.1 2(d)); refusing is the safer reading.
+  answers and keeps the rest (design-notes R3.1 2(d)); refusing is the safer reading.
 * Host names whose last label is numeric (``2130706433``, ``0x7f.1``, ``127.1``) are
   refused: resolvers read them as IPv4 in legacy forms, and no DNS name ends in one
   (RFC 3696 §2).
@@ -455,7 +455,7 @@ class NetworkPolicy:
         """Return the union of two allowlists; HTTPS stays required if either requires it.
 
         Args:
-            other: Typically a server's own relaxations (design §3.6).
+            other: Typically a server's own relaxations (design-notes D3.6).
 
         Returns:
             The combined policy.
@@ -497,7 +497,7 @@ class NetworkPolicy:
         )
 
     def check_url(self, url: str | httpx2.URL) -> httpx2.URL:
-        """Check a URL before any lookup or connection (reference §3.1 1, SSRF-2).
+        """Check a URL before any lookup or connection (design-notes R3.1 1, SSRF-2).
 
         An IP-literal host is checked here in full; a name is checked again, address by
         address, once resolved (:meth:`check_addresses`).

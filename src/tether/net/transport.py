@@ -3,10 +3,10 @@
 :class:`GuardedTransport` is an ``httpx2.AsyncBaseTransport`` around two hand-built
 ``httpcore2.AsyncConnectionPool`` objects (one per scheme) whose network backend is a
 :class:`~tether.net.backend.GuardedBackend` — httpx2's own ``AsyncHTTPTransport`` takes
-no network backend (style example 7). For each request it checks the URL, refuses an
+no network backend (design-notes S7). For each request it checks the URL, refuses an
 ``https`` → ``http`` downgrade across redirect hops (SSRF-4), lets the backend check
 every resolved address (SSRF-5), caps the response body while it streams (SSRF-8), and
-translates ``httpcore2`` exceptions into Tether's (style example 6).
+translates ``httpcore2`` exceptions into Tether's (design-notes S6).
 
 The cap counts *decoded* bytes. A compressed body (``Content-Encoding: gzip`` or
 ``deflate``, RFC 9110 §8.4.1) is inflated here, in bounded pieces, and handed up without
@@ -453,7 +453,7 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
-    """The only transport Tether sends requests through (style example 7).
+    """The only transport Tether sends requests through (design-notes S7).
 
     Args:
         policy: The SSRF policy for every hop.

@@ -1,4 +1,4 @@
-"""Pure OAuth 2.1 client protocol logic for MCP authorization (design.md §2).
+"""Pure OAuth 2.1 client protocol logic for MCP authorization (design-notes D2).
 
 No I/O, no clock, no randomness: time and random values are arguments, and the hub sends
 what these functions build through ``net/``. Imports only the standard library, pydantic

@@ -2,7 +2,7 @@
 
 RFC 7523 §2.2 (using JWTs for client authentication), §3 (the claims); RFC 7521 §4.2
 (the request parameters); OpenID Connect Core §9 (``private_key_jwt``); SEP-1046 (OAuth
-client credentials for MCP); spec-checklist EXT-2.
+client credentials for MCP); requirements.md EXT-2.
 
 Pure: the time (``now``) and the randomness for ``jti`` are passed in; signing is a
 computation (pyjwt over ``cryptography``), no I/O. The private key arrives as a PEM string

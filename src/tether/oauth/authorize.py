@@ -1,7 +1,7 @@
 """The authorization request: scope selection and the authorization URL.
 
 RFC 6749 §4.1.1, §3.1; RFC 7636 §4.3; RFC 8707 §2.1; MCP 2025-11-25 *Authorization*,
-"Scope Selection Strategy"; spec-checklist AUTHZ-6, SCP-2, SCP-4, SCP-5, SCP-7.
+"Scope Selection Strategy"; requirements.md AUTHZ-6, SCP-2, SCP-4, SCP-5, SCP-7.
 
 Builds the URL the user's browser is sent to. ``state`` and the PKCE verifier are made by
 the caller from its random source; the hub stores them in the pending authorization

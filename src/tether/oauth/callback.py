@@ -1,7 +1,7 @@
 """The authorization response at Tether's callback: ``state``, ``iss``, ``error``, ``code``.
 
 RFC 6749 §4.1.2, §4.1.2.1; RFC 9207 §2.4; RFC 9700 §2.1, §4.4; MCP 2026-07-28
-*Authorization*; spec-checklist CB-1 – CB-5.
+*Authorization*; requirements.md CB-1 – CB-5.
 
 Order of checks, each before the next is looked at:
 

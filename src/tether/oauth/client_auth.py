@@ -1,6 +1,6 @@
 """Client authentication at the token and revocation endpoints.
 
-RFC 6749 §2.3, §2.3.1; RFC 8414 §2; reference-behaviour §3.8; spec-checklist TOK-3, REV-2.
+RFC 6749 §2.3, §2.3.1; RFC 8414 §2; design-notes R3.8; requirements.md TOK-3, REV-2.
 
 Three methods are implemented: ``none`` (public client, ``client_id`` in the body),
 ``client_secret_basic`` and ``client_secret_post``. Exactly one is used per request
@@ -8,7 +8,7 @@ Three methods are implemented: ``none`` (public client, ``client_id`` in the bod
 ``client_secret_jwt`` and ``tls_client_auth`` are later work.
 
 Which method: an admin override wins, then the method the registration returned (REG-7),
-then the negotiation table of reference-behaviour §3.8:
+then the negotiation table of design-notes R3.8:
 
 ===========================  =======  ==================================================
 Advertised methods           Secret?  Chosen
@@ -186,7 +186,7 @@ def client_auth(
 ) -> ClientAuth:
     """Build the headers and body fields for one method (RFC 6749 §2.3.1).
 
-    ``client_id`` is always in the body (reference-behaviour §3.8), the secret in exactly
+    ``client_id`` is always in the body (design-notes R3.8), the secret in exactly
     one place. Basic form-encodes id and secret before base64 (RFC 6749 §2.3.1, Appendix
     B). With ``none`` a held secret is simply not sent.
 

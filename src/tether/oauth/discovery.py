@@ -1,7 +1,7 @@
 """Where to look for metadata, and in which order.
 
 RFC 9728 §3.1, RFC 8414 §3.1 and §5, OpenID Connect Discovery 1.0 §4; MCP 2025-11-25
-*Authorization*, "Authorization Server Discovery"; spec-checklist PRM-3, PRM-4, ASM-2.
+*Authorization*, "Authorization Server Discovery"; requirements.md PRM-3, PRM-4, ASM-2.
 
 Two plain functions give the URL orders. Two generators drive the probing without doing
 any I/O, in the style of ``httpx.Auth.auth_flow``: each yields the next URL to GET, the

@@ -1,4 +1,4 @@
-"""DPoP proofs: sender-constrained access tokens (RFC 9449; spec-checklist SEC-3, EXT-7).
+"""DPoP proofs: sender-constrained access tokens (RFC 9449; requirements.md SEC-3, EXT-7).
 
 Pure: the time (``now``) and the randomness for ``jti`` are passed in; signing is a
 computation (pyjwt over ``cryptography``). The one impure helper,

@@ -1,6 +1,6 @@
 """Discovery payloads: protected resource and authorization server metadata.
 
-RFC 9728 §2, RFC 8414 §2, OpenID Connect Discovery 1.0 §3; spec-checklist PRM-6, PRM-7,
+RFC 9728 §2, RFC 8414 §2, OpenID Connect Discovery 1.0 §3; requirements.md PRM-6, PRM-7,
 ASM-4 – ASM-7, AUTHZ-2.
 
 Parsing and validating are separate steps. ``parse_*`` turns raw bytes into a frozen model

@@ -1,6 +1,6 @@
 """Admin-configured extra parameters for authorization and token requests.
 
-Reference-behaviour §3.6 rule 8; gap G-5; spec-checklist AUTHZ-6.
+Design-notes R3.6 rule 8; gap G-5; requirements.md AUTHZ-6.
 
 An admin object is overlaid on the defaults; a ``None`` value (JSON ``null``) removes a
 default, so ``{"resource": None}`` drops the resource indicator (the ``omit_resource``

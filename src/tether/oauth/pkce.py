@@ -1,4 +1,4 @@
-"""PKCE with S256 only (RFC 7636 §4.1–4.2; OAuth 2.1 §4.1.1; spec-checklist AUTHZ-1, AUTHZ-3).
+"""PKCE with S256 only (RFC 7636 §4.1–4.2; OAuth 2.1 §4.1.1; requirements.md AUTHZ-1, AUTHZ-3).
 
 The verifier is made from random bytes the caller passes in (``secrets.token_bytes(32)``
 in the hub), so this module stays deterministic and testable with the RFC 7636 Appendix B

@@ -1,7 +1,7 @@
 """Client registration: the choice of path, dynamic registration and the CIMD document.
 
 RFC 7591 §2, §3.1, §3.2.1, §3.2.2; draft-ietf-oauth-client-id-metadata-document-00;
-MCP 2025-11-25 *Authorization*, "Client Registration Approaches"; spec-checklist REG-2,
+MCP 2025-11-25 *Authorization*, "Client Registration Approaches"; requirements.md REG-2,
 REG-6, REG-7, CIMD-1 – CIMD-7.
 
 Left out: RFC 7592 client management (read, update, delete with the registration access

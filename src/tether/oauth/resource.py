@@ -1,7 +1,7 @@
 """The canonical resource URI of an MCP server, and the PRM ``resource`` check.
 
 RFC 8707 §2; RFC 9728 §3.3; MCP 2025-11-25 *Authorization*, "Canonical Server URI";
-spec-checklist RES-3, RES-4, PRM-6.
+requirements.md RES-3, RES-4, PRM-6.
 
 The canonical URI is computed once from the admin-entered server URL and used to check the
 protected resource metadata's ``resource`` (RFC 9728 §3.3). After that check, Tether sends
@@ -33,7 +33,7 @@ __all__ = ["ResourceMatch", "canonical_resource", "check_resource"]
 
 ResourceMatch = Literal["exact", "prefix"]
 """How the metadata's ``resource`` is compared: ``exact`` (default, RFC 9728 §3.3) or the
-``prefix`` override (same origin, parent path; spec-checklist *Known disagreements* #3)."""
+``prefix`` override (same origin, parent path; requirements.md *Known disagreements* #3)."""
 
 
 def canonical_resource(server_url: str) -> str:

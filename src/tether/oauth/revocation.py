@@ -1,4 +1,4 @@
-"""Token revocation (RFC 7009 §2.1, §2.2, §2.2.1; spec-checklist REV-1 – REV-4; gap G-12).
+"""Token revocation (RFC 7009 §2.1, §2.2, §2.2.1; requirements.md REV-1 – REV-4; gap G-12).
 
 The hub revokes on disconnect: the refresh token first (which should also end access
 tokens of the same grant), then the access token, each with ``token_type_hint`` and the

@@ -2,7 +2,7 @@
 
 RFC 8693 §2.1, §2.2 (token exchange); RFC 7523 §2.1 (JWT as an authorization grant);
 draft-ietf-oauth-identity-assertion-authz-grant (ID-JAG); MCP SEP-990
-(``io.modelcontextprotocol/enterprise-managed-authorization``); spec-checklist EXT-4 …
+(``io.modelcontextprotocol/enterprise-managed-authorization``); requirements.md EXT-4 …
 EXT-6.
 
 Two requests, both built here as :class:`~tether.oauth.client_auth.FormPost` for the hub

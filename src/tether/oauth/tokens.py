@@ -1,7 +1,7 @@
 """Token requests and responses: code exchange, refresh, client credentials.
 
 RFC 6749 §4.1.3, §4.4.2, §5.1, §5.2, §6; RFC 7636 §4.5; RFC 8707 §2.2; RFC 6750 §4;
-spec-checklist TOK-1, TOK-4, TOK-5, RFR-3, RFR-4, RFR-7, SCP-12.
+requirements.md TOK-1, TOK-4, TOK-5, RFR-3, RFR-4, RFR-7, SCP-12.
 
 Builders return a :class:`~tether.oauth.client_auth.FormPost` for the hub to send;
 :func:`parse_token_response` turns the answer into a :class:`TokenSet` with an absolute
@@ -451,7 +451,7 @@ def merge_refreshed(
 
 
 def require_refresh_token(tokens: TokenSet, *, required: bool) -> TokenSet:
-    """Enforce the server's ``require_refresh_token`` option (reference §3.9 rule 2).
+    """Enforce the server's ``require_refresh_token`` option (design-notes R3.9 rule 2).
 
     A missing refresh token is allowed by the protocol (RFR-7), so this is a
     :class:`~tether.errors.ConfigurationError`: the admin's requirement cannot be met

@@ -1,4 +1,4 @@
-"""API keys for the web service: stored hashed, never in clear (design.md §4).
+"""API keys for the web service: stored hashed, never in clear (design-notes D4).
 
 A key is 32 random bytes, shown once at creation as ``tk_<id>_<secret>``; only the
 SHA-256 of the whole key is stored. SHA-256 suffices because the key has 256 bits of

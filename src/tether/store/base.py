@@ -1,4 +1,4 @@
-"""Storage contracts: typed records and the Protocols the hub depends on (design.md §1, §2).
+"""Storage contracts: typed records and the Protocols the hub depends on (design-notes D1, D2).
 
 Records are frozen dataclasses holding *plaintext* values; secrets are
 :class:`pydantic.SecretStr` so a repr, traceback or log line never shows them. Each backend
@@ -12,10 +12,10 @@ Rules every backend follows:
    ``expected_version`` raises :class:`~tether.errors.VersionConflict` when the stored
    version differs, and returns the record with ``version + 1``.
 2. Client registrations are keyed by ``(server_id, issuer)``: a new issuer means a new
-   registration (design.md §1).
+   registration (design-notes D1).
 3. Pending authorizations are taken once, atomically (:meth:`PendingStore.take`).
 4. Backends translate their driver exceptions into :class:`~tether.errors.StorageError`
-   subtypes at the seam (style.md example 6); nothing above ``store/`` sees SQLAlchemy or
+   subtypes at the seam (design-notes S6); nothing above ``store/`` sees SQLAlchemy or
    redis exceptions.
 """
 
@@ -162,7 +162,7 @@ class OAuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerRecord:
-    """A registered remote MCP server (design.md §1; reference-behaviour §2.1)."""
+    """A registered remote MCP server (design-notes D1; R2.1)."""
 
     id: str
     name: str
@@ -205,7 +205,7 @@ class ServerHealth:
 
 @dataclass(frozen=True, slots=True)
 class CredentialRecord:
-    """A named secret; its value is write-only outside the hub (reference §2.4)."""
+    """A named secret; its value is write-only outside the hub (design-notes R2.4)."""
 
     id: str
     name: str
@@ -250,7 +250,7 @@ class ClientRegistration:
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """A grant for ``(server_id, subject)`` (design.md §1).
+    """A grant for ``(server_id, subject)`` (design-notes D1).
 
     ``token_type`` is ``Bearer`` or ``DPoP``; ``dpop_key`` is the connection's
     proof-of-possession private key (PEM, sealed at rest like the tokens), made at
@@ -289,7 +289,7 @@ class Connection:
 
 @dataclass(frozen=True, slots=True)
 class PendingAuthorization:
-    """One started connect, looked up by ``state`` on the callback (design.md §3.1)."""
+    """One started connect, looked up by ``state`` on the callback (design-notes D3.1)."""
 
     state: str
     server_id: str
@@ -310,7 +310,7 @@ class PendingAuthorization:
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    """One admin action, secrets masked before it is built (reference §3.21)."""
+    """One admin action, secrets masked before it is built (design-notes R3.21)."""
 
     at: datetime
     actor: str | None
@@ -326,7 +326,7 @@ class AuditEvent:
 
 @dataclass(frozen=True, slots=True)
 class ToolCacheEntry:
-    """All pages of a server's ``tools/list`` for one subject (design.md §1)."""
+    """All pages of a server's ``tools/list`` for one subject (design-notes D1)."""
 
     server_id: str
     subject: str

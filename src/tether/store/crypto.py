@@ -1,4 +1,4 @@
-"""Encryption of secrets at rest (design.md §3.4; reference-behaviour §2.6).
+"""Encryption of secrets at rest (design-notes D3.4; R2.6).
 
 Every access token, refresh token, client secret, credential value, registration access
 token and PKCE verifier is sealed with AES-256-GCM (NIST SP 800-38D) before a backend

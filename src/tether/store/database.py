@@ -2,7 +2,7 @@
 
 ``sql.py`` builds the stores on top of this module. Driver exceptions become
 :class:`~tether.errors.StorageError` subtypes here and nowhere else
-(:func:`storage_errors`; style.md example 6).
+(:func:`storage_errors`; design-notes S6).
 
 SQLite runs in WAL mode with foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for
 every transaction, so two writers queue instead of failing on a lock upgrade. PostgreSQL

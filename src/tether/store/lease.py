@@ -1,4 +1,4 @@
-"""Named locks on lease rows, the same on every backend (design.md §3.3).
+"""Named locks on lease rows, the same on every backend (design-notes D3.3).
 
 A :class:`LeaseLockProvider` turns a :class:`~tether.store.base.LeaseStore` into the
 :class:`~tether.store.base.LockProvider` the hub takes before it refreshes a grant or

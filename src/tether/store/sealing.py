@@ -34,7 +34,7 @@ SECRET_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "connection": ("access_token", "refresh_token", "dpop_key"),
     "pending": ("code_verifier",),
 }
-"""Record kind → its secret fields (reference-behaviour §2.6)."""
+"""Record kind → its secret fields (design-notes R2.6)."""
 
 
 def credential_ref(credential_id: str, field: str = "value") -> SecretRef:
