@@ -258,7 +258,7 @@ class Inflater:
         """
         if self._seen and not self._inflate.eof:
             raise NetworkError(
-                f"the {self.coding} body from {self._host} ended before its end"
+                f"the {self.coding} body from {self._host} was cut off (truncated)"
             )
 
     def _step(self, data: bytes) -> bytes:
