@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         allow_networks: Hosts and CIDRs that may be reached although not public
             (self-hosted servers, tests). Plain http is then allowed for loopback only.
             A JSON list or a comma-separated list.
+        ca_bundle: PEM file of CAs to trust instead of the system's for every server
+            without a CA bundle of its own.
         redis_url: Redis for pending state, locks and caches when scaled out.
         client_name: ``client_name`` sent in dynamic registration.
         fresh_start: Accept a missing or empty SQLite database beside an existing key
@@ -92,6 +94,7 @@ class Settings(BaseSettings):
     key_file: Path | None = None
     public_url: str = "http://127.0.0.1:8470"
     allow_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ca_bundle: str | None = None
     redis_url: SecretStr | None = None
     client_name: str = "Tether"
     fresh_start: bool = False

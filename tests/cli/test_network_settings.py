@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peers.fixture import AuthServer, MCPServer
+from peers.plugin import PeerFactory
 from tether.cli.main import app
 from tether.errors import ConfigurationError
 from tether.hub.context import HubConfig
@@ -247,3 +248,54 @@ async def test_probe_function_reports_a_bad_redirect_uri_as_a_setup_step() -> No
     assert failed.name == "setup"
     assert failed.error is not None
     assert failed.error["code"] == "configuration"
+
+
+# ------------------------------------------------------------ CA bundles
+
+
+@pytest.mark.realservers
+def test_ca_bundles_cover_every_hop_server_own_else_installation(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_peers: PeerFactory
+) -> None:
+    """https peers signed by a private CA: the server's ``--ca-bundle``, else
+    ``TETHER_CA_BUNDLE``, is trusted for discovery, the AS endpoints and the
+    authorization redirects of ``connect --follow-redirects`` and of the probe."""
+    peers = tmp_peers.peers(tls=True)
+    assert peers.ca_file is not None
+    add = ["servers", "add"]
+    tail = [peers.url, "--auth", "oauth", "--allow-network", "127.0.0.0/8"]
+
+    added = runner.invoke(app, [*add, "own", *tail, "--ca-bundle", peers.ca_file])
+    assert added.exit_code == 0, added.output
+    own = runner.invoke(app, ["connect", "own", "--follow-redirects"])
+    assert own.exit_code == 0, own.output
+
+    assert runner.invoke(app, [*add, "bare", *tail]).exit_code == 0
+    untrusted = runner.invoke(app, ["connect", "bare", "--follow-redirects"])
+    assert untrusted.exit_code != 0
+    assert "certificate verification failed" in untrusted.output
+    refused_probe = runner.invoke(
+        app, ["probe", peers.url, "--follow-redirects", "--allow-network", "127.0.0.1"]
+    )
+    assert refused_probe.exit_code != 0
+    assert "certificate verification failed" in refused_probe.output
+
+    monkeypatch.setenv("TETHER_CA_BUNDLE", peers.ca_file)
+    trusted = runner.invoke(app, ["connect", "bare", "--follow-redirects"])
+    assert trusted.exit_code == 0, trusted.output
+    monkeypatch.setenv("TETHER_ALLOW_NETWORKS", '["127.0.0.1"]')
+    probed = runner.invoke(app, ["probe", peers.url, "--follow-redirects"])
+    assert probed.exit_code == 0, probed.output
+    assert "[ok] token" in probed.output
+
+
+def test_a_bad_installation_ca_bundle_fails_at_startup(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TETHER_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    result = runner.invoke(app, ["servers", "list"])
+    assert result.exit_code != 0
+    assert "cannot load the CA bundle" in result.output
+    assert "[configuration]" in result.output
+    probed = runner.invoke(app, ["probe", "https://mcp.example.com/mcp"])
+    assert "[FAILED] setup" in probed.output

@@ -122,6 +122,7 @@ class Exchange:
     headers: dict[str, str]
     writer: asyncio.StreamWriter
     keep_alive: bool = False
+    body: bytes = b""
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -234,9 +235,9 @@ class LoopbackServer:
             k.strip().lower(): v.strip()
             for k, v in (line.split(":", 1) for line in header_lines if ":" in line)
         }
-        if self.keep_alive:  # the next request starts after this one's body
-            await reader.readexactly(int(headers.get("content-length", "0")))
-        exchange = Exchange(method, target, headers, writer, self.keep_alive)
+        # read the body (the next request on a kept-alive connection starts after it)
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        exchange = Exchange(method, target, headers, writer, self.keep_alive, body)
         self.requests.append(exchange)
         handler = self.routes.get(urlsplit(target).path)
         if handler is None:

@@ -7,10 +7,13 @@ must never ride on Bob's request (issue 8 item 2).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tether.mcp.auth import HeaderAuth
+from tether.mcp.session import MCPSession
 from tether.net import NetworkPolicy, guarded_client
 from tether.net.browser import follow_authorization
 from tether.net.client import no_cookies
@@ -46,9 +49,38 @@ async def authorize(exchange: Exchange) -> None:
         await exchange.send(302, [("Location", "http://mcp.test/callback?code=c")])
 
 
+async def tiny_mcp(exchange: Exchange) -> None:
+    """Just enough MCP (2025-11-25, JSON answers) to list no tools, setting a cookie."""
+    message = json.loads(exchange.body)
+    if "id" not in message:  # a notification
+        await exchange.send(202)
+        return
+    result: dict[str, object] = {"tools": []}
+    if message["method"] == "initialize":
+        result = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "tiny", "version": "1"},
+        }
+    who = exchange.headers.get("authorization", "nobody").rsplit(" ", 1)[-1]
+    answer = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+    await exchange.send(
+        200,
+        [
+            ("Content-Type", "application/json"),
+            ("Set-Cookie", f"sid=session-of-{who}; Path=/"),
+        ],
+        json.dumps(answer).encode(),
+    )
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[LoopbackServer]:
-    routes = {"/mcp": sets_a_session_cookie, "/authorize": authorize}
+    routes = {
+        "/mcp": sets_a_session_cookie,
+        "/authorize": authorize,
+        "/tiny-mcp": tiny_mcp,
+    }
     async with LoopbackServer("127.0.0.1", routes, keep_alive=True) as srv:
         yield srv
 
@@ -78,6 +110,27 @@ async def test_two_users_on_one_server_share_no_cookie(server: LoopbackServer) -
     assert server.requests[0].headers["authorization"] == "Bearer alice"
     assert server.requests[3].headers["authorization"] == "Bearer bob"
     assert [r.headers.get("cookie") for r in server.requests] == [None] * 4
+
+
+async def test_two_users_mcp_sessions_on_one_client_share_no_cookie(
+    server: LoopbackServer,
+) -> None:
+    """Each user's MCP session goes through the server's one shared guarded client."""
+    url = f"http://mcp.test:{server.port}/tiny-mcp"
+    async with guarded_client(
+        POLICY, timeout=30.0, follow_redirects=False, resolver=DNS
+    ) as shared:
+        for user in ("alice", "bob"):
+            async with MCPSession(
+                url, shared, auth=HeaderAuth(user), mode="legacy", timeout=30
+            ) as session:
+                assert await session.list_tools() == []
+    by_user = [
+        (r.headers["authorization"], r.headers.get("cookie")) for r in server.requests
+    ]
+    assert {who for who, _ in by_user} == {"alice", "bob"}  # HeaderAuth, no scheme
+    assert len(by_user) >= 6  # initialize, initialized, tools/list for each
+    assert all(cookie is None for _, cookie in by_user)
 
 
 async def test_a_cookie_given_to_the_client_is_not_kept(server: LoopbackServer) -> None:

@@ -391,6 +391,10 @@ def test_ssrf9_from_allowlist_keeps_ports_apart_and_merges_them() -> None:
         ("x.corp", "10.1.0.9", 80, False),
         ("svc.corp", "10.9.9.9", 9000, True),  # host entry with a port
         ("svc.corp", "10.9.9.9", 9001, False),
+        # Teredo: the client (NOT f5ff:fffa = 10.0.0.5) and the server must be covered
+        ("x.corp", "2001:0:a00:5::f5ff:fffa", 8443, True),
+        ("x.corp", "2001:0:808:808::f5ff:fffa", 8443, False),
+        ("x.corp", "2001:0:a00:5::f7f7:f7f7", 8443, False),
     ],
 )
 def test_ssrf9_an_entry_with_a_port_opens_only_that_port(

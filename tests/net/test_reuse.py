@@ -270,3 +270,32 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(
         assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
     assert server.accepted == 2
     assert dns.queries == ["mcp.test", "mcp.test"]
+
+
+async def test_a_burst_of_callers_leaves_its_connections_for_the_next_burst() -> None:
+    """Issue 9 item 4: connections ≈ concurrent callers, not callers + churn.
+
+    50 requests are held at the server until all 50 have arrived (so they need 50
+    connections at once); the next 50 then find 50 kept-alive connections.
+    """
+    callers = 50
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def held(exchange: Exchange) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived % callers == 0:
+            all_in.set()
+        await all_in.wait()
+        await exchange.send(200, [("Content-Type", "text/plain")], b"ok")
+
+    async with LoopbackServer("127.0.0.1", {"/held": held}, keep_alive=True) as server:
+        async with client(FakeDNS(DNS_TABLE), timeout=60) as http:
+            url = f"http://mcp.test:{server.port}/held"
+            for _ in range(2):
+                all_in.clear()
+                answers = await asyncio.gather(*(http.get(url) for _ in range(callers)))
+                assert {a.text for a in answers} == {"ok"}
+        assert len(server.requests) == 2 * callers
+        assert server.accepted == callers

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpcore2
 import httpx2
 import pytest
@@ -33,6 +34,7 @@ from tether.net import (
     system_resolver,
     vet_url,
 )
+from tether.net.backend import _KeptStream
 from tether.net.transport import CappedStream, event_sizes, map_httpcore_errors
 
 from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
@@ -439,3 +441,71 @@ async def test_vet_url_refuses_private_answers_and_unknown_names() -> None:
         await vet_url(NetworkPolicy(), "https://sneaky.example.com/", resolver=dns)
     with pytest.raises(NetworkError, match="could not resolve"):
         await vet_url(NetworkPolicy(), "https://gone.example.com/", resolver=dns)
+
+
+class _HangingHandshake(httpcore2.AsyncNetworkStream):
+    """A connected stream whose TLS handshake never finishes (or fails at once)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.entered = anyio.Event()
+        self.closed = 0
+
+    async def read(
+        self,
+        max_bytes: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> bytes:
+        raise NotImplementedError
+
+    async def write(
+        self,
+        buffer: bytes,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
+    ) -> httpcore2.AsyncNetworkStream:
+        self.entered.set()
+        if self.fail:
+            raise httpcore2.ConnectError("handshake failed")
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def get_extra_info(self, info: str) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_cancelled_or_failed_tls_handshake_closes_the_socket(
+    fail: bool,
+) -> None:
+    """Cancelled mid-handshake (a deadline, a closing session), the TCP socket is
+    closed at once instead of being left to the garbage collector."""
+    inner = _HangingHandshake(fail=fail)
+    kept = _KeptStream(inner)
+    scope = anyio.CancelScope()
+    failures: list[BaseException] = []
+
+    async def handshake() -> None:
+        with scope:
+            try:
+                await kept.start_tls(ssl.create_default_context(), "dev.test")
+            except httpcore2.ConnectError as exc:
+                failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handshake)
+        await inner.entered.wait()
+        scope.cancel()
+    assert inner.closed >= 1
+    assert scope.cancelled_caught is not fail
+    assert len(failures) == int(fail)

@@ -3,9 +3,9 @@
 Turns command-line options (and, with ``--conformance``, the MCP conformance suite's
 environment variables) into :class:`~tether.hub.probe.ProbeOptions`, runs
 :func:`tether.hub.probe.probe` and prints the report. Only this shell reads the
-environment; the hub never does. The installation's allowlist (``TETHER_ALLOW_NETWORKS``)
-applies to the probe exactly as to every other command; ``--allow-network`` adds the
-probed server's own entries.
+environment; the hub never does. The installation's network settings
+(``TETHER_ALLOW_NETWORKS``, ``TETHER_CA_BUNDLE``) apply to the probe exactly as to every
+other command; ``--allow-network`` and ``--ca-bundle`` are the probed server's own.
 """
 
 from __future__ import annotations
@@ -302,8 +302,8 @@ def probe(
     ] = False,
 ) -> None:
     """Run the whole connect flow against an MCP server and explain each step."""
-    try:  # the installation's allowlist applies to the probe as to every command
-        installation = tuple(Settings().allow_networks)
+    try:  # the installation's network settings apply as to every command
+        settings = Settings()
     except ValueError as exc:
         typer.echo(f"error: invalid TETHER_* settings: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -323,7 +323,8 @@ def probe(
             allow_missing_pkce_metadata=allow_missing_pkce_metadata,
             require_refresh_token=require_refresh_token,
             allow_networks=tuple(allow_network),
-            installation_allow_networks=installation,
+            installation_allow_networks=tuple(settings.allow_networks),
+            installation_ca_bundle=settings.ca_bundle,
             ca_bundle=ca_bundle,
             timeout=timeout,
             authorization_server=authorization_server,

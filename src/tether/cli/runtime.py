@@ -43,6 +43,7 @@ async def open_tether(settings: Settings) -> AsyncIterator[Tether]:
         client_metadata_url=metadata_url if base.startswith("https://") else None,
         client_name=settings.client_name,
         allow_networks=settings.allow_networks,
+        ca_bundle=settings.ca_bundle,
     )
     try:
         yield tether

@@ -90,6 +90,8 @@ class ProbeOptions:
         installation_allow_networks: The installation's allowlist
             (``TETHER_ALLOW_NETWORKS``), merged with ``allow_networks`` for every
             request of the probe exactly as for a configured server's.
+        installation_ca_bundle: The installation's CA bundle (``TETHER_CA_BUNDLE``),
+            used when ``ca_bundle`` is not given.
         ca_bundle: PEM file of CAs to trust.
         timeout: Seconds per step (the server's ``timeout_seconds``).
         authorization_server: Use this issuer instead of the PRM's first one.
@@ -146,6 +148,7 @@ class ProbeOptions:
     require_refresh_token: bool = False
     allow_networks: Sequence[str] = ()
     installation_allow_networks: Sequence[str] = ()
+    installation_ca_bundle: str | None = None
     ca_bundle: str | None = None
     timeout: int = 30
     authorization_server: str | None = None
@@ -456,12 +459,16 @@ async def probe(options: ProbeOptions) -> ProbeReport:
     try:  # the installation's allowlist; the server's own is merged per request
         policy = NetworkPolicy.from_allowlist(options.installation_allow_networks)
         check_redirect_uri(options.redirect_uri)
+        fetcher = RecordingFetcher(
+            policy,
+            user_agent=f"{options.client_name} (Tether)",
+            ca_bundle=options.installation_ca_bundle,
+        )
     except TetherError as exc:
         step = ProbeStep("setup")
         _fail(step, exc)
         report.steps.append(step)
         return report
-    fetcher = RecordingFetcher(policy, user_agent=f"{options.client_name} (Tether)")
     try:
         stores = await open_stores("memory://", KeyRing.generate())
     except TetherError as exc:  # pragma: no cover - memory store does not fail

@@ -159,6 +159,7 @@ class Tether:
         client_metadata_url: str | None = None,
         client_name: str = "Tether",
         allow_networks: Sequence[str] = (),
+        ca_bundle: str | None = None,
         resolver: Resolver = system_resolver,
         clock: Clock | None = None,
         refresh_lease: bool = True,
@@ -167,28 +168,36 @@ class Tether:
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
+        ``allow_networks`` and ``ca_bundle`` are the installation's network settings:
+        every server's flows use them, merged with (for the CA bundle: replaced by)
+        the server's own.
+
         ``refresh_lease=False`` turns off the in-process single-flight and the
         cross-process lease around refreshes: only for measuring what they prevent
         (``bench/refresh_storm.py``); never in production. ``pool_size`` caps the
-        database connections of this process (SQL backends). ``lease_ttl_seconds`` is how
-        long a dead lease holder blocks others (default 30 s; a live holder extends
-        its lease, so a shorter one only speeds up recovery from crashes).
+        database connections of this process (SQL backends). ``lease_ttl_seconds``
+        is how long a dead lease holder blocks others (default 30 s; a live holder
+        extends its lease, so a shorter one only speeds up recovery from crashes).
         """
-        # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
-        policy = NetworkPolicy.from_allowlist(allow_networks)  # bad entries: fail first
-        stores = await open_stores(
-            database_url,
-            key_ring,
-            now=clock.now if clock is not None else None,
-            pool_size=pool_size,
-        )
+        # settings are checked (bad entries, CA bundle, redirect URI) before the
+        # stores are opened, so a refusal leaves nothing open
         fetcher = Fetcher(
-            policy, resolver=resolver, user_agent=f"{client_name} (Tether)"
+            NetworkPolicy.from_allowlist(allow_networks),
+            resolver=resolver,
+            user_agent=f"{client_name} (Tether)",
+            ca_bundle=ca_bundle,
         )
         config = HubConfig(
             redirect_uri=redirect_uri,
             client_metadata_url=client_metadata_url,
             client_name=client_name,
+        )
+        # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
+        stores = await open_stores(
+            database_url,
+            key_ring,
+            now=clock.now if clock is not None else None,
+            pool_size=pool_size,
         )
         tether = cls(
             stores=stores,

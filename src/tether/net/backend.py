@@ -137,7 +137,15 @@ class _KeptStream(httpcore2.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - httpcore2's interface
     ) -> httpcore2.AsyncNetworkStream:
-        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        try:
+            tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            # httpcore2 closes the socket when the handshake fails, but not when it is
+            # cancelled (a deadline, a session closing while it connects): close it
+            # here, or the TCP socket is left to the garbage collector.
+            with anyio.CancelScope(shield=True):
+                await self._inner.aclose()
+            raise
         return _KeptStream(tls)
 
     def get_extra_info(self, info: str) -> Any:

@@ -18,7 +18,13 @@ import httpx2
 
 from tether.net.backend import Resolver, system_resolver
 from tether.net.browser import follow_authorization
-from tether.net.client import DEFAULT_MAX_BODY, deadline, guarded_client, mapped_errors
+from tether.net.client import (
+    DEFAULT_MAX_BODY,
+    deadline,
+    guarded_client,
+    make_ssl_context,
+    mapped_errors,
+)
 from tether.net.policy import NetworkPolicy
 
 __all__ = ["Fetcher", "HttpResponse", "NetworkProfile"]
@@ -80,6 +86,11 @@ class Fetcher:
         resolver: Name resolution; injectable for tests.
         user_agent: ``User-Agent`` header.
         max_body: Response size cap in bytes.
+        ca_bundle: The installation's CA bundle (PEM), trusted instead of the system's
+            for every server without one of its own.
+
+    Raises:
+        ConfigurationError: The CA bundle cannot be loaded.
     """
 
     def __init__(
@@ -89,11 +100,15 @@ class Fetcher:
         resolver: Resolver = system_resolver,
         user_agent: str = "Tether",
         max_body: int = DEFAULT_MAX_BODY,
+        ca_bundle: str | None = None,
     ) -> None:
+        if ca_bundle is not None:
+            make_ssl_context(ca_bundle)  # a bad bundle fails now, not at first use
         self._policy = policy
         self._resolver = resolver
         self._user_agent = user_agent
         self._max_body = max_body
+        self._ca_bundle = ca_bundle
         self._clients: dict[NetworkProfile, httpx2.AsyncClient] = {}
 
     @property
@@ -111,6 +126,10 @@ class Fetcher:
             )
         )
 
+    def ca_bundle_for(self, profile: NetworkProfile) -> str | None:
+        """The CA bundle for a server: its own, else the installation's, else none."""
+        return profile.ca_bundle or self._ca_bundle
+
     def client(self, profile: NetworkProfile) -> httpx2.AsyncClient:
         """The pooled guarded client for a profile (no redirects)."""
         client = self._clients.get(profile)
@@ -120,7 +139,7 @@ class Fetcher:
                 timeout=profile.timeout,
                 follow_redirects=False,
                 max_body=self._max_body,
-                ca_bundle=profile.ca_bundle,
+                ca_bundle=self.ca_bundle_for(profile),
                 resolver=self._resolver,
                 headers={"User-Agent": self._user_agent},
             )
@@ -186,7 +205,7 @@ class Fetcher:
 
         The same network settings as every other request of the server's flows: the
         installation's allowlist merged with the server's own (and no wider), the
-        server's CA bundle, its timeout as the deadline, and this fetcher's resolver
+        server's CA bundle (else the installation's), its timeout as the deadline, and this fetcher's resolver
         (issue 8 item 5). See :func:`tether.net.browser.follow_authorization`.
 
         Args:
@@ -202,7 +221,7 @@ class Fetcher:
             redirect_uri,
             self.policy_for(profile),
             seconds=profile.timeout,
-            ca_bundle=profile.ca_bundle,
+            ca_bundle=self.ca_bundle_for(profile),
             resolver=self._resolver,
         )
 

@@ -487,13 +487,18 @@ class NetworkPolicy:
             port is not None and (name, port) in self.allow_host_ports
         ):
             return True
-        candidates = _candidates(address)
-        if any(a in net for a in candidates for net in self.allow_networks):
-            return True
-        return any(
-            p == port and a in net
-            for a in candidates
-            for net, p in self.allow_network_ports
+        networks = [
+            *self.allow_networks,
+            *(net for net, p in self.allow_network_ports if p == port),
+        ]
+
+        def covered(a: Address) -> bool:
+            return any(a in net for net in networks)
+
+        # the address itself, or every IPv4 address it carries (Teredo's server too)
+        embedded = embedded_ipv4(address)
+        return covered(address) or (
+            embedded is not None and all(covered(a) for a in embedded[1])
         )
 
     def check_url(self, url: str | httpx2.URL) -> httpx2.URL:

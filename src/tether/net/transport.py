@@ -263,7 +263,7 @@ class Inflater:
         """
         if self._seen and not self._inflate.eof:
             raise NetworkError(
-                f"the {self.coding} body from {self._host} ended before its end"
+                f"the {self.coding} body from {self._host} was cut off (truncated)"
             )
 
     def _step(self, data: bytes) -> bytes:
@@ -463,7 +463,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         max_connections: Connections per scheme. One client serves every session
             with a server, and each stateful MCP session's GET stream holds a
             connection for as long as it is open, so this is httpx2's default (100).
-        max_keepalive_connections: Idle connections kept per scheme.
+        max_keepalive_connections: Idle connections kept per scheme; by default as
+            many as ``max_connections``, so a burst of N concurrent callers leaves N
+            connections for the next burst instead of closing all but 20 (httpx2's
+            default) and reconnecting, TLS included (issue 9 item 4). Idle ones still
+            close after ``keepalive_expiry``.
         keepalive_expiry: Seconds an idle connection is kept.
     """
 
@@ -475,9 +479,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         resolver: Resolver = system_resolver,
         max_body: int | None = 5 * 1024 * 1024,
         max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_keepalive_connections: int | None = None,
         keepalive_expiry: float = 5.0,
     ) -> None:
+        if max_keepalive_connections is None:
+            max_keepalive_connections = max_connections
         self._policy = policy
         self._max_body = max_body
         self._passed: set[tuple[bytes, bytes, int | None, bytes]] = set()
