@@ -22,7 +22,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "src"))
+# TETHER_SRC: another checkout's src/ (e.g. the commit before a change, for a
+# before/after comparison on the same machine in the same hour)
+sys.path.insert(0, os.environ.get("TETHER_SRC", str(ROOT / "src")))
 
 REDIRECT_URI = "http://127.0.0.1:8470/oauth/callback"
 LOOPBACK = ["127.0.0.0/8"]
@@ -140,6 +142,7 @@ def header() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "tether_src": os.environ.get("TETHER_SRC", "src"),
         "loadavg_before": loadavg(),
     }
 

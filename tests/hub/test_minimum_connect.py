@@ -9,6 +9,7 @@ user's browser). The list is a behaviour of the protocol, not a timing.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ import pytest
 from hub.conftest import FakeClock, MakeTether, as_requests, authorize, oauth_server
 from peers.fixture import AuthServer, MCPServer
 from peers.plugin import PeerFactory
+from tether.hub import discovery
 from tether.hub.discovery import DISCOVERY_TTL, cache_lifetime
 from tether.hub.tether import Tether
 
@@ -126,3 +128,27 @@ def test_cache_control_sets_the_lifetime() -> None:
     assert seconds(["private", "no-cache"]) == 0
     assert seconds(["max-age=abc"]) == 0
     assert DISCOVERY_TTL.total_seconds() == 600
+
+
+async def test_no_store_metadata_is_not_reused(
+    make_tether: MakeTether,
+    auth_server: AuthServer,
+    mcp_server: MCPServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Metadata answered with ``Cache-Control: no-store`` is discovered at every connect.
+
+    The peers send no ``Cache-Control``; the header's parsing is tested above, so here
+    the parsed value is what the AS would have said.
+    """
+    monkeypatch.setattr(discovery, "cache_lifetime", lambda _values: timedelta(0))
+    tether = await make_tether()
+    await tether.servers.create(
+        oauth_server(mcp_server, name="personal", per_user=True), actor="admin"
+    )
+    recorder = Recorder(tether, monkeypatch)
+    await connect_as(tether, "personal", "ann")
+    recorder.take()
+    await connect_as(tether, "personal", "bob")
+    steps = [step for _, _, step in recorder.take()]
+    assert steps == ["challenge", "discovery", "discovery", "token"]
