@@ -455,3 +455,22 @@ async def test_openapi_schema(service: Service) -> None:
 async def test_no_metadata_document_on_plain_http(service: Service, path: str) -> None:
     async with service.anon as c:
         error(await c.get(path), 404, "not_found")
+
+
+async def test_a_bug_is_a_json_500(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> list[Any]:
+        raise RuntimeError("bug with token=abc")
+
+    monkeypatch.setattr(service.tether.servers, "list", broken)
+    transport = httpx2.ASGITransport(app=service.app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(
+        transport=transport,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {service.admin_key}"},
+    ) as c:
+        r = await c.get("/api/v1/servers")
+    body = error(r, 500, "tether.error")
+    assert "abc" not in r.text
+    assert body["message"] == "internal error; see the service log"
