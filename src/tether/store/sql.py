@@ -55,6 +55,7 @@ from tether.store.database import (
     unique,
     upsert,
 )
+from tether.store.listing import SqlConnectionListing
 from tether.store.locks import LocalLockProvider
 from tether.store.pglock import PostgresLockProvider
 from tether.store.rules import check_entries, utc_now
@@ -514,5 +515,6 @@ def open_sql_stores(
         locks=locks,
         closers=[backend.dispose],
         api_keys=SqlApiKeyStore(backend),
+        listing=SqlConnectionListing(backend),
     )
     return stores, backend

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,8 @@ class Metrics:
         """Count one token refresh attempt at an authorization server."""
         self.refreshes[outcome] += 1
 
-    def render(self, connections: Iterable[str]) -> str:
-        """The exposition text; ``connections`` are the statuses of every connection."""
+    def render(self, connections: Mapping[str, int]) -> str:
+        """The exposition text; ``connections`` counts connections by status."""
         lines = [
             "# HELP tether_tool_calls_total Tool calls by outcome.",
             "# TYPE tether_tool_calls_total counter",
@@ -99,7 +99,7 @@ class Metrics:
             "# HELP tether_connections Connections by status (from the store).",
             "# TYPE tether_connections gauge",
         ]
-        for status, n in sorted(Counter(connections).items()):
+        for status, n in sorted(connections.items()):
             lines.append(f"tether_connections{_labels(status=status)} {n}")
         return "\n".join(lines) + "\n"
 
