@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -290,7 +292,17 @@ async def test_connect_link_completes_in_the_browser_and_returns(
     async with service.client(service.app_key, user="alice") as c:
         link = (await c.post(path, json={"return_to": "http://app.test/back"})).json()
     async with service.anon as browser:
-        r = await browser.get(link["connect_url"])
+        page = await browser.get(link["connect_url"])
+        assert page.status_code == 200
+        assert "crm" in page.text
+        assert "alice" in page.text
+        token = parse_qs(urlsplit(link["connect_url"]).query)["token"][0]
+        r = await browser.post("/connect", data={"token": token})
+        assert r.status_code == 403  # no CSRF token: only the page's form starts it
+        assert "auth.forbidden" in r.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        r = await browser.post("/connect", data={"token": token, "csrf": csrf[1]})
         assert r.status_code == 303
         params = await follow_authorization(r.headers["location"], CALLBACK, POLICY)
         r = await browser.get("/oauth/callback", params=params)
@@ -301,6 +313,7 @@ async def test_connect_link_completes_in_the_browser_and_returns(
         # a tampered link is refused
         bad = await browser.get("/connect", params={"token": "tampered"})
         assert bad.status_code == 400
+        assert "not valid" in bad.text
     async with service.client(service.app_key, user="alice") as c:
         assert (await c.get(path)).json()["status"] == "connected"
         r = await c.get(f"/api/v1/servers/{server['id']}/tools")
