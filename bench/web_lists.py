@@ -18,6 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import httpx2
 from pydantic import SecretStr
@@ -35,7 +36,9 @@ ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 async def _admin(*sql: str) -> None:
-    engine = create_async_engine(ADMIN, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    engine = create_async_engine(
+        ADMIN, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     async with engine.connect() as conn:
         for statement in sql:
             await conn.exec_driver_sql(statement)
@@ -85,9 +88,29 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def _measure(app: Any, key: str, pages: dict[str, str], requests: int) -> None:
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app),
+        base_url="http://127.0.0.1:8470",
+        headers={"Authorization": f"Bearer {key}"},
+    ) as client:
+        print(f"{'page':45} {'p50 ms':>8} {'p99 ms':>8}")
+        for label, path in pages.items():
+            times = []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                r = await client.get(path)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 200, r.text[:200]
+            p50, p99 = statistics.median(times), _pct(times, 0.99)
+            print(f"{label:45} {p50:8.1f} {p99:8.1f}")
+
+
 async def main(args: argparse.Namespace) -> None:
     role = f"tether_b_{uuid.uuid4().hex[:12]}"
-    await _admin(f'CREATE ROLE "{role}" LOGIN', f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"')
+    await _admin(
+        f'CREATE ROLE "{role}" LOGIN', f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"'
+    )
     url = f"postgresql+asyncpg://{role}@127.0.0.1:5432/test"
     try:
         with TemporaryDirectory() as home:
@@ -100,7 +123,9 @@ async def main(args: argparse.Namespace) -> None:
             async with tether:
                 started = time.perf_counter()
                 ids = await _fill(tether, args.servers, args.connections)
-                print(f"filled {args.connections} connections in {time.perf_counter() - started:.1f}s")
+                print(
+                    f"filled {args.connections} connections in {time.perf_counter() - started:.1f}s"
+                )
                 _, key = await issue_key(tether, "bench", "admin")
                 app = create_app(Settings(home=Path(home)), tether=tether)
                 pages = {
@@ -112,25 +137,13 @@ async def main(args: argparse.Namespace) -> None:
                     "GET /metrics": "/metrics",
                 }
                 async with app.router.lifespan_context(app):
-                    async with httpx2.AsyncClient(
-                        transport=httpx2.ASGITransport(app=app),
-                        base_url="http://127.0.0.1:8470",
-                        headers={"Authorization": f"Bearer {key}"},
-                    ) as client:
-                        print(f"{'page':45} {'p50 ms':>8} {'p99 ms':>8}")
-                        for label, path in pages.items():
-                            times = []
-                            for _ in range(args.requests):
-                                t0 = time.perf_counter()
-                                r = await client.get(path)
-                                times.append((time.perf_counter() - t0) * 1000)
-                                assert r.status_code == 200, r.text[:200]
-                            print(
-                                f"{label:45} {statistics.median(times):8.1f} "
-                                f"{_pct(times, 0.99):8.1f}"
-                            )
+                    await _measure(app, key, pages, args.requests)
     finally:
-        await _admin(f'DROP SCHEMA "{role}" CASCADE', f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+        await _admin(
+            f'DROP SCHEMA "{role}" CASCADE',
+            f'DROP OWNED BY "{role}"',
+            f'DROP ROLE "{role}"',
+        )
 
 
 if __name__ == "__main__":
