@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -300,7 +302,17 @@ async def test_connect_link_completes_in_the_browser_and_returns(
     async with service.client(service.app_key, user="alice") as c:
         link = (await c.post(path, json={"return_to": "http://app.test/back"})).json()
     async with service.anon as browser:
-        r = await browser.get(link["connect_url"])
+        page = await browser.get(link["connect_url"])
+        assert page.status_code == 200
+        assert "crm" in page.text
+        assert "alice" in page.text
+        token = parse_qs(urlsplit(link["connect_url"]).query)["token"][0]
+        r = await browser.post("/connect", data={"token": token})
+        assert r.status_code == 403  # no CSRF token: only the page's form starts it
+        assert "auth.forbidden" in r.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        r = await browser.post("/connect", data={"token": token, "csrf": csrf[1]})
         assert r.status_code == 303
         params = await follow_authorization(r.headers["location"], CALLBACK, POLICY)
         r = await browser.get("/oauth/callback", params=params)
@@ -311,6 +323,7 @@ async def test_connect_link_completes_in_the_browser_and_returns(
         # a tampered link is refused
         bad = await browser.get("/connect", params={"token": "tampered"})
         assert bad.status_code == 400
+        assert "not valid" in bad.text
     async with service.client(service.app_key, user="alice") as c:
         assert (await c.get(path)).json()["status"] == "connected"
         r = await c.get(f"/api/v1/servers/{server['id']}/tools")
@@ -465,3 +478,22 @@ async def test_openapi_schema(service: Service) -> None:
 async def test_no_metadata_document_on_plain_http(service: Service, path: str) -> None:
     async with service.anon as c:
         error(await c.get(path), 404, "not_found")
+
+
+async def test_a_bug_is_a_json_500(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> list[Any]:
+        raise RuntimeError("bug with token=abc")
+
+    monkeypatch.setattr(service.tether.servers, "list", broken)
+    transport = httpx2.ASGITransport(app=service.app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(
+        transport=transport,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {service.admin_key}"},
+    ) as c:
+        r = await c.get("/api/v1/servers")
+    body = error(r, 500, "tether.error")
+    assert "abc" not in r.text
+    assert body["message"] == "internal error; see the service log"

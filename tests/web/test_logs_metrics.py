@@ -58,7 +58,7 @@ def test_exposition() -> None:
     m.tool_call("error", 0.5)
     m.refresh("ok")
     m.refresh("needs_reauth")
-    text = m.render(["connected", "connected", "needs_reauth"])
+    text = m.render({"connected": 2, "needs_reauth": 1})
     assert 'tether_tool_calls_total{outcome="ok"} 2' in text
     assert 'tether_tool_call_seconds_bucket{le="0.025",outcome="ok"} 1' in text
     assert 'tether_tool_call_seconds_bucket{le="5.0",outcome="ok"} 2' in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -143,8 +145,12 @@ async def _browser_flow(a: str, b: str, admin: str, app: str, mcp: MCPServer) ->
         )
         assert link.status_code == 201, link.text
     async with httpx2.AsyncClient() as browser:  # one cookie jar, two workers
-        r = await browser.get(link.json()["connect_url"])
-        assert r.status_code == 303
+        page = await browser.get(link.json()["connect_url"])
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        token = parse_qs(urlsplit(link.json()["connect_url"]).query)["token"][0]
+        r = await browser.post(f"{b}/connect", data={"token": token, "csrf": csrf[1]})
+        assert r.status_code == 303, r.text
         params = await follow_authorization(
             r.headers["location"], f"{a}/oauth/callback", POLICY
         )

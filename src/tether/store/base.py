@@ -34,6 +34,7 @@ from tether.store.paging import Page
 
 if TYPE_CHECKING:
     from tether.store.apikeys import ApiKeyStore
+    from tether.store.listing import ConnectionListing
 
 __all__ = [
     "SHARED",
@@ -633,6 +634,8 @@ class Stores:
     closers: list[Any] = field(default_factory=list)
     # the web service's API keys (store/apikeys.py); memory unless a backend sets one
     api_keys: ApiKeyStore = field(default_factory=_memory_api_keys)
+    # secret-free pages and counts of connections (store/listing.py); None: generic
+    listing: ConnectionListing | None = None
 
     async def aclose(self) -> None:
         """Close engines and pools the backend opened."""

@@ -58,6 +58,7 @@ from tether.store.database import (
     upsert,
 )
 from tether.store.lease import LeaseLockProvider
+from tether.store.listing import SqlConnectionListing
 from tether.store.paging import Page, check_limit, decode_cursor, paged
 from tether.store.rules import check_entries, name_key, utc_now
 
@@ -611,5 +612,6 @@ def open_sql_stores(
         leases=leases,
         closers=[backend.dispose],
         api_keys=SqlApiKeyStore(backend),
+        listing=SqlConnectionListing(backend),
     )
     return stores, backend

@@ -8,5 +8,6 @@ the "connect your account" flow for its own signed-in users.
 from __future__ import annotations
 
 from tether.web.app import create_app
+from tether.web.embed import embedded_app
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "embedded_app"]

@@ -22,7 +22,8 @@ from tether.hub.servers import ServerSpec
 from tether.hub.tether import ConnectionInfo
 from tether.mcp.render import render_tools
 from tether.mcp.results import ToolResult
-from tether.store.base import AuditEvent, ServerRecord, Toolset
+from tether.store.base import AuditEvent, ConnectionStatus, ServerRecord, Toolset
+from tether.store.listing import ConnectionSummary, listing_of
 from tether.web.oauth import connect_link_url
 from tether.web.security import (
     AdminPrincipal,
@@ -381,17 +382,36 @@ async def delete_credential(
 
 @router.get("/connections", tags=["connections"])
 async def list_connections(
-    tether: TetherDep, who: CurrentPrincipal, server: str | None = None
+    tether: TetherDep,
+    who: CurrentPrincipal,
+    server: str | None = None,
+    status: ConnectionStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ConnectionOut]:
-    """Connections (admins: all; apps: their own users')."""
-    server_id = (await tether.servers.get(server)).id if server else None
-    records = {s.id: s for s in await tether.servers.list()}
-    out = []
-    for conn in await tether.stores.connections.list(server_id):
-        if who.role == "app" and not conn.subject.startswith(f"{who.app}/"):
-            continue
-        if conn.server_id in records:
-            out.append(_conn(ConnectionInfo.of(records[conn.server_id], conn)))
+    """Connections (admins: all; apps: their own users'), a page at a time.
+
+    Ordered by server id and subject; no token is read to build the page.
+    """
+    names = {s.id: s.name for s in await tether.servers.list()}
+    server_ids = [(await tether.servers.get(server)).id] if server else None
+    page = await listing_of(tether.stores).page(
+        server_ids=server_ids,
+        status=status,
+        subject_prefix=None if who.role == "admin" else f"{who.app}/",
+        limit=limit,
+        offset=offset,
+    )
+    return [
+        ConnectionOut(server_name=names.get(c.server_id, ""), **_fields(c))
+        for c in page
+    ]
+
+
+def _fields(summary: ConnectionSummary) -> dict[str, Any]:
+    out = dataclasses.asdict(summary)
+    out["scopes"] = list(summary.scopes)
+    out["required_scopes"] = list(summary.required_scopes)
     return out
 
 

@@ -80,9 +80,16 @@ async def _http(request: Request, exc: StarletteHTTPException) -> Response:
     return response
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, not a Tether error: keep the shape, log the traceback (masked), say no more.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(TetherError("internal error; see the service log"))
+
+
 def error_handlers() -> dict[Any, Handler]:
     """The app's ``exception_handlers`` mapping."""
     return {
+        Exception: _unexpected,
         TetherError: _tether,
         RequestValidationError: _validation,
         StarletteHTTPException: _http,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +70,8 @@ class Metrics:
         """Observe how long a refresh waited for its connection's lease."""
         self.lease_waits.observe(seconds)
 
-    def render(self, connections: Iterable[str]) -> str:
-        """The exposition text; ``connections`` are the statuses of every connection."""
+    def render(self, connections: Mapping[str, int]) -> str:
+        """The exposition text; ``connections`` counts connections by status."""
         lines = [
             "# HELP tether_tool_calls_total Tool calls by outcome.",
             "# TYPE tether_tool_calls_total counter",
@@ -116,7 +116,7 @@ class Metrics:
             "# HELP tether_connections Connections by status (from the store).",
             "# TYPE tether_connections gauge",
         ]
-        for status, n in sorted(Counter(connections).items()):
+        for status, n in sorted(connections.items()):
             lines.append(f"tether_connections{_labels(status=status)} {n}")
         return "\n".join(lines) + "\n"
 

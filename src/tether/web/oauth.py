@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Annotated, Final
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -23,7 +23,7 @@ from tether.errors import CallbackRejected, Forbidden, NotFound
 from tether.web.config import CALLBACK_PATH, METADATA_PATH
 from tether.web.flows import forget_flow, remember_flow
 from tether.web.pages import RETURN_TO, html_errors, render, with_params
-from tether.web.security import TetherDep
+from tether.web.security import TetherDep, check_csrf
 
 __all__ = ["ConnectLinks", "router"]
 
@@ -106,16 +106,42 @@ async def client_metadata(tether: TetherDep) -> Response:
     )
 
 
-@router.get("/connect", dependencies=[Depends(html_errors)], include_in_schema=False)
-async def connect_link(
-    request: Request, tether: TetherDep, token: Annotated[str, Query()]
-) -> Response:
-    """Start an end user's connect from a signed link and send the browser to the AS."""
+def _read_link(request: Request, token: str) -> dict[str, str]:
     link: ConnectLinks = request.app.state.connect_links
     data = link.read(token)
     back = data["back"]
     if back and not request.app.state.web.return_url_allowed(back):
         raise Forbidden("the return URL is not allowed", hint="add it to return_urls")
+    return data
+
+
+@router.get("/connect", dependencies=[Depends(html_errors)], include_in_schema=False)
+async def connect_page(
+    request: Request, tether: TetherDep, token: Annotated[str, Query()]
+) -> Response:
+    """The "connect your account" page: what is connected, for whom; then Continue.
+
+    The connect starts only from this page's form (CSRF-protected), so a link sent by
+    someone else cannot silently attach the visitor's account to another user.
+    """
+    data = _read_link(request, token)
+    server = await tether.servers.get(data["server"])
+    app, _, user = data["user"].rpartition("/")
+    context = {"server": server, "app": app, "user": user, "token": token}
+    context["back"] = data["back"]
+    return render(request, "connect.html", context)
+
+
+@router.post("/connect", dependencies=[Depends(html_errors)], include_in_schema=False)
+async def connect_start(
+    request: Request,
+    tether: TetherDep,
+    token: Annotated[str, Form()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Start the end user's connect and send the browser to the authorization server."""
+    check_csrf(request, csrf)
+    data = _read_link(request, token)
     started = await tether.connect(data["server"], user=data["user"])
     remember_flow(request, started, data["user"], data["back"])
     return RedirectResponse(started.authorization_url, 303)

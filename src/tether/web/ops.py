@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
+from tether.store.listing import listing_of
 from tether.web.metrics import CONTENT_TYPE, Metrics
 from tether.web.security import TetherDep
 
@@ -30,5 +31,5 @@ async def readyz(tether: TetherDep) -> dict[str, str]:
 async def metrics(request: Request, tether: TetherDep) -> Response:
     """Prometheus text exposition."""
     registry: Metrics = request.app.state.metrics
-    statuses = [c.status for c in await tether.stores.connections.list()]
-    return PlainTextResponse(registry.render(statuses), media_type=CONTENT_TYPE)
+    counts = await listing_of(tether.stores).count_by_status()
+    return PlainTextResponse(registry.render(counts), media_type=CONTENT_TYPE)
