@@ -24,6 +24,7 @@ from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
 from tether.hub.connections import Connections, StartedAuthorization, subject_for
 from tether.hub.context import HubConfig, HubContext
 from tether.hub.credentials import CredentialService
+from tether.hub.jobs import Jobs
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.servers import ServerService
 from tether.hub.tools import FAN_OUT, ConnectionTest, ToolRegistry
@@ -148,6 +149,7 @@ class Tether:
         # the tool-call path reads servers through a short-lived cache (hub/cache.py)
         self._tool_servers = ServerCache(self.servers.get, clock)
         self.servers.on_change = self._server_record_changed
+        self.jobs = Jobs(self)  # background jobs; the web service runs them
 
     @classmethod
     async def open(

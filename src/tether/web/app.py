@@ -143,6 +143,14 @@ def create_app(
     return app
 
 
+async def run_jobs(tether: Tether) -> None:
+    """The installation's background jobs (``tether.hub.jobs``).
+
+    Every worker runs them; a lease per job elects the one that does each round.
+    """
+    await tether.jobs.forever()
+
+
 def create_app_from_env() -> FastAPI:
     """Uvicorn's factory for ``tether serve``: each worker reads the settings once."""
-    return create_app(Settings())
+    return create_app(Settings(), background=[run_jobs])
