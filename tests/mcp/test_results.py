@@ -223,6 +223,8 @@ ERROR_CODES: list[tuple[errors.TetherError, str]] = [
     (E.TetherError("x"), "internal"),
     (E.UsageError("x"), "internal"),
     (E.NotFound("x"), "unknown_tool"),
+    (E.Unauthenticated("x"), "internal"),  # web API access, never from a tool call
+    (E.Forbidden("x"), "internal"),
     (E.ValidationFailed("x"), "invalid_arguments"),
     (E.ConfigurationError("x"), "configuration"),
     (E.AuthorizationRequired("x"), "authorization_required"),
