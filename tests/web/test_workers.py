@@ -99,14 +99,20 @@ async def test_a_callback_on_another_worker_completes_the_flow(
             serving(env, port_a, tmp_path / "a.log") as a,
             serving(env, port_b, tmp_path / "b.log") as b,
         ):
-            await _shared_flow(a, b, admin_key, mcp_server)
+            code = await _shared_flow(a, b, admin_key, mcp_server)
             await _browser_flow(a, b, admin_key, app_key, mcp_server)
         assert "tk_" not in (tmp_path / "a.log").read_text()
+        # structured logs: one JSON object a line, the callback's code masked
+        lines = [json.loads(x) for x in (tmp_path / "b.log").read_text().splitlines()]
+        callbacks = [x["msg"] for x in lines if "/oauth/callback" in x["msg"]]
+        assert callbacks
+        assert all("code=********" in m for m in callbacks)
+        assert code not in (tmp_path / "b.log").read_text()
         _cli(env, "apikeys", "revoke", "crm")
         assert "revoked" in _cli(env, "apikeys", "list")
 
 
-async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> None:
+async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> str:
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx2.AsyncClient(headers=headers) as api:
         created = await api.post(
@@ -126,6 +132,7 @@ async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> None:
     async with httpx2.AsyncClient(headers=headers) as api:
         status = await api.get(f"{a}/api/v1/servers/Shared/connection")
         assert status.json()["status"] == "connected"
+    return str(params["code"])
 
 
 async def _browser_flow(a: str, b: str, admin: str, app: str, mcp: MCPServer) -> None:
