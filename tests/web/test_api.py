@@ -49,7 +49,12 @@ async def connect_shared(svc: Service, server_id: str) -> None:
         )
         refused = await browser.get("/oauth/callback", params=bare)
         assert refused.status_code == 400, refused.text
-        link = await browser.get(started["connect_url"])
+        page = await browser.get(started["connect_url"])
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        token = parse_qs(urlsplit(started["connect_url"]).query)["token"][0]
+        link = await browser.post("/connect", data={"token": token, "csrf": csrf[1]})
         assert link.status_code == 303
         params = await follow_authorization(link.headers["location"], CALLBACK, POLICY)
         done = await browser.get("/oauth/callback", params=params)

@@ -122,8 +122,13 @@ async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> str:
         assert created.status_code == 201, created.text
         started = await api.post(f"{a}/api/v1/servers/Shared/connection")
     async with httpx2.AsyncClient() as browser:  # the admin's browser, two workers
-        r = await browser.get(started.json()["connect_url"])
-        assert r.status_code == 303
+        url = started.json()["connect_url"]
+        page = await browser.get(url)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        token = parse_qs(urlsplit(url).query)["token"][0]
+        r = await browser.post(f"{a}/connect", data={"token": token, "csrf": csrf[1]})
+        assert r.status_code == 303, r.text
         params = await follow_authorization(
             r.headers["location"], f"{a}/oauth/callback", POLICY
         )
