@@ -1,15 +1,15 @@
 """The tool registry: MCP sessions per (server, subject), cached tool lists, calls.
 
-* Credentials per auth mode (reference-behaviour §3.2): none; one header credential; OAuth
+* Credentials per auth mode (design-notes R3.2): none; one header credential; OAuth
   through :class:`HubTokenSource`, which the MCP layer's ``BearerAuth`` asks for tokens —
   refreshed 60 s before expiry (RFR-2), once more after a 401 (TOK-10), and recorded as a
   step-up after a 403 ``insufficient_scope`` (SCP-6).
 * Tool lists: all pages of ``tools/list``, cached per (server, subject) with a soft expiry
-  of 1 h (serve stale, refresh in the background) and a hard expiry of 2 h (reference
-  §2.5); invalidated on connect, disconnect, server change and
+  of 1 h (serve stale, refresh in the background) and a hard expiry of 2 h (design-notes
+  R2.5); invalidated on connect, disconnect, server change and
   ``notifications/tools/list_changed``. Every refresh records the server's health.
 * Calls never raise into an agent loop: every failure becomes a model-visible error result
-  with a stable code (design.md §3.7), unless the caller asks for the exception.
+  with a stable code (design-notes D3.7), unless the caller asks for the exception.
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ class ToolRegistry:
     async def list_tools(
         self, server: ServerRecord, subject: str, *, refresh: bool = False
     ) -> list[dict[str, Any]]:
-        """The server's tools, cached (reference §2.5).
+        """The server's tools, cached (design-notes R2.5).
 
         Stale-while-revalidate after 1 h; refetched after 2 h or with ``refresh``.
 

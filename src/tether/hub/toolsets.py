@@ -2,9 +2,9 @@
 
 A toolset names servers, each with an optional allow-list of original tool names
 (``None`` = every tool; an empty list is refused rather than read as "all", unlike the
-reference, §2.3). It yields LLM-ready tool definitions with collision-free,
+design-notes R2.3). It yields LLM-ready tool definitions with collision-free,
 provider-safe names (:mod:`tether.mcp.naming`) and routes a call by exposed name back to
-(server, original name). Export and import refer to servers by name (reference §3.22).
+(server, original name). Export and import refer to servers by name (design-notes R3.22).
 
 Views are computed once per (toolset, user, reserved names) and kept in a
 :class:`~tether.hub.cache.ViewCache` (issue 9): a call routes by a dictionary lookup,
@@ -279,7 +279,7 @@ class ToolsetService:
         }
 
     async def export(self, ref: str) -> dict[str, Any]:
-        """A portable description referring to servers by name (reference §3.22)."""
+        """A portable description referring to servers by name (design-notes R3.22)."""
         toolset = await self.get(ref)
         servers = []
         for entry in toolset.entries:

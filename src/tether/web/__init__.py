@@ -1,4 +1,4 @@
-"""Tether's web service and the router apps mount to embed it (design.md §4).
+"""Tether's web service and the router apps mount to embed it (design-notes D4).
 
 ``create_app(settings)`` builds the service; :func:`embedded_app` is what a host
 FastAPI/Starlette app mounts to get the OAuth callback, the client metadata document and

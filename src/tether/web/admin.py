@@ -1,4 +1,4 @@
-"""Admin pages, server-rendered (design.md §4; reference-behaviour §3.19).
+"""Admin pages, server-rendered (design-notes D4; R3.19).
 
 Every page needs the admin session (sign-in with an admin API key); every form carries
 the session's CSRF token, checked before anything else. Endpoints parse the form, call

@@ -1,4 +1,4 @@
-"""The JSON API under ``/api/v1`` (design.md §4; reference-behaviour §3.18).
+"""The JSON API under ``/api/v1`` (design-notes D4; R3.18).
 
 Each endpoint parses, calls one hub function and renders; errors reach the client
 through the app's one exception mapping (``web/errors.py``). Admin keys may do

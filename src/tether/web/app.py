@@ -1,4 +1,4 @@
-"""The web service's app factory (design.md §4; style.md example 12).
+"""The web service's app factory (design-notes D4; S12).
 
 ``create_app(settings)`` reads the settings once and returns a FastAPI app; nothing
 happens at import. The lifespan builds the :class:`~tether.hub.tether.Tether` (unless one

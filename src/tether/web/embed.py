@@ -1,4 +1,4 @@
-"""What a host web app mounts to embed Tether (design.md §4).
+"""What a host web app mounts to embed Tether (design-notes D4).
 
 :func:`embedded_app` returns a small ASGI (FastAPI) app with the browser-facing routes
 an app embedding Tether needs, for *its own* signed-in users:

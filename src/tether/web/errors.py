@@ -1,4 +1,4 @@
-"""One mapping from Tether's errors to HTTP responses (style.md example 12).
+"""One mapping from Tether's errors to HTTP responses (design-notes S12).
 
 Every :class:`~tether.errors.TetherError` becomes ``{"error": {...}}`` with the status
 :func:`tether.errors.http_status` maps and the error's stable ``code``. Request validation

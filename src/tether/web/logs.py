@@ -1,4 +1,4 @@
-"""Structured JSON logs with secrets masked (style.md example 13).
+"""Structured JSON logs with secrets masked (design-notes S13).
 
 One JSON object a line: ``ts``, ``level``, ``logger``, ``msg`` and any ``extra`` fields.
 Before a line is written, anything that looks like a credential is replaced by a mask:

@@ -4,7 +4,7 @@ These are the callback, the client ID metadata document, and the end-user "conne
 your account" link.
 
 The callback may land on any worker: the pending authorization is in the store, taken
-once by ``state`` (style.md example 9). Which user the callback belongs to comes from the
+once by ``state`` (design-notes S9). Which user the callback belongs to comes from the
 browser's signed session, written when that same browser started the flow; so a callback
 replayed in another browser is refused (CB-3, login CSRF).
 """
