@@ -13,7 +13,7 @@ import json
 import random
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz.strategies import NASTY_TEXT, json_values, scalars, texts
@@ -183,6 +183,9 @@ def test_rendering_never_fails_for_the_toolset(
     assert len(rendered.tools) + len(rendered.excluded) == len(tools)
 
 
+# Each example builds thousands of levels; depth is the only dimension, so a hundred
+# examples cover it in every profile.
+@settings(max_examples=100)
 @given(
     st.integers(1_000, 10_000),
     st.sampled_from(["properties", "items", "additionalProperties", "not"]),
