@@ -37,6 +37,13 @@ from tether.oauth.discovery import (
     protected_resource_discovery,
     protected_resource_metadata_urls,
 )
+from tether.oauth.dpop import (
+    dpop_proof,
+    dpop_wanted,
+    generate_key,
+    nonce_challenge,
+    token_nonce_error,
+)
 from tether.oauth.models import (
     check_authorization_server_metadata,
     parse_authorization_server_metadata,
@@ -353,3 +360,35 @@ def test_authorization_server_discovery(
         answers,
     )
     drive(legacy_authorization_server_discovery("https://mcp.example.com/mcp"), answers)
+
+
+# --------------------------------------------------------------------- DPoP
+
+KEY = generate_key()
+
+
+@given(
+    st.lists(HEADERS, max_size=3),
+    st.one_of(st.none(), texts),
+    st.one_of(json_values(), st.just({"error": "use_dpop_nonce"})),
+    st.one_of(json_values(), st.lists(texts, max_size=3)),
+    st.sampled_from(["never", "auto", "always"]),
+)
+def test_dpop_nonces_and_algorithms(
+    challenges: list[str], nonce: str | None, members: Any, algs: Any, mode: Any
+) -> None:
+    with contextlib.suppress(TetherError):
+        dpop_wanted(mode, algs, issuer="https://as.example")
+    found = [nonce_challenge(challenges, nonce)]
+    with contextlib.suppress(TetherError):
+        found.append(token_nonce_error(members, nonce, url="https://as.example/t"))
+    for value in found:
+        if value is not None:  # the nonce goes into a signed proof, as received
+            dpop_proof(
+                KEY,
+                method="POST",
+                url="https://as.example/t",
+                now=NOW,
+                jti=b"\x00" * 16,
+                nonce=value,
+            )
