@@ -26,6 +26,7 @@ from tether.errors import (
     RequestTimeout,
     ResponseTooLarge,
     TetherError,
+    UsageError,
 )
 from tether.hub.audit import Auditor
 from tether.hub.clock import SystemRandom
@@ -33,7 +34,7 @@ from tether.hub.connections import Connections
 from tether.hub.context import HubConfig, HubContext
 from tether.mcp.auth import AccessToken, BearerAuth
 from tether.mcp.session import MCPSession
-from tether.net.client import guarded_client
+from tether.net.client import guarded_client, mapped_errors
 from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge
@@ -307,3 +308,25 @@ async def test_401_loop_ends_in_authorization_required() -> None:
                 async with session:
                     await session.list_tools()
     assert source.rejections == [401]  # one refresh and one retry, then it stops
+
+
+# --------------------------------------------------------------------- our own token
+
+
+@pytest.mark.parametrize("token", ["sekrit\r\nX-Evil: 1", "sekrit\n", "sekrit\x00"])
+async def test_a_header_with_a_line_break_is_refused_without_echoing_it(
+    peer: LoopbackServer, token: str
+) -> None:
+    http = guarded_client(POLICY, timeout=5, follow_redirects=False)
+    async with http:
+        with (
+            mapped_errors(server="srv", step="mcp"),
+            pytest.raises(UsageError) as caught,
+        ):
+            await http.get(
+                f"http://{peer.origin}/ok", headers={"Authorization": f"Bearer {token}"}
+            )
+    shown = str(caught.value) + json.dumps(caught.value.to_dict())
+    assert "sekrit" not in shown
+    assert "value not shown" in shown
+    assert not peer.requests  # nothing left the client
