@@ -9,6 +9,7 @@ parameters.
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from fuzz.strategies import (
     scalars,
     texts,
 )
-from tether.errors import TetherError
+from tether.errors import TetherError, clean_text
 from tether.oauth._wire import load_json
 from tether.oauth.callback import callback_state, validate_callback
 from tether.oauth.challenge import bearer_challenge, parse_www_authenticate
@@ -392,3 +393,23 @@ def test_dpop_nonces_and_algorithms(
                 jti=b"\x00" * 16,
                 nonce=value,
             )
+
+
+# --------------------------------------------------------------------- remote text
+
+
+@given(
+    st.one_of(texts, st.lists(st.sampled_from(NASTY_TEXT), max_size=20).map("".join)),
+    st.integers(1, 600),
+    st.booleans(),
+)
+def test_clean_text_leaves_nothing_a_terminal_acts_on(
+    text: str, limit: int, keep_newlines: bool
+) -> None:
+    cleaned = clean_text(text, limit=limit, keep_newlines=keep_newlines)
+    assert len(cleaned) <= limit
+    allowed = "\n\t" if keep_newlines else ""
+    assert all(unicodedata.category(c) not in ("Cc",) or c in allowed for c in cleaned)
+    assert not any(
+        0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in cleaned
+    )
