@@ -9,6 +9,7 @@ parameters.
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from fuzz.strategies import (
     scalars,
     texts,
 )
-from tether.errors import TetherError
+from tether.errors import TetherError, clean_text
 from tether.oauth._wire import load_json
 from tether.oauth.callback import callback_state, validate_callback
 from tether.oauth.challenge import bearer_challenge, parse_www_authenticate
@@ -36,6 +37,13 @@ from tether.oauth.discovery import (
     legacy_authorization_server_discovery,
     protected_resource_discovery,
     protected_resource_metadata_urls,
+)
+from tether.oauth.dpop import (
+    dpop_proof,
+    dpop_wanted,
+    generate_key,
+    nonce_challenge,
+    token_nonce_error,
 )
 from tether.oauth.models import (
     check_authorization_server_metadata,
@@ -353,3 +361,55 @@ def test_authorization_server_discovery(
         answers,
     )
     drive(legacy_authorization_server_discovery("https://mcp.example.com/mcp"), answers)
+
+
+# --------------------------------------------------------------------- DPoP
+
+KEY = generate_key()
+
+
+@given(
+    st.lists(HEADERS, max_size=3),
+    st.one_of(st.none(), texts),
+    st.one_of(json_values(), st.just({"error": "use_dpop_nonce"})),
+    st.one_of(json_values(), st.lists(texts, max_size=3)),
+    st.sampled_from(["never", "auto", "always"]),
+)
+def test_dpop_nonces_and_algorithms(
+    challenges: list[str], nonce: str | None, members: Any, algs: Any, mode: Any
+) -> None:
+    with contextlib.suppress(TetherError):
+        dpop_wanted(mode, algs, issuer="https://as.example")
+    found = [nonce_challenge(challenges, nonce)]
+    with contextlib.suppress(TetherError):
+        found.append(token_nonce_error(members, nonce, url="https://as.example/t"))
+    for value in found:
+        if value is not None:  # the nonce goes into a signed proof, as received
+            dpop_proof(
+                KEY,
+                method="POST",
+                url="https://as.example/t",
+                now=NOW,
+                jti=b"\x00" * 16,
+                nonce=value,
+            )
+
+
+# --------------------------------------------------------------------- remote text
+
+
+@given(
+    st.one_of(texts, st.lists(st.sampled_from(NASTY_TEXT), max_size=20).map("".join)),
+    st.integers(1, 600),
+    st.booleans(),
+)
+def test_clean_text_leaves_nothing_a_terminal_acts_on(
+    text: str, limit: int, keep_newlines: bool
+) -> None:
+    cleaned = clean_text(text, limit=limit, keep_newlines=keep_newlines)
+    assert len(cleaned) <= limit
+    allowed = "\n\t" if keep_newlines else ""
+    assert all(unicodedata.category(c) not in ("Cc",) or c in allowed for c in cleaned)
+    assert not any(
+        0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in cleaned
+    )

@@ -44,7 +44,12 @@ from typing import Any, Final
 
 import yaml
 
-from tether.errors import InvalidResponse, SkillVerificationFailed, UsageError
+from tether.errors import (
+    InvalidResponse,
+    SkillVerificationFailed,
+    UsageError,
+    clean_text,
+)
 
 __all__ = [
     "EXTENSION",
@@ -355,7 +360,10 @@ def parse_frontmatter(text: str) -> tuple[dict[str, Any], str]:
         _check_yaml_shape(block)
         data = yaml.safe_load(block)
     except yaml.YAMLError as exc:
-        raise ValueError(f"the frontmatter is not valid YAML: {exc}") from None
+        # PyYAML quotes the offending line: remote text, so cleaned and bounded.
+        raise ValueError(
+            f"the frontmatter is not valid YAML: {clean_text(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError("the frontmatter is not a YAML mapping")
     as_json = json.loads(json.dumps(_json_keys(data), default=_scalar))
