@@ -159,13 +159,6 @@ HOSTILE_TOKEN_ANSWERS = [
     ),
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, InvalidResponse, "nested deeper"),
     (b"<html>oops</html>", InvalidResponse, "HTML"),
-    (
-        token_body(
-            ok=False, error="invalid_refresh_token", error_description="\x1b[2Jgone"
-        ),
-        OAuthError,
-        "invalid_refresh_token",
-    ),
 ]
 
 
@@ -183,6 +176,26 @@ async def test_hostile_refresh_answer_keeps_the_grant(
     assert conn is not None
     assert conn.access_token == SecretStr("at-1")
     assert conn.refresh_token == SecretStr("rt-1")
+
+
+async def test_a_refresh_refused_inside_http_200_kills_the_grant_cleanly() -> None:
+    """Slack's ``200 {"ok": false, "error": …}`` is an OAuth error: the grant is dead
+    (issue 7 item 5), and the provider's escape sequences never reach the error."""
+    body = token_body(
+        ok=False, error="invalid_refresh_token", error_description="\x1b[2Jgone"
+    )
+    connections, stores, server = await setup([response(200, body)])
+    with pytest.raises(AuthorizationRequired, match="invalid_refresh_token") as caught:
+        await connections.refresh(server, "shared", force=True)
+    text = str(caught.value) + json.dumps(caught.value.to_dict(), default=str)
+    assert "\x1b" not in text
+    assert isinstance(caught.value.__cause__, OAuthError)
+    conn = await stores.connections.get("s1", "shared")
+    assert conn is not None
+    assert conn.status == "needs_reauth"
+    assert conn.refresh_token is None
+    assert conn.last_error is not None
+    assert "\x1b" not in conn.last_error
 
 
 @pytest.mark.parametrize(
