@@ -426,6 +426,14 @@ def test_ssrf9_port_entries_in_url_and_address_checks() -> None:
     with pytest.raises(BlockedDestination) as caught:
         policy.check_url("https://10.0.0.5:8444/mcp")
     assert caught.value.details["port"] == 8444
+    assert caught.value.hint == "the allowlist opens this destination on port 8443 only"
+    with pytest.raises(BlockedDestination) as caught:
+        policy.check_addresses("dev.local", ["10.1.1.1"], scheme="https", port=9)
+    assert caught.value.hint == "the allowlist opens this destination on port 8000 only"
+    with pytest.raises(BlockedDestination) as caught:
+        policy.check_url("https://10.0.0.6:8443/mcp")
+    assert caught.value.hint is not None
+    assert "add its host or network to the allowlist" in caught.value.hint
     assert policy.check_addresses("dev.local", ["127.0.0.1"], scheme="http", port=8000)
     with pytest.raises(BlockedDestination, match="loopback"):
         policy.check_addresses("other.local", ["127.0.0.1"], scheme="http", port=80)

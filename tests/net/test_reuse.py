@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from peers.fixture import MCPServer
 from tether.errors import BlockedDestination, ResponseTooLarge
 from tether.net import NetworkPolicy, guarded_client
-from tether.net.transport import DRAIN_BYTES, DRAIN_SECONDS
+from tether.net.transport import DRAIN_BYTES, DRAIN_SECONDS, GuardedTransport
 
 from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
 
@@ -291,7 +291,15 @@ async def test_a_burst_of_callers_leaves_its_connections_for_the_next_burst() ->
         await exchange.send(200, [("Content-Type", "text/plain")], b"ok")
 
     async with LoopbackServer("127.0.0.1", {"/held": held}, keep_alive=True) as server:
-        async with client(FakeDNS(DNS_TABLE), timeout=60) as http:
+        # the transport's defaults, but idle connections kept long enough for a
+        # loaded machine to start the second burst
+        transport = GuardedTransport(
+            NetworkPolicy.from_allowlist(["mcp.test"]),
+            ssl_context=ssl.create_default_context(),
+            resolver=FakeDNS(DNS_TABLE),
+            keepalive_expiry=3600,
+        )
+        async with httpx2.AsyncClient(transport=transport, timeout=60) as http:
             url = f"http://mcp.test:{server.port}/held"
             for _ in range(2):
                 all_in.clear()

@@ -10,7 +10,9 @@ pooled per network profile so TLS connections are reused across steps.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ from tether.net.client import (
     mapped_errors,
 )
 from tether.net.policy import NetworkPolicy
+from tether.net.transport import GuardedTransport
 
 __all__ = ["Fetcher", "HttpResponse", "NetworkProfile"]
 
@@ -88,6 +91,14 @@ class Fetcher:
         max_body: Response size cap in bytes.
         ca_bundle: The installation's CA bundle (PEM), trusted instead of the system's
             for every server without one of its own.
+        idle_seconds: A pooled client that started no request for this long and has
+            none in flight has its connections closed (it stays usable; its next
+            request reconnects). Checked on the fetcher's own requests.
+        clock: Monotonic seconds; injectable for tests.
+
+    Clients are pooled per network profile — the policy, CA bundle and timeout a server
+    is reached with — and shared by every subject of every server with that profile;
+    nothing in them belongs to a subject (no cookies, no default credentials).
 
     Raises:
         ConfigurationError: The CA bundle cannot be loaded.
@@ -101,6 +112,8 @@ class Fetcher:
         user_agent: str = "Tether",
         max_body: int = DEFAULT_MAX_BODY,
         ca_bundle: str | None = None,
+        idle_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ca_bundle is not None:
             make_ssl_context(ca_bundle)  # a bad bundle fails now, not at first use
@@ -110,6 +123,12 @@ class Fetcher:
         self._max_body = max_body
         self._ca_bundle = ca_bundle
         self._clients: dict[NetworkProfile, httpx2.AsyncClient] = {}
+        self._transports: dict[NetworkProfile, GuardedTransport] = {}
+        self._idle_seconds = idle_seconds
+        self._clock = clock
+        #: per profile: the transport's request count when last seen moving, and when
+        self._marks: dict[NetworkProfile, tuple[int, float]] = {}
+        self._next_sweep = clock() + idle_seconds / 2
 
     @property
     def policy(self) -> NetworkPolicy:
@@ -144,7 +163,35 @@ class Fetcher:
                 headers={"User-Agent": self._user_agent},
             )
             self._clients[profile] = client
+            transport = client._transport  # guarded_client built it
+            if isinstance(transport, GuardedTransport):
+                self._transports[profile] = transport
         return client
+
+    async def close_idle(self) -> int:
+        """Close the connections of pooled clients idle for ``idle_seconds``.
+
+        Runs at most every half ``idle_seconds``; :meth:`request` calls it. A client is
+        idle when it started no request since the previous look and has none in flight
+        (an open MCP stream keeps it busy).
+
+        Returns:
+            How many clients had their connections closed.
+        """
+        now = self._clock()
+        if now < self._next_sweep:
+            return 0
+        self._next_sweep = now + self._idle_seconds / 2
+        closed = 0
+        for profile, transport in list(self._transports.items()):
+            started, since = self._marks.get(profile, (-1, now))
+            if transport.started != started or transport.open:
+                self._marks[profile] = (transport.started, now)
+            elif now - since >= self._idle_seconds and await transport.close_idle():
+                # nothing left to close until it is used again
+                self._marks[profile] = (transport.started, math.inf)
+                closed += 1
+        return closed
 
     async def request(
         self,
@@ -186,6 +233,7 @@ class Fetcher:
         elif json_body is not None:
             content = json.dumps(json_body).encode("utf-8")
             send_headers.setdefault("Content-Type", "application/json")
+        await self.close_idle()
         client = self.client(profile)
         with mapped_errors(server=server, step=step):
             async with deadline(profile.timeout, server=server, step=step):
@@ -228,5 +276,6 @@ class Fetcher:
     async def aclose(self) -> None:
         """Close every pooled client."""
         clients, self._clients = list(self._clients.values()), {}
+        self._transports, self._marks = {}, {}
         for client in clients:
             await client.aclose()

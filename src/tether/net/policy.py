@@ -574,7 +574,13 @@ class NetworkPolicy:
             reason = refusal_reason(address)
             allowlisted = self.is_allowlisted(host, address, port)
             if reason is not None and (_never_allowed(address) or not allowlisted):
-                raise self._refuse(host, reason, address=address, port=port)
+                raise self._refuse(
+                    host,
+                    reason,
+                    address=address,
+                    port=port,
+                    hint=self._port_hint(host, address) or _HINT,
+                )
             if self._needs_https(scheme) and not (
                 allowlisted and _is_loopback(address)
             ):
@@ -596,6 +602,16 @@ class NetworkPolicy:
             *(net for net, p in self.allow_network_ports if p == port),
         ]
         return any(net.overlaps(_LOOPBACK[net.version]) for net in networks)
+
+    def _port_hint(self, host: str, address: Address) -> str | None:
+        """Name the ports an entry opens when it covers the address on other ports."""
+        ports = {p for name, p in self.allow_host_ports if name == normalise_host(host)}
+        ports.update(p for _, p in self.allow_network_ports)
+        ports = {p for p in ports if self.is_allowlisted(host, address, p)}
+        if not ports:
+            return None
+        listed = ", ".join(str(p) for p in sorted(ports))
+        return f"the allowlist opens this destination on port {listed} only"
 
     def _needs_https(self, scheme: str) -> bool:
         return self.require_https and scheme != "https"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import ssl
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -314,6 +314,7 @@ class CappedStream(httpx2.AsyncByteStream):
         limit: Maximum bytes (per event for SSE); ``None`` for no cap.
         per_event: Count bytes since the last SSE event boundary.
         inflater: Inflates a compressed body (see :func:`content_coding`).
+        on_close: Called once when the body is closed.
     """
 
     def __init__(
@@ -324,12 +325,14 @@ class CappedStream(httpx2.AsyncByteStream):
         limit: int | None,
         per_event: bool = False,
         inflater: Inflater | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._inner = inner
         self._host = host
         self._limit = limit
         self._per_event = per_event
         self._inflater = inflater
+        self._on_close = on_close
         self._chunks: AsyncIterator[bytes] | None = None
         self._counted = 0
         self._tail = b""
@@ -429,10 +432,15 @@ class CappedStream(httpx2.AsyncByteStream):
             await self._drain()
         finally:
             self._finished = True
-            aclose = getattr(self._inner, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            on_close, self._on_close = self._on_close, None
+            try:
+                aclose = getattr(self._inner, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            finally:
+                if on_close is not None:
+                    on_close()
 
 
 #: Origins whose URL check passed, remembered per transport (see ``_check_url``).
@@ -487,6 +495,9 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         self._policy = policy
         self._max_body = max_body
         self._passed: set[tuple[bytes, bytes, int | None, bytes]] = set()
+        #: Requests started, and requests whose response is not closed yet.
+        self.started = 0
+        self.open = 0
         self._pools = {
             scheme: httpcore2.AsyncConnectionPool(
                 ssl_context=ssl_context,
@@ -535,13 +546,20 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             content=request.stream,
             extensions={k: v for k, v in request.extensions.items() if k != HOP_SCHEME},
         )
-        with map_httpcore_errors(host):
-            response = await self._pools[url.scheme].handle_async_request(core_request)
-        headers = response.headers
+        self.started += 1
+        self.open += 1
         try:
-            coding = content_coding(host, headers)
-        except NetworkError:
-            await response.aclose()
+            with map_httpcore_errors(host):
+                pool = self._pools[url.scheme]
+                response = await pool.handle_async_request(core_request)
+            headers = response.headers
+            try:
+                coding = content_coding(host, headers)
+            except NetworkError:
+                await response.aclose()
+                raise
+        except BaseException:
+            self.open -= 1
             raise
         if coding is not None:  # inflated below, so httpx2 must not inflate it again
             headers = [
@@ -555,6 +573,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             limit=self._max_body,
             per_event=_is_event_stream(headers),
             inflater=None if coding is None else Inflater(coding, host),
+            on_close=self._closed_one,
         )
         return httpx2.Response(
             status_code=response.status,
@@ -578,6 +597,24 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         if len(self._passed) >= _PASSED_MAX:
             self._passed.clear()
         self._passed.add(key)
+
+    def _closed_one(self) -> None:
+        self.open -= 1
+
+    async def close_idle(self) -> bool:
+        """Close every pooled connection if no request is in flight; stay usable.
+
+        A later request simply opens a new connection. Nothing is closed while any
+        response (an MCP GET stream, say) is still open.
+
+        Returns:
+            Whether the connections were closed.
+        """
+        for pool in self._pools.values():
+            if self.open:
+                return False
+            await pool.aclose()  # takes its connections before its first await
+        return True
 
     async def aclose(self) -> None:
         """Close both connection pools."""
