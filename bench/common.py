@@ -176,6 +176,7 @@ def write(name: str, report: dict[str, Any]) -> None:
     )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}-{datetime.now(UTC):%Y-%m-%dT%H%M}.json"
+    label = "-before" if os.environ.get("TETHER_SRC") else ""
+    path = out_dir / f"{name}{label}-{datetime.now(UTC):%Y-%m-%dT%H%M%S}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
