@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
+from hub.fakes import seed_grant
 from net.loopback import Exchange, LoopbackServer
 from tether.errors import (
     AuthorizationRequired,
@@ -39,9 +40,7 @@ from tether.net.fetch import Fetcher
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge
 from tether.store.base import (
-    ClientRegistration,
     Connection,
-    DiscoveryRecord,
     ServerRecord,
     Stores,
 )
@@ -131,7 +130,8 @@ async def peer() -> AsyncIterator[LoopbackServer]:
 
 async def grant(stores: Stores, token_endpoint: str) -> ServerRecord:
     issuer = token_endpoint.rsplit("/", 1)[0]
-    server = await stores.servers.add(
+    return await seed_grant(
+        stores,
         ServerRecord(
             id="s1",
             name="srv",
@@ -139,36 +139,7 @@ async def grant(stores: Stores, token_endpoint: str) -> ServerRecord:
             auth_mode="oauth",
             timeout_seconds=DEADLINE,
             allow_networks=LOOPBACK,
-        )
-    )
-    await stores.discovery.put(
-        DiscoveryRecord(
-            server_id="s1",
-            resource="http://127.0.0.1:9/mcp",
-            resource_metadata_url=None,
-            authorization_servers=(issuer,),
-            scopes_supported=(),
-            issuer=issuer,
-            as_metadata_url=issuer,
-            as_metadata={
-                "issuer": issuer,
-                "authorization_endpoint": f"{issuer}/a",
-                "token_endpoint": token_endpoint,
-                "code_challenge_methods_supported": ["S256"],
-            },
-            fetched_at=NOW,
-        )
-    )
-    await stores.registrations.put(
-        ClientRegistration(
-            server_id="s1",
-            issuer=issuer,
-            client_id="c1",
-            source="manual",
-            auth_method="none",
-        )
-    )
-    await stores.connections.save(
+        ),
         Connection(
             server_id="s1",
             subject="shared",
@@ -179,9 +150,9 @@ async def grant(stores: Stores, token_endpoint: str) -> ServerRecord:
             issuer=issuer,
             client_id="c1",
         ),
-        expected_version=0,
+        endpoints={"token_endpoint": token_endpoint},
+        fetched_at=NOW,
     )
-    return server
 
 
 async def refresh_against(

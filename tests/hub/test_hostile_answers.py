@@ -17,22 +17,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from hub.fakes import FakeFetcher, Sent
+from hub.fakes import FakeFetcher, Sent, hub_context, seed_grant
 from tether.errors import (
     AuthorizationRequired,
     InvalidResponse,
     OAuthError,
     TetherError,
 )
-from tether.hub.audit import Auditor
-from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
-from tether.hub.context import HubConfig, HubContext
 from tether.net.fetch import HttpResponse
 from tether.store.base import (
-    ClientRegistration,
     Connection,
-    DiscoveryRecord,
     ServerRecord,
     Stores,
 )
@@ -79,40 +74,11 @@ def token_body(**members: object) -> bytes:
 
 async def setup(script: list[HttpResponse]) -> tuple[Connections, Stores, ServerRecord]:
     stores, _ = open_memory_stores(KeyRing.generate(), now=Clock().now)
-    server = await stores.servers.add(
+    server = await seed_grant(
+        stores,
         ServerRecord(
             id="s1", name="srv", url="https://mcp.example/mcp", auth_mode="oauth"
-        )
-    )
-    await stores.discovery.put(
-        DiscoveryRecord(
-            server_id="s1",
-            resource="https://mcp.example/mcp",
-            resource_metadata_url=None,
-            authorization_servers=(ISSUER,),
-            scopes_supported=(),
-            issuer=ISSUER,
-            as_metadata_url=ISSUER,
-            as_metadata={
-                "issuer": ISSUER,
-                "authorization_endpoint": f"{ISSUER}/a",
-                "token_endpoint": TOKEN,
-                "revocation_endpoint": REVOKE,
-                "code_challenge_methods_supported": ["S256"],
-            },
-            fetched_at=NOW,
-        )
-    )
-    await stores.registrations.put(
-        ClientRegistration(
-            server_id="s1",
-            issuer=ISSUER,
-            client_id="c1",
-            source="manual",
-            auth_method="none",
-        )
-    )
-    await stores.connections.save(
+        ),
         Connection(
             server_id="s1",
             subject="shared",
@@ -123,16 +89,10 @@ async def setup(script: list[HttpResponse]) -> tuple[Connections, Stores, Server
             issuer=ISSUER,
             client_id="c1",
         ),
-        expected_version=0,
+        endpoints={"token_endpoint": TOKEN, "revocation_endpoint": REVOKE},
+        fetched_at=NOW,
     )
-    ctx = HubContext(
-        stores=stores,
-        clock=Clock(),
-        random=SystemRandom(),
-        fetcher=ScriptedFetcher(script),
-        auditor=Auditor(stores.audit, Clock()),
-        config=HubConfig(redirect_uri="https://tether.example/cb"),
-    )
+    ctx = hub_context(stores, ScriptedFetcher(script), Clock())
     return Connections(ctx), stores, server
 
 

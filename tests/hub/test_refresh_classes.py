@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from hub.fakes import FakeFetcher, Sent
+from hub.fakes import FakeFetcher, Sent, hub_context, seed_grant
 from tether.errors import (
     AuthorizationRequired,
     NetworkError,
@@ -25,18 +25,13 @@ from tether.errors import (
     RemoteError,
     StepUpRequired,
 )
-from tether.hub.audit import Auditor
-from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
-from tether.hub.context import HubConfig, HubContext
 from tether.hub.tools import HubTokenSource
 from tether.mcp.auth import AccessToken
-from tether.net.fetch import HttpResponse, NetworkProfile
+from tether.net.fetch import HttpResponse
 from tether.oauth.challenge import BearerChallenge
 from tether.store.base import (
-    ClientRegistration,
     Connection,
-    DiscoveryRecord,
     RegistrationSource,
     ServerRecord,
     Stores,
@@ -74,31 +69,6 @@ class ScriptedAS(FakeFetcher):
             raise answer
         return answer
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        profile: NetworkProfile,
-        server: str | None,
-        step: str,
-        headers: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> HttpResponse:
-        if self.before is not None:
-            await self.before()
-        return await super().request(
-            method,
-            url,
-            profile=profile,
-            server=server,
-            step=step,
-            headers=headers,
-            form=form,
-            json_body=json_body,
-        )
-
 
 def answer(status: int, body: Mapping[str, Any], **headers: str) -> HttpResponse:
     values = {k.replace("_", "-"): [v] for k, v in headers.items()}
@@ -128,49 +98,16 @@ class World:
         )[0]
         self.fetcher = fetcher
         self.source = source
-        self.ctx = HubContext(
-            stores=self.stores,
-            clock=self.clock,
-            random=SystemRandom(),
-            fetcher=fetcher,
-            auditor=Auditor(self.stores.audit, self.clock),
-            config=HubConfig(redirect_uri="https://tether.example/cb"),
-        )
+        self.ctx = hub_context(self.stores, fetcher, self.clock)
         self.conns = Connections(self.ctx)
         self.server = ServerRecord(
             id="s1", name="srv", url="https://mcp.example/mcp", auth_mode="oauth"
         )
 
     async def setup(self) -> World:
-        await self.stores.servers.add(self.server)
-        await self.stores.discovery.put(
-            DiscoveryRecord(
-                server_id="s1",
-                resource="https://mcp.example/mcp",
-                resource_metadata_url=None,
-                authorization_servers=(ISSUER,),
-                scopes_supported=(),
-                issuer=ISSUER,
-                as_metadata_url=ISSUER,
-                as_metadata={
-                    "issuer": ISSUER,
-                    "authorization_endpoint": f"{ISSUER}/a",
-                    "token_endpoint": TOKEN,
-                    "code_challenge_methods_supported": ["S256"],
-                },
-                fetched_at=T0,
-            )
-        )
-        await self.stores.registrations.put(
-            ClientRegistration(
-                server_id="s1",
-                issuer=ISSUER,
-                client_id="c1",
-                source=self.source,
-                auth_method="none",
-            )
-        )
-        await self.stores.connections.save(
+        await seed_grant(
+            self.stores,
+            self.server,
             Connection(
                 server_id="s1",
                 subject="shared",
@@ -183,7 +120,9 @@ class World:
                 issuer=ISSUER,
                 client_id="c1",
             ),
-            expected_version=0,
+            endpoints={"token_endpoint": TOKEN},
+            fetched_at=T0,
+            source=self.source,
         )
         return self
 

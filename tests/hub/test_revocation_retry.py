@@ -12,17 +12,12 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from hub.fakes import FakeFetcher, Sent
+from hub.fakes import FakeFetcher, Sent, hub_context, seed_grant
 from tether.errors import NetworkError
-from tether.hub.audit import Auditor
-from tether.hub.clock import SystemRandom
 from tether.hub.connections import Connections
-from tether.hub.context import HubConfig, HubContext
 from tether.net.fetch import HttpResponse
 from tether.store.base import (
-    ClientRegistration,
     Connection,
-    DiscoveryRecord,
     ServerRecord,
     Stores,
 )
@@ -64,40 +59,11 @@ def response(status: int, body: bytes = b"", **headers: str) -> HttpResponse:
 
 
 async def connected(stores: Stores) -> ServerRecord:
-    server = await stores.servers.add(
+    return await seed_grant(
+        stores,
         ServerRecord(
             id="s1", name="srv", url="https://mcp.example/mcp", auth_mode="oauth"
-        )
-    )
-    await stores.discovery.put(
-        DiscoveryRecord(
-            server_id="s1",
-            resource="https://mcp.example/mcp",
-            resource_metadata_url=None,
-            authorization_servers=(ISSUER,),
-            scopes_supported=(),
-            issuer=ISSUER,
-            as_metadata_url=ISSUER,
-            as_metadata={
-                "issuer": ISSUER,
-                "authorization_endpoint": f"{ISSUER}/a",
-                "token_endpoint": f"{ISSUER}/t",
-                "revocation_endpoint": REVOKE,
-                "code_challenge_methods_supported": ["S256"],
-            },
-            fetched_at=NOW,
-        )
-    )
-    await stores.registrations.put(
-        ClientRegistration(
-            server_id="s1",
-            issuer=ISSUER,
-            client_id="c1",
-            source="manual",
-            auth_method="none",
-        )
-    )
-    await stores.connections.save(
+        ),
         Connection(
             server_id="s1",
             subject="shared",
@@ -107,9 +73,9 @@ async def connected(stores: Stores) -> ServerRecord:
             issuer=ISSUER,
             client_id="c1",
         ),
-        expected_version=0,
+        endpoints={"token_endpoint": f"{ISSUER}/t", "revocation_endpoint": REVOKE},
+        fetched_at=NOW,
     )
-    return server
 
 
 async def disconnect(
@@ -118,14 +84,7 @@ async def disconnect(
     stores, _ = open_memory_stores(KeyRing.generate(), now=Clock().now)
     server = await connected(stores)
     fetcher = ScriptedFetcher(script)
-    ctx = HubContext(
-        stores=stores,
-        clock=Clock(),
-        random=SystemRandom(),
-        fetcher=fetcher,
-        auditor=Auditor(stores.audit, Clock()),
-        config=HubConfig(redirect_uri="https://tether.example/cb"),
-    )
+    ctx = hub_context(stores, fetcher, Clock())
     outcomes = await Connections(ctx).disconnect(server, "shared", actor="admin")
     return outcomes, await stores.connections.get("s1", "shared"), fetcher
 

@@ -40,6 +40,7 @@ from tether.hub.discovery import Discoverer, as_metadata
 from tether.hub.dpop import check_token_type, connection_key, grant_key, post_token
 from tether.hub.flight import SingleFlight
 from tether.hub.grants import (
+    TRANSIENT_OAUTH,
     GrantWriter,
     cleared_change,
     dead_grant_change,
@@ -986,9 +987,6 @@ class Connections:
         await self._ctx.stores.tools.delete(server.id)
 
 
-_TRANSIENT_OAUTH = frozenset({"server_error", "temporarily_unavailable"})
-
-
 def _retryable(exc: TetherError) -> bool:
     """True for a transient failure.
 
@@ -997,7 +995,7 @@ def _retryable(exc: TetherError) -> bool:
     """
     if isinstance(exc, NetworkError):
         return True
-    if isinstance(exc, OAuthError) and exc.error in _TRANSIENT_OAUTH:
+    if isinstance(exc, OAuthError) and exc.error in TRANSIENT_OAUTH:
         return True
     status = exc.details.get("status")
     return isinstance(status, int) and (status >= 500 or status == 429)

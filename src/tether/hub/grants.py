@@ -32,6 +32,7 @@ from tether.hub.status import Event, transition
 from tether.store.base import Connection
 
 __all__ = [
+    "TRANSIENT_OAUTH",
     "Change",
     "GrantWriter",
     "cleared_change",
@@ -41,6 +42,9 @@ __all__ = [
     "refreshed_change",
     "step_up_change",
 ]
+
+TRANSIENT_OAUTH = frozenset({"server_error", "temporarily_unavailable"})
+"""RFC 6749 §5.2 / §4.1.2.1 codes by which an AS says it is failing, not the grant."""
 
 Change = Callable[[Connection], Connection | None]
 """A pure change: the record to write, given the stored one; ``None`` writes nothing."""

@@ -55,7 +55,12 @@ from tether.errors import (
 from tether.hub.context import profile_of
 from tether.hub.discovery import as_metadata
 from tether.hub.dpop import check_token_type, grant_key, post_token
-from tether.hub.grants import dead_grant_change, event_change, failure_fields
+from tether.hub.grants import (
+    TRANSIENT_OAUTH,
+    dead_grant_change,
+    event_change,
+    failure_fields,
+)
 from tether.hub.status import Event
 from tether.oauth.assertions import client_assertion, load_signing_key
 from tether.oauth.authorize import select_scopes, union_scopes
@@ -99,7 +104,7 @@ _GRANT_TYPE = {
     "jwt_bearer": JWT_BEARER_GRANT,
 }
 #: OAuth errors that are not worth another try with the same assertion.
-_TRANSIENT = frozenset({"oauth.server_error", "oauth.temporarily_unavailable"})
+_TRANSIENT = frozenset(f"oauth.{code}" for code in TRANSIENT_OAUTH)
 
 
 def is_machine_grant(server: ServerRecord) -> bool:
