@@ -42,8 +42,10 @@ from tether.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from tether.hub.agent import run_tool_calls
 from tether.hub.connections import StartedAuthorization
 from tether.hub.tether import ConnectionInfo, Tether
+from tether.mcp.render import render_tools
 from tether.mcp.results import ToolErrorCode, ToolResult
 from tether.store.crypto import KeyRing, load_key_file
 from tether.store.paging import Page
@@ -90,4 +92,6 @@ __all__ = [
     "ValidationFailed",
     "VersionConflict",
     "load_key_file",
+    "render_tools",
+    "run_tool_calls",
 ]
