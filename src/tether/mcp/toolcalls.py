@@ -163,6 +163,8 @@ def _chat_tool_calls(plain: Any) -> list[Any]:
         message = first.get("message") if isinstance(first, Mapping) else None
     elif "role" not in plain and "tool_calls" not in plain:
         raise _not_format(what)
+    elif "stop_reason" in plain or plain.get("type") == "message":
+        raise _not_format(what)  # an Anthropic message (or a Responses item)
     message = as_plain(message)
     if not isinstance(message, Mapping):
         raise _not_format(what)
