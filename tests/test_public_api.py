@@ -41,3 +41,12 @@ def test_import_tether_loads_no_web_or_cli_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_agent_glue_is_public() -> None:
+    """The agent loop needs only ``tether``: tool definitions in, tool results out."""
+    from tether.hub.agent import run_tool_calls
+    from tether.mcp.render import render_tools
+
+    assert tether.run_tool_calls is run_tool_calls
+    assert tether.render_tools is render_tools

@@ -102,11 +102,11 @@ def test_chat_empty_or_object_arguments_are_accepted() -> None:
     [
         ('{"a": 1', "not valid JSON"),
         ("nonsense", "not valid JSON"),
-        ("[1, 2]", "not a array"),
+        ("[1, 2]", "not an array"),
         ('"text"', "not a string"),
         ("42", "not a number"),
         ("true", "not a boolean"),
-        ("null", "not a null"),
+        ("null", "not null"),
         (17, "not a number"),
         ("[" * 100_000 + "]" * 100_000, "nested more than"),  # RecursionError
         ('{"a": ' * 70 + "1" + "}" * 70, "nested more than"),
@@ -116,7 +116,7 @@ def test_chat_bad_arguments_become_invalid_arguments(arguments: Any, says: str) 
     (call,) = parse_tool_calls(chat(chat_call("c", "add", arguments)), "openai_chat")
     assert code_of(call) == "invalid_arguments"
     assert call.problem is not None
-    assert says in call.problem.text.replace("an array", "a array")
+    assert says in call.problem.text
     assert call.id == "c"
     assert call.name == "add"
 

@@ -299,18 +299,21 @@ def _unsupported(kind: Any) -> ToolResult:
 
 
 def _not_object(value: Any) -> ToolResult:
-    kind = "null" if value is None else type(value).__name__
-    if isinstance(value, list):
-        kind = "array"
+    if value is None:
+        kind = "null"
+    elif isinstance(value, list | tuple):
+        kind = "an array"
     elif isinstance(value, str):
-        kind = "string"
+        kind = "a string"
     elif isinstance(value, bool):
-        kind = "boolean"
+        kind = "a boolean"
     elif isinstance(value, int | float):
-        kind = "number"
+        kind = "a number"
+    else:
+        kind = "a " + clean_text(type(value).__name__, limit=40)
     return error_result(
         ToolErrorCode.INVALID_ARGUMENTS,
-        f"The arguments must be a JSON object, not a {kind}. Send them as an object "
+        f"The arguments must be a JSON object, not {kind}. Send them as an object "
         "whose keys are the tool's parameters.",
     )
 
