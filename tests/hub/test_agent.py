@@ -19,6 +19,8 @@ import pytest
 
 from hub.conftest import MakeTether, oauth_server
 from peers.fixture import AuthServer, MCPServer, free_port
+from peers.mcp_server import PNG
+from peers.plugin import PeerFactory
 from tether import NetworkError, ToolResult, run_tool_calls
 from tether.errors import InvalidResponse, UsageError
 from tether.hub.tether import Tether
@@ -234,6 +236,45 @@ async def test_not_connected_asks_the_user_to_connect(
     text, is_error = answers("openai_responses", replies)["c"]
     assert is_error
     assert "not connected for this user" in text
+
+
+@pytest.mark.realservers
+async def test_images_reach_the_providers_that_take_them(
+    tmp_peers: PeerFactory, make_tether: MakeTether
+) -> None:
+    media = tmp_peers.mcp_server(MCP_MEDIA_TOOLS=True)
+    tether = await make_tether()
+    await open_toolset(tether, media)
+    calls: list[tuple[str, str, Any]] = [("c", "chart", {})]
+    with anyio.fail_after(GUARD):
+        (anthropic,) = await run_tool_calls(
+            tether, "agent", response_for("anthropic", calls), provider="anthropic"
+        )
+        (responses,) = await run_tool_calls(
+            tether,
+            "agent",
+            response_for("openai_responses", calls),
+            provider="openai_responses",
+        )
+        (chat,) = await run_tool_calls(
+            tether, "agent", response_for("openai_chat", calls), provider="openai_chat"
+        )
+    caption, image = anthropic["content"][0]["content"]
+    assert caption["type"] == "text"
+    assert caption["text"].startswith("a 1x1 chart\n")  # then the image's summary
+    assert image == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
+    text, picture = responses["output"]
+    assert json.loads(text["text"]) == {"result": caption["text"]}
+    assert picture == {
+        "type": "input_image",
+        "image_url": f"data:image/png;base64,{PNG}",
+    }
+    body = json.loads(chat["content"])  # Chat Completions: text only
+    assert body == {"result": caption["text"]}
+    assert '"mimeType": "image/png"' in body["result"]
 
 
 # ---------------------------------------------------------------- stub caller

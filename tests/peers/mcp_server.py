@@ -41,6 +41,7 @@ setting comes from the environment (``tests/peers/fixture.py`` sets them):
                         uses a recursive $ref, $defs, allOf and a nullable anyOf
   MCP_HOSTILE_TOOLS     1 -> "same" listed five times, and tools whose schemas have a
                         dangling $ref, an external $ref, or expand past the node cap
+  MCP_MEDIA_TOOLS       1 -> chart(): a caption, a 1x1 PNG image and structured content
   MCP_ERROR_HTTP_STATUS status of the `http_error` tool's answer (default 400): the body
                         is still a JSON-RPC result with isError: true
   MCP_ALLOWED_HOSTS     extra Host header values accepted (comma list)
@@ -145,6 +146,7 @@ class Config:
     big_tools: bool = field(default_factory=lambda: _flag("MCP_BIG_TOOLS"))
     odd_tools: bool = field(default_factory=lambda: _flag("MCP_ODD_TOOLS"))
     hostile_tools: bool = field(default_factory=lambda: _flag("MCP_HOSTILE_TOOLS"))
+    media_tools: bool = field(default_factory=lambda: _flag("MCP_MEDIA_TOOLS"))
     error_http_status: int = field(
         default_factory=lambda: int(_env("MCP_ERROR_HTTP_STATUS", "400"))
     )
@@ -359,6 +361,14 @@ def base_tools() -> list[types.Tool]:
         )
     if CFG.hostile_tools:
         tools.extend(HOSTILE_TOOLS)
+    if CFG.media_tools:
+        tools.append(
+            types.Tool(
+                name="chart",
+                description="A caption and a tiny PNG.",
+                input_schema=_obj({}),
+            )
+        )
     if CFG.big_tools:
         for i in range(120):
             tools.append(
@@ -375,6 +385,13 @@ def base_tools() -> list[types.Tool]:
             )
         )
     return tools
+
+
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+    "rkJggg=="
+)
+"""A 1x1 PNG, base64 (the ``chart`` tool's image)."""
 
 
 def _hostile_tools() -> list[types.Tool]:
@@ -490,6 +507,14 @@ async def call_tool(
             or params.name == "same"
         ):
             return _text(f"{params.name}: {args.get('text', 'ok')}")
+        if params.name == "chart" and CFG.media_tools:
+            return types.CallToolResult(
+                content=[
+                    types.TextContent(type="text", text="a 1x1 chart"),
+                    types.ImageContent(type="image", data=PNG, mime_type="image/png"),
+                ],
+                structured_content={"points": 1},
+            )
         if params.name == "tree" and CFG.odd_tools:
             return _text(json.dumps(args, sort_keys=True), structured=dict(args))
         raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
