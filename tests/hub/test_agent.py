@@ -397,7 +397,8 @@ async def test_errors_escaping_the_caller_become_results(
 async def test_refused_calls_never_reach_the_caller_and_options_pass_through() -> None:
     caller = StubCaller()
     response = response_for(
-        "openai_chat", [("1", "ok", {"k": 1}), ("2", "bad", "{"), ("3", "", {})]
+        "openai_chat",
+        [("1", "ok", {"k": 1}), ("2", "bad", "{"), ("3", "", {}), ("4", "Mine", {})],
     )
     replies = await run_tool_calls(
         caller,
@@ -405,13 +406,25 @@ async def test_refused_calls_never_reach_the_caller_and_options_pass_through() -
         response,
         provider="openai_chat",
         user="alice",
-        reserved=["ok2"],
+        reserved=["mine"],
     )
-    assert caller.seen == [("tools", "ok", {"k": 1}, "alice", ("ok2",))]
+    assert caller.seen == [("tools", "ok", {"k": 1}, "alice", ("mine",))]
     got = answers("openai_chat", replies)
+    assert list(got) == ["1", "2", "3"]  # the host's own tool is the host's to answer
     assert got["1"] == ("ran ok", False)
     assert got["2"][1]
     assert got["3"][1]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_only_the_hosts_own_tools_called_means_no_messages(provider: str) -> None:
+    caller = StubCaller()
+    response = response_for(provider, [("1", "search_web", {"q": "x"})])
+    replies = await run_tool_calls(
+        caller, "t", response, provider=provider, reserved=["search_web"]
+    )
+    assert replies == []
+    assert caller.seen == []
 
 
 @pytest.mark.parametrize(

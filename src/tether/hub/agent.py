@@ -75,7 +75,13 @@ async def run_tool_calls(
     Append the returned messages (Chat Completions: ``tool`` messages; Responses:
     ``function_call_output`` items; Anthropic: one ``user`` message of
     ``tool_result`` blocks) to the conversation, after the model's own turn, and ask
-    the model again. An empty list means the model called no tool: its answer is final.
+    the model again. An empty list means the model called none of the toolset's
+    tools: without tools of your own, its answer is final.
+
+    Calls to ``reserved`` names (the host application's own tools, compared
+    case-insensitively as tool names are) are neither run nor answered: answer them
+    yourself. For Anthropic, put your ``tool_result`` blocks into the same ``user``
+    message, since all results of a turn go back in one message (TOOL-8).
 
     Args:
         tether: The :class:`~tether.hub.tether.Tether` (or anything with its ``call``).
@@ -87,8 +93,9 @@ async def run_tool_calls(
         deadline: Seconds each call may take, from when it starts (calls waiting for
             a free slot are not yet timed); ``None`` leaves only the server's timeout.
         max_concurrency: How many calls run at once.
-        reserved: The same reserved names given to :meth:`Tether.toolset`, so the
-            exposed names resolve the same way.
+        reserved: The same reserved names given to :meth:`Tether.toolset` (your own
+            tools' names), so the exposed names resolve the same way; their calls
+            are left to you.
         images: Pass tool results' images to the providers that take them.
 
     Returns:
@@ -104,7 +111,12 @@ async def run_tool_calls(
         raise UsageError("deadline must be a positive number of seconds, or None")
     if max_concurrency < 1:
         raise UsageError("max_concurrency must be at least 1")
-    calls = parse_tool_calls(response, kind)
+    own = {name.lower() for name in reserved}
+    calls = tuple(
+        call
+        for call in parse_tool_calls(response, kind)
+        if not (call.name and call.name.lower() in own)
+    )
     results: list[ToolResult | None] = [None] * len(calls)
     limiter = anyio.CapacityLimiter(max_concurrency)
 
