@@ -8,16 +8,18 @@ Reading (:func:`parse_tool_calls`) accepts plain dicts and the official SDKs' re
 objects (anything with ``model_dump()``, without importing the SDKs):
 
 - OpenAI Chat Completions (TOOL-6): a ``ChatCompletion`` (its first choice) or an
-  assistant message; each ``tool_calls`` entry ``{"id", "type": "function",
-  "function": {"name", "arguments": <JSON string>}}``;
+  assistant message; each ``tool_calls`` entry of type ``function`` (``{"id",
+  "function": {"name", "arguments": <JSON string>}}``);
 - OpenAI Responses (TOOL-7): a ``Response`` or its ``output`` list; each item of type
   ``function_call`` (``{"call_id", "name", "arguments": <JSON string>}``), other items
   (messages, reasoning, built-in tool calls) are not ours and are skipped;
 - Anthropic Messages (TOOL-8): a ``Message`` or its ``content`` list; each block of type
   ``tool_use`` (``{"id", "name", "input": {...}}``), text and thinking blocks skipped.
 
-A call that cannot run (arguments that are not JSON, or not a JSON object; no tool
-name; a tool type Tether does not offer) is kept with its error result, so it is
+Calls of other types (a Chat Completions ``custom`` tool call, a Responses
+``custom_tool_call``) are the host application's own: Tether offers function tools only,
+so they are skipped. A call that cannot run (arguments that are not JSON, or not a JSON
+object; no tool name) is kept with its error result, so it is
 answered like any other (TOOL-9). Only a response that is not in the provider's format
 at all, or a call without an id (which nothing could answer), raises.
 
@@ -124,7 +126,8 @@ def parse_tool_calls(response: Any, provider: str) -> tuple[ToolCall, ...]:
     kind = check_provider(provider)
     plain = as_plain(response)
     if kind == "openai_chat":
-        return tuple(_chat_call(c) for c in _chat_tool_calls(plain))
+        calls = (_chat_call(c) for c in _chat_tool_calls(plain))
+        return tuple(call for call in calls if call is not None)
     if kind == "openai_responses":
         items = _items(plain, "output", "an OpenAI Responses response")
         return tuple(
@@ -194,13 +197,14 @@ def _call_id(value: Any, provider: str) -> str:
     )
 
 
-def _chat_call(raw: Any) -> ToolCall:
+def _chat_call(raw: Any) -> ToolCall | None:
+    """A function call, or ``None`` for another type (a custom tool is not ours)."""
     call = as_plain(raw)
     if not isinstance(call, Mapping):
         raise _not_format("an OpenAI Chat Completions response or assistant message")
-    call_id = _call_id(call.get("id"), "openai_chat")
     if call.get("type", "function") != "function":
-        return _refused(call_id, "", _unsupported(call.get("type")))
+        return None
+    call_id = _call_id(call.get("id"), "openai_chat")
     function = call.get("function")
     if not isinstance(function, Mapping):
         return _refused(call_id, "", _no_name())
@@ -286,15 +290,6 @@ def _no_name() -> ToolResult:
     return error_result(
         ToolErrorCode.UNKNOWN_TOOL,
         "The tool call names no tool. Use one of the tools offered.",
-    )
-
-
-def _unsupported(kind: Any) -> ToolResult:
-    shown = clean_text(kind, limit=40)
-    return error_result(
-        ToolErrorCode.UNKNOWN_TOOL,
-        f"Tool calls of type {shown!r} are not supported here; call one of the "
-        "function tools offered.",
     )
 
 
