@@ -86,7 +86,13 @@ async def agent_loop(
         message = plain(response)["choices"][0]["message"]
         if not replies:  # no tool call: the answer is final
             return str(message.get("content") or "")
-        messages.append(message)  # the assistant's tool calls, then their results
+        messages.append(  # the assistant's turn as the API takes it back
+            {
+                "role": "assistant",
+                "content": message.get("content"),
+                "tool_calls": message["tool_calls"],
+            }
+        )
         messages.extend(replies)  # one "tool" message per call
     raise RuntimeError("the model kept calling tools")
 
