@@ -20,12 +20,14 @@ def free_port() -> int:
 
 
 async def get(port: int, target: str) -> bytes:
-    for _ in range(50):
+    for _ in range(1500):  # until the listener is up; 30 s is only a hang guard
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             break
         except OSError:
             await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the callback listener never came up")
     writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -38,14 +39,22 @@ def token_posts(auth: AuthServer) -> int:
     return len(as_requests(auth, "POST", "/token"))
 
 
-async def wait_token_posts(auth: AuthServer, expected: int) -> int:
-    """The token request count once it reached ``expected`` (the log is written async)."""
-    deadline = time.monotonic() + 2.0
-    count = token_posts(auth)
-    while count < expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        count = token_posts(auth)
-    return count
+async def settled_token_posts(auth: AuthServer) -> int:
+    """The token request count once every earlier request is in the AS's log.
+
+    The log is written after each answer, so it may lag. A marker request made now is
+    logged after every request that was answered before it: once its line is in, the
+    count is final for everything before this call (30 s is only a hang guard).
+    """
+    marker = f"settled-{uuid.uuid4().hex}"
+    await asyncio.to_thread(
+        auth.get_json, f"/.well-known/openid-configuration?{marker}"
+    )
+    deadline = time.monotonic() + 30
+    while marker not in auth.log():
+        assert time.monotonic() < deadline, "the AS never logged the marker request"
+        await asyncio.sleep(0.01)
+    return token_posts(auth)
 
 
 async def client_of(
@@ -125,7 +134,7 @@ async def test_concurrent_refresh_is_single_flight_rfr5(
     assert stale.expires_at is not None
     clock.advance(stale.expires_at - clock.now() - timedelta(seconds=30))
     assert tether.connections.needs_refresh(stale)
-    posts_before = await wait_token_posts(auth, token_posts(auth))
+    posts_before = await settled_token_posts(auth)
 
     async def by_refresh() -> Connection:
         return await tether.connections.refresh(server, "shared", stale=stale)
@@ -144,9 +153,8 @@ async def test_concurrent_refresh_is_single_flight_rfr5(
     assert {secret(conn.refresh_token) for conn in results} == {
         secret((await stored(tether, server.id)).refresh_token)
     }
-    assert await wait_token_posts(auth, posts_before + 1) == posts_before + 1
-    await asyncio.sleep(0.2)  # nothing late either
-    assert token_posts(auth) == posts_before + 1
+    # one refresh for ten callers, and none still on its way when they had returned
+    assert await settled_token_posts(auth) == posts_before + 1
     assert (await stored(tether, server.id)).version == stale.version + 1
     assert whoami(opaque_peers.mcp, new_access)["sub"] == "test-user"
 

@@ -74,14 +74,14 @@ async def test_soft_expiry_serves_stale_and_refreshes_in_background(
     assert refreshes == []
 
     clock.advance(timedelta(minutes=2))  # 61 min: stale, served at once
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # a hang guard only
         assert await tether.list_tools("open") == first  # the refresh is still gated
     await anyio.lowlevel.checkpoint()
     assert refreshes == [SHARED]
     assert await tether.list_tools("open") == first  # no second background refresh
     assert refreshes == [SHARED]
     release.set()
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # a hang guard only
         await done.wait()
     assert fetched != clock.now()
     assert await fetched_at(tether, server_id) == clock.now()

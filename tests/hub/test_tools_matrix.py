@@ -140,7 +140,7 @@ async def test_list_changed_invalidates_cache(
     assert health is not None
     assert health.protocol_version == version
     if version != STATEFUL:  # the subscription opens in the background; wait for it
-        for _ in range(250):
+        for _ in range(1500):  # polls a real condition; 30 s hang guard
             if await anyio.to_thread.run_sync(mcp.listeners):
                 break
             await anyio.sleep(0.02)
@@ -149,7 +149,7 @@ async def test_list_changed_invalidates_cache(
     result = await tether.call_tool("changing", "change_tools", {})
     assert result.structured == {"added": "added_1"}
     # the callback runs in a task of its own
-    for _ in range(250):
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
         if await tether.stores.tools.get(server_id, SHARED) is None:
             break
         await anyio.sleep(0.02)

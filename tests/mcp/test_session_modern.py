@@ -161,7 +161,7 @@ def gate() -> Iterator[tuple[str, Gate]]:
         target=server.run, kwargs={"sockets": [sock]}, daemon=True
     )
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a hang guard only
     while not server.started:
         assert thread.is_alive()
         assert time.monotonic() < deadline
@@ -183,7 +183,7 @@ def _reset(gate: tuple[str, Gate]) -> None:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=5) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         yield client
 
 

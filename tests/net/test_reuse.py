@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from peers.fixture import MCPServer
 from tether.errors import BlockedDestination, ResponseTooLarge
-from tether.net import NetworkPolicy, guarded_client
+from tether.net import NetworkPolicy, guarded_client, transport
 from tether.net.transport import DRAIN_BYTES, DRAIN_SECONDS, GuardedTransport
 
 from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
@@ -68,12 +68,6 @@ async def answer_then_flood(exchange: Exchange) -> None:
     await exchange.writer.drain()
 
 
-async def ok_then_hang_up(exchange: Exchange) -> None:
-    """Answer as if keeping the connection, then close it while it is idle."""
-    await exchange.send(200, [("Content-Type", "text/plain")], b"bye")
-    exchange.writer.close()
-
-
 async def big(exchange: Exchange) -> None:
     await exchange.send(200, [("Content-Type", "text/plain")], b"x" * 5000)
 
@@ -85,7 +79,6 @@ async def server() -> AsyncIterator[LoopbackServer]:
         "/answer-then-nothing": answer_then_nothing,
         "/answer-then-flood": answer_then_flood,
         "/big": big,
-        "/ok-then-hang-up": ok_then_hang_up,
     }
     async with LoopbackServer("127.0.0.1", routes, keep_alive=True) as srv:
         yield srv
@@ -96,7 +89,7 @@ DNS_TABLE = {"mcp.test": ["127.0.0.1"]}
 
 def client(dns: FakeDNS, **kwargs: object) -> httpx2.AsyncClient:
     policy = NetworkPolicy.from_allowlist(["mcp.test"])
-    options: dict[str, object] = {"timeout": 5, "follow_redirects": False, **kwargs}
+    options: dict[str, object] = {"timeout": 30, "follow_redirects": False, **kwargs}
     return guarded_client(policy, resolver=dns, **options)  # type: ignore[arg-type]
 
 
@@ -134,6 +127,18 @@ async def test_an_sse_answer_closed_early_is_drained_and_its_connection_reused(
     assert len(server.requests) == 5
 
 
+@pytest.fixture(autouse=True)
+def generous_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded machine must not push a stream's end past the drain window.
+
+    The servers here end their streams a moment after the answer; with the product's
+    window (a quarter second) that moment could be missed on a busy CI machine, and a
+    connection that should be reused would be replaced. Tests of the window itself
+    put the product value back.
+    """
+    monkeypatch.setattr(transport, "DRAIN_SECONDS", 30.0)
+
+
 async def test_tls_is_reused_too(tmp_path: Path) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -157,15 +162,17 @@ async def test_tls_is_reused_too(tmp_path: Path) -> None:
 
 
 async def test_a_stream_that_does_not_end_is_closed_after_the_drain_window(
-    server: LoopbackServer,
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(transport, "DRAIN_SECONDS", DRAIN_SECONDS)  # the product's
     dns = FakeDNS(DNS_TABLE)
     async with client(dns) as http:
         started = time.monotonic()
-        await first_event_then_close(
-            http, f"http://mcp.test:{server.port}/answer-then-nothing"
-        )
-        assert time.monotonic() - started < DRAIN_SECONDS + 1
+        with anyio.fail_after(30):  # a hang guard: the stream never ends by itself
+            await first_event_then_close(
+                http, f"http://mcp.test:{server.port}/answer-then-nothing"
+            )
+        assert time.monotonic() - started >= DRAIN_SECONDS * 0.9  # waited the window
         assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
     assert server.accepted == 2  # the open stream's connection was not reused
     assert dns.queries == ["mcp.test", "mcp.test"]  # and the new one was vetted
@@ -191,16 +198,26 @@ async def test_a_body_over_the_cap_is_not_drained(server: LoopbackServer) -> Non
 
 
 async def test_a_close_cancelled_while_draining_stops_at_once(
-    server: LoopbackServer,
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The drain window is an hour here: only the cancellation can end the close."""
+    monkeypatch.setattr(transport, "DRAIN_SECONDS", 3600.0)
+    answered = anyio.Event()
+
+    async def close_after_the_answer(http: httpx2.AsyncClient) -> None:
+        url = f"http://mcp.test:{server.port}/answer-then-nothing"
+        async with http.stream("POST", url, content=b"{}") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    answered.set()  # the next blocking step is the drain's read
+                    break
+
     async with client(FakeDNS(DNS_TABLE)) as http:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(DRAIN_SECONDS / 3):
-                await first_event_then_close(
-                    http, f"http://mcp.test:{server.port}/answer-then-nothing"
-                )
-        assert time.monotonic() - started < DRAIN_SECONDS
+        with anyio.fail_after(30):  # a hang guard: a drain deaf to cancellation
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(close_after_the_answer, http)
+                await answered.wait()
+                tg.cancel_scope.cancel()
         assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
     assert server.accepted == 2
 
@@ -263,10 +280,21 @@ async def test_an_origin_that_passed_is_still_refused_with_user_info(
 async def test_an_idle_connection_the_server_closed_is_not_reused(
     server: LoopbackServer,
 ) -> None:
+    hung_up = asyncio.Event()
+
+    async def ok_then_hang_up(exchange: Exchange) -> None:
+        """Answer as if keeping the connection, then close it while it is idle."""
+        await exchange.send(200, [("Content-Type", "text/plain")], b"bye")
+        exchange.writer.close()
+        await exchange.writer.wait_closed()  # the FIN is on its way on loopback
+        hung_up.set()
+
+    server.routes["/ok-then-hang-up"] = ok_then_hang_up
     dns = FakeDNS(DNS_TABLE)
     async with client(dns) as http:
         assert (await http.get(f"http://mcp.test:{server.port}/ok-then-hang-up")).text
-        await asyncio.sleep(0.05)  # the FIN arrives while the connection is idle
+        with anyio.fail_after(30):  # a hang guard only
+            await hung_up.wait()
         assert (await http.get(f"http://mcp.test:{server.port}/ok")).text == "hello"
     assert server.accepted == 2
     assert dns.queries == ["mcp.test", "mcp.test"]

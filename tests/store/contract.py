@@ -646,7 +646,7 @@ class StoreContract:
 
         async def waiter() -> None:
             await holding.wait()
-            async with locks.lock("refresh:s1:shared", timeout=5):
+            async with locks.lock("refresh:s1:shared", timeout=30):
                 order.append("second in")
 
         async with anyio.create_task_group() as tg:
@@ -666,10 +666,10 @@ class StoreContract:
         async with locks.lock("k"):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(impatient)
-            async with locks.lock("other-key", timeout=0.05):
+            async with locks.lock("other-key", timeout=30):  # free: success path
                 pass
         assert len(failures) == 1
-        async with locks.lock("k", timeout=0.05):
+        async with locks.lock("k", timeout=30):  # released: a success path
             pass
 
     async def test_lease_excludes_other_holders_until_released_or_expired(
