@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from peers.fixture import NodeEnv, peers_home
 from tether.demo.stack import NodeSetup, find_node, start_stack
 from tether.demo.walkthrough import forms_of, walk
-from tether.errors import ConfigurationError, InvalidResponse
+from tether.errors import ConfigurationError, InvalidResponse, NetworkError
 
 TETHER = str(Path(sys.executable).with_name("tether"))
 HANG_GUARD = 180.0  # seconds; a hang guard only, never a speed bound
@@ -149,6 +150,17 @@ async def test_an_authorization_server_that_exits_is_a_clear_error(
             pytest.fail("the stack started without its authorization server")
 
 
+async def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        unused = NodeSetup(Path("/nonexistent"), tmp_path)
+        with pytest.raises(NetworkError, match=f"cannot listen on 127.0.0.1:{port}"):
+            async with start_stack(tmp_path / "demo", port=port, node=unused):
+                pytest.fail("the stack started on a taken port")
+
+
 @pytest.mark.realservers
 async def test_a_failing_walkthrough_step_is_named(
     peers_node: NodeEnv, tmp_path: Path
@@ -162,3 +174,20 @@ async def test_a_failing_walkthrough_step_is_named(
     assert caught.value.step == "sign in"
     assert "answered 401" in caught.value.message
     assert lines == []  # nothing claimed before the failing step
+
+
+def test_without_the_web_extra_the_command_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from tether.cli.main import app
+
+    for name in ("tether.demo.run", "tether.demo.stack", "tether.demo.walkthrough"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    result = CliRunner().invoke(app, ["demo", "--headless"])
+    assert result.exit_code == 3
+    assert "uvicorn is missing" in result.output
+    assert "'.[web]'" in result.output
+    assert "Traceback" not in result.output

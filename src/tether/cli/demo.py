@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from tether.errors import ConfigurationError
+
 __all__ = ["demo", "register"]
 
 
@@ -23,7 +25,14 @@ def demo(
 ) -> None:
     """Start Tether, a demo MCP server and its OAuth server with a real sign-in page."""
     from tether.cli.main import run
-    from tether.demo.run import run_demo
+
+    try:
+        from tether.demo.run import run_demo
+    except ImportError as exc:  # the web extra (FastAPI, uvicorn, Jinja2) is missing
+        raise ConfigurationError(
+            f"tether demo needs the web service's packages ({exc.name} is missing)",
+            hint="pip install -c constraints.txt -e '.[web]' (scripts/demo.sh does it)",
+        ) from None
 
     def say(line: str) -> None:
         typer.echo(line)

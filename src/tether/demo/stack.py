@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx2
 import uvicorn
+from pydantic import SecretStr
 
 from tether.config import Settings
 from tether.errors import ConfigurationError, NetworkError
@@ -121,14 +122,29 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _listen(port: int, what: str) -> socket.socket:
+    """A socket bound to 127.0.0.1:``port`` (0: any free port) for uvicorn to serve.
+
+    Raises:
+        NetworkError: The port is taken (or not ours to bind).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise NetworkError(
+            f"the {what} cannot listen on 127.0.0.1:{port}: {exc.strerror}",
+            hint="choose another --port, or leave it out for any free port",
+        ) from None
+    return sock
+
+
 @contextlib.asynccontextmanager
-async def _serve(app: Any, port: int, what: str) -> AsyncIterator[None]:
-    server = _Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
-    )
-    task = asyncio.create_task(server.serve())
+async def _serve(app: Any, sock: socket.socket, what: str) -> AsyncIterator[None]:
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     ready = asyncio.create_task(server.ready.wait())
     await asyncio.wait(
         [task, ready], timeout=_STARTUP, return_when=asyncio.FIRST_COMPLETED
@@ -136,15 +152,17 @@ async def _serve(app: Any, port: int, what: str) -> AsyncIterator[None]:
     if not ready.done():
         ready.cancel()
         server.should_exit = True
-        with contextlib.suppress(Exception, asyncio.CancelledError):
+        with contextlib.suppress(BaseException):  # uvicorn exits on a failed start
             await task
-        raise NetworkError(f"the {what} did not start on 127.0.0.1:{port}")
+        sock.close()
+        raise NetworkError(f"the {what} did not start (see the messages above)")
     try:
         yield
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await task
+        sock.close()
 
 
 async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
@@ -224,6 +242,24 @@ class DemoStack:
     tether: Tether
 
 
+def _settings(folder: Path, base: str) -> Settings:
+    """The demo's settings: its own folder and nothing from ``TETHER_*`` variables."""
+    return Settings(
+        home=folder,
+        database_url=SecretStr(f"sqlite+aiosqlite:///{folder / 'tether.db'}"),
+        encryption_keys=None,
+        key_file=folder / "keys",
+        public_url=base,
+        allow_networks=[],
+        ca_bundle=None,
+        redis_url=None,
+        client_name="Tether demo",
+        fresh_start=False,
+        session_secret=None,
+        return_urls=[],
+    )
+
+
 @contextlib.asynccontextmanager
 async def start_stack(
     folder: Path, *, port: int = 0, node: NodeSetup | None = None
@@ -243,38 +279,42 @@ async def start_stack(
 
     node = node or find_node()
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    web_port, as_port, mcp_port = port or _free_port(), _free_port(), _free_port()
-    base = f"http://127.0.0.1:{web_port}"
-    mcp_base = f"http://127.0.0.1:{mcp_port}"
-    rs_secret = secrets.token_urlsafe(24)
-    settings = Settings(home=folder, public_url=base, client_name="Tether demo")
-    await migrate(settings.resolved_database_url())
-    app = create_app(settings, background=[run_jobs])
-    async with _auth_server(node, as_port, rs_secret, folder) as issuer:
-        mcp_app = demo_mcp_app(base_url=mcp_base, issuer=issuer, rs_secret=rs_secret)
-        async with (
-            _serve(mcp_app, mcp_port, "demo MCP server"),
-            _serve(app, web_port, "Tether web service"),
-        ):
-            tether: Tether = app.state.tether
-            _, admin_key = await issue_key(tether, "demo-admin", "admin")
-            server = await tether.servers.create(
-                {
-                    "name": SERVER_NAME,
-                    "url": f"{mcp_base}/mcp",
-                    "auth_mode": "oauth",
-                    "description": "The demo MCP server (add, echo, whoami)",
-                    "allow_networks": ["127.0.0.0/8"],
-                },
-                actor="demo",
+    web_sock = _listen(port, "Tether web service")
+    mcp_sock = _listen(0, "demo MCP server")
+    with contextlib.closing(web_sock), contextlib.closing(mcp_sock):
+        base = f"http://127.0.0.1:{web_sock.getsockname()[1]}"
+        mcp_base = f"http://127.0.0.1:{mcp_sock.getsockname()[1]}"
+        settings = _settings(folder, base)
+        await migrate(settings.resolved_database_url())
+        app = create_app(settings, background=[run_jobs])
+        rs_secret = secrets.token_urlsafe(24)
+        async with _auth_server(node, _free_port(), rs_secret, folder) as issuer:
+            mcp_app = demo_mcp_app(
+                base_url=mcp_base, issuer=issuer, rs_secret=rs_secret
             )
-            yield DemoStack(
-                base_url=base,
-                admin_url=f"{base}/admin/",
-                admin_key=admin_key,
-                issuer=issuer,
-                mcp_url=f"{mcp_base}/mcp",
-                server_id=server.id,
-                folder=folder,
-                tether=tether,
-            )
+            async with (
+                _serve(mcp_app, mcp_sock, "demo MCP server"),
+                _serve(app, web_sock, "Tether web service"),
+            ):
+                tether: Tether = app.state.tether
+                _, admin_key = await issue_key(tether, "demo-admin", "admin")
+                server = await tether.servers.create(
+                    {
+                        "name": SERVER_NAME,
+                        "url": f"{mcp_base}/mcp",
+                        "auth_mode": "oauth",
+                        "description": "The demo MCP server (add, echo, whoami)",
+                        "allow_networks": ["127.0.0.0/8"],
+                    },
+                    actor="demo",
+                )
+                yield DemoStack(
+                    base_url=base,
+                    admin_url=f"{base}/admin/",
+                    admin_key=admin_key,
+                    issuer=issuer,
+                    mcp_url=f"{mcp_base}/mcp",
+                    server_id=server.id,
+                    folder=folder,
+                    tether=tether,
+                )
