@@ -130,3 +130,26 @@ async def test_jobs_page_needs_a_session(service: Service) -> None:
         r = await c.get("/admin/jobs")
     assert r.status_code == 303
     assert r.headers["location"] == "/admin/login"
+
+
+async def test_jobs_api_for_admins_only(service: Service) -> None:
+    tether = service.tether
+    assert await tether.jobs.run_once("health", every=EVERY)
+    async with service.admin as c:
+        r = await c.get("/api/v1/jobs")
+    assert r.status_code == 200
+    jobs = {j["name"]: j for j in r.json()}
+    assert set(jobs) == {"refresh", "tools", "health"}
+    health = jobs["health"]
+    assert health["every_seconds"] == 300
+    assert (health["runs"], health["last_outcome"]) == (1, "ok")
+    assert health["last_counts"] == {"ok": 0, "failed": 0, "skipped": 0}
+    assert (health["lease_holder"], health["held_here"]) == (tether.jobs.holder, True)
+    assert health["next_run"] is not None
+    assert (jobs["tools"]["lease_holder"], jobs["tools"]["runs"]) == (None, 0)
+    async with service.client(service.app_key) as c:
+        r = await c.get("/api/v1/jobs")
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "auth.forbidden"
+    async with service.anon as c:
+        assert (await c.get("/api/v1/jobs")).status_code == 401
