@@ -693,6 +693,23 @@ class StoreContract:
         assert await leases.acquire("refresh:s1:shared", "c", ttl=ttl)
         assert not await leases.acquire("refresh:s1:shared", "b", ttl=ttl)
 
+    async def test_lease_holder_is_whoever_holds_it_unexpired(
+        self, harness: Harness
+    ) -> None:
+        leases = harness.stores.leases
+        assert leases is not None
+        ttl = timedelta(seconds=30)
+        assert await leases.holder("job:refresh") is None
+        assert await leases.acquire("job:refresh", "worker-a", ttl=ttl)
+        assert await leases.holder("job:refresh") == "worker-a"
+        assert await leases.holder("job:tools") is None
+        harness.clock.advance(ttl)  # expired: nobody holds it, though the row is there
+        assert await leases.holder("job:refresh") is None
+        assert await leases.acquire("job:refresh", "worker-b", ttl=ttl)
+        assert await leases.holder("job:refresh") == "worker-b"
+        await leases.release("job:refresh", "worker-b")
+        assert await leases.holder("job:refresh") is None
+
     # ------------------------------------------------------------------ pagination
 
     async def test_servers_paginated_by_name(self, harness: Harness) -> None:

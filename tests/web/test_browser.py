@@ -188,6 +188,12 @@ async def test_admin_connects_browses_calls_and_disconnects(
         await expect(page.locator("#connection-status")).to_have_text("Disconnected")
         await snap("disconnected")
 
+        # the background jobs, from the navigation bar
+        await page.click("#nav-jobs")
+        for job in ("refresh", "tools", "health"):
+            await expect(page.locator(f"#job-{job}")).to_be_visible()
+        await snap("jobs")
+
         # end-user flow on a per-user server: a signed link, consent, the return URL
         async with httpx2.AsyncClient(base_url=live.base) as api:
             created = await api.post(

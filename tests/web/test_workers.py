@@ -101,6 +101,7 @@ async def test_a_callback_on_another_worker_completes_the_flow(
         ):
             code = await _shared_flow(a, b, admin_key, mcp_server)
             await _browser_flow(a, b, admin_key, app_key, mcp_server)
+            await _jobs_elected_once(a, b)
         assert "tk_" not in (tmp_path / "a.log").read_text()
         # structured logs: one JSON object a line, the callback's code masked
         lines = [json.loads(x) for x in (tmp_path / "b.log").read_text().splitlines()]
@@ -110,6 +111,25 @@ async def test_a_callback_on_another_worker_completes_the_flow(
         assert code not in (tmp_path / "b.log").read_text()
         _cli(env, "apikeys", "revoke", "crm")
         assert "revoked" in _cli(env, "apikeys", "list")
+
+
+async def _jobs_elected_once(a: str, b: str) -> None:
+    """Both processes run the jobs; each job's lease elects one, and both name it."""
+    async with httpx2.AsyncClient() as c:
+        texts = [(await c.get(f"{base}/metrics")).text for base in (a, b)]
+    for job in ("refresh", "tools", "health"):
+        holders = set()
+        for text in texts:
+            found = re.search(
+                rf'tether_job_lease_holder_info{{holder="([^"]+)",job="{job}"}} 1', text
+            )
+            assert found, text
+            holders.add(found.group(1))
+        assert len(holders) == 1  # every worker names the same holder
+        held = [f'tether_job_lease_held{{job="{job}"}} 1' in t for t in texts]
+        assert sorted(held) == [False, True]  # ... which is one of the two processes
+        runner = texts[held.index(True)]
+        assert f'tether_job_runs_total{{job="{job}"}} 0' not in runner
 
 
 async def _shared_flow(a: str, b: str, key: str, mcp: MCPServer) -> str:

@@ -798,3 +798,7 @@ app.command("probe")(probe)
 from tether.cli.serve import register as _register_serve  # noqa: E402
 
 _register_serve(app)
+
+from tether.cli.demo import register as _register_demo  # noqa: E402
+
+_register_demo(app)

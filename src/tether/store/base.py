@@ -609,6 +609,10 @@ class LeaseStore(Protocol):
         """Give the lease up if ``holder`` still holds it."""
         ...
 
+    async def holder(self, key: str) -> str | None:
+        """Who holds ``key`` now (``None`` when free or expired); for status pages."""
+        ...
+
 
 def _memory_api_keys() -> ApiKeyStore:
     from tether.store.apikeys import MemoryApiKeyStore

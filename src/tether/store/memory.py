@@ -615,6 +615,14 @@ class MemoryLeaseStore(_Store):
             if current is not None and current[0] == holder:
                 del self._b.leases[key]
 
+    async def holder(self, key: str) -> str | None:
+        """The unexpired lease's holder, if any."""
+        async with self._b.lock:
+            current = self._b.leases.get(key)
+        if current is None or current[1] <= self._b.now():
+            return None
+        return current[0]
+
 
 def open_memory_stores(
     key_ring: KeyRing, *, now: Callable[[], datetime] | None = None

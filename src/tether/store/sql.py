@@ -387,6 +387,19 @@ class SqlLeaseStore(_Store):
         async with self._b.begin() as conn:
             await conn.execute(sa.delete(t).where(t.c.key == key, t.c.holder == holder))
 
+    async def holder(self, key: str) -> str | None:
+        """The unexpired row's holder, if any."""
+        t = self._t
+        async with self._b.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.c.holder).where(
+                        t.c.key == key, t.c.expires_at > self._b.now()
+                    )
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
 
 class SqlPendingStore(_Store):
     """:class:`~tether.store.base.PendingStore` on ``pending_authorizations``."""

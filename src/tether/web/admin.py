@@ -506,3 +506,17 @@ async def audit_page(
     """The newest audit events."""
     events = await tether.audit(server_ref=server or None, limit=200)
     return render(request, "audit.html", {"events": events})
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+@router.get("/jobs")
+async def jobs_page(request: Request, tether: TetherDep, _: Admin) -> Response:
+    """The background jobs (issue 10 item 6): last round, counts, next run, holder."""
+    reports = await tether.jobs.report()
+    return render(
+        request,
+        "jobs.html",
+        {"reports": reports, "worker": tether.jobs.holder},
+    )

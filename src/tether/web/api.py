@@ -192,6 +192,33 @@ class CallOut(BaseModel):
     structured: Any = None
 
 
+class JobOut(BaseModel):
+    """A background job as this worker saw it, and who holds its lease now."""
+
+    name: str
+    every_seconds: float
+    runs: int = Field(description="Rounds run by this worker.")
+    lease_skips: int = Field(
+        description="Rounds skipped: another worker held the lease."
+    )
+    last_started: datetime | None
+    last_finished: datetime | None
+    last_outcome: Literal["ok", "partial", "failed"] | None
+    last_error: str | None = Field(
+        description="Error code that failed the whole round."
+    )
+    last_counts: dict[str, int] = Field(
+        description="ok, failed, skipped in the last round."
+    )
+    totals: dict[str, int] = Field(description="ok, failed, skipped over every round.")
+    errors: dict[str, int] = Field(description="Failed items by error code.")
+    next_run: datetime | None
+    lease_holder: str | None = Field(
+        description="Worker holding the lease; null: free."
+    )
+    held_here: bool
+
+
 class AuditOut(BaseModel):
     """One audit event (secrets masked when recorded)."""
 
@@ -629,3 +656,37 @@ async def audit(
 ) -> list[AuditOut]:
     """Newest audit events (secrets masked)."""
     return [_audit(e) for e in await tether.audit(server_ref=server, limit=limit)]
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+@router.get("/jobs", tags=["operations"], dependencies=admin_only)
+async def jobs(tether: TetherDep) -> list[JobOut]:
+    """The background jobs (refresh, tools, health): last round, counts, lease holder."""
+    out = []
+    for report in await tether.jobs.report():
+        s = report.status
+        out.append(
+            JobOut(
+                name=s.name,
+                every_seconds=s.every.total_seconds(),
+                runs=s.runs,
+                lease_skips=s.lease_skips,
+                last_started=s.last_started,
+                last_finished=s.last_finished,
+                last_outcome=s.last_outcome,
+                last_error=s.last_error,
+                last_counts={
+                    "ok": s.last.ok,
+                    "failed": s.last.failed,
+                    "skipped": s.last.skipped,
+                },
+                totals={"ok": s.ok, "failed": s.failed, "skipped": s.skipped},
+                errors=dict(s.errors),
+                next_run=s.next_run,
+                lease_holder=report.holder,
+                held_here=report.held_here,
+            )
+        )
+    return out

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tether.errors import TetherError
+from tether.hub.jobs import JobReport
 from tether.hub.tether import Tether
 from tether.mcp.results import ToolResult
 
@@ -70,8 +72,16 @@ class Metrics:
         """Observe how long a refresh waited for its connection's lease."""
         self.lease_waits.observe(seconds)
 
-    def render(self, connections: Mapping[str, int]) -> str:
-        """The exposition text; ``connections`` counts connections by status."""
+    def render(
+        self, connections: Mapping[str, int], jobs: Sequence[JobReport] = ()
+    ) -> str:
+        """The exposition text.
+
+        Args:
+            connections: Connections by status (from the store).
+            jobs: The background jobs' status in this process, with each lease's
+                current holder (:meth:`tether.hub.jobs.Jobs.report`).
+        """
         lines = [
             "# HELP tether_tool_calls_total Tool calls by outcome.",
             "# TYPE tether_tool_calls_total counter",
@@ -118,7 +128,104 @@ class Metrics:
         ]
         for status, n in sorted(connections.items()):
             lines.append(f"tether_connections{_labels(status=status)} {n}")
+        lines += _job_lines(jobs)
         return "\n".join(lines) + "\n"
+
+
+def _stamp(at: datetime | None) -> str:
+    return "0" if at is None else f"{at.timestamp():.3f}"
+
+
+_JOB_SERIES = (
+    ("tether_job_runs_total", "counter", "Rounds of a job run in this process."),
+    (
+        "tether_job_lease_skips_total",
+        "counter",
+        "Rounds of a job skipped here because another worker held its lease.",
+    ),
+    (
+        "tether_job_items_total",
+        "counter",
+        "Items (connections, servers) a job handled here, by outcome.",
+    ),
+    (
+        "tether_job_last_run_items",
+        "gauge",
+        "Items the job's last round here handled, by outcome.",
+    ),
+    (
+        "tether_job_last_run_started_timestamp_seconds",
+        "gauge",
+        "Start of the job's last round here (0: never).",
+    ),
+    (
+        "tether_job_last_run_finished_timestamp_seconds",
+        "gauge",
+        "End of the job's last round here (0: never or running).",
+    ),
+    (
+        "tether_job_last_run_success",
+        "gauge",
+        "1 if the job's last round here had no failure, else 0.",
+    ),
+    (
+        "tether_job_next_run_timestamp_seconds",
+        "gauge",
+        "When this process next tries the job (0: not scheduled).",
+    ),
+    (
+        "tether_job_lease_held",
+        "gauge",
+        "1 if this process holds the job's lease, else 0.",
+    ),
+    (
+        "tether_job_lease_holder_info",
+        "gauge",
+        "The worker holding the job's lease now (1 per job; none when free).",
+    ),
+)
+
+
+def _job_lines(jobs: Sequence[JobReport]) -> list[str]:
+    series: dict[str, list[str]] = {name: [] for name, _, _ in _JOB_SERIES}
+    for report in jobs:
+        s = report.status
+        job = s.name
+        series["tether_job_runs_total"].append(f"{_labels(job=job)} {s.runs}")
+        series["tether_job_lease_skips_total"].append(
+            f"{_labels(job=job)} {s.lease_skips}"
+        )
+        for outcome, total, last in (
+            ("ok", s.ok, s.last.ok),
+            ("failed", s.failed, s.last.failed),
+            ("skipped", s.skipped, s.last.skipped),
+        ):
+            label = _labels(job=job, outcome=outcome)
+            series["tether_job_items_total"].append(f"{label} {total}")
+            series["tether_job_last_run_items"].append(f"{label} {last}")
+        series["tether_job_last_run_started_timestamp_seconds"].append(
+            f"{_labels(job=job)} {_stamp(s.last_started)}"
+        )
+        series["tether_job_last_run_finished_timestamp_seconds"].append(
+            f"{_labels(job=job)} {_stamp(s.last_finished)}"
+        )
+        if s.last_outcome is not None:
+            ok = 1 if s.last_outcome == "ok" else 0
+            series["tether_job_last_run_success"].append(f"{_labels(job=job)} {ok}")
+        series["tether_job_next_run_timestamp_seconds"].append(
+            f"{_labels(job=job)} {_stamp(s.next_run)}"
+        )
+        series["tether_job_lease_held"].append(
+            f"{_labels(job=job)} {1 if report.held_here else 0}"
+        )
+        if report.holder is not None:
+            label = _labels(job=job, holder=report.holder)
+            series["tether_job_lease_holder_info"].append(f"{label} 1")
+    lines: list[str] = []
+    for name, kind, text in _JOB_SERIES:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        lines += [name + sample for sample in series[name]]
+    return lines
 
 
 def _outcome(result: ToolResult) -> str:

@@ -29,7 +29,8 @@ async def readyz(tether: TetherDep) -> dict[str, str]:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, tether: TetherDep) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (connections, calls, refreshes, background jobs)."""
     registry: Metrics = request.app.state.metrics
     counts = await listing_of(tether.stores).count_by_status()
-    return PlainTextResponse(registry.render(counts), media_type=CONTENT_TYPE)
+    jobs = await tether.jobs.report()
+    return PlainTextResponse(registry.render(counts, jobs), media_type=CONTENT_TYPE)
