@@ -34,7 +34,7 @@ SUFFIXES = frozenset(
 PENDING: tuple[str, ...] = ()
 
 FAMILIES = (
-    "GEN|PRM|ASM|REG|CIMD|RES|SCP|AUTHZ|CB|TOK|RFR|REV|SEC|SSRF|HTTP7|HTTP|TOOL|EXT|G"
+    "GEN|PRM|ASM|REG|CIMD|RES|SCP|AUTHZ|CB|TOK|RFR|REV|SEC|SSRF|HTTP7|HTTP|TOOL|EXT|DUR|G"
 )
 ID = re.compile(rf"(?<![\w-])({FAMILIES})-(\d{{1,3}})\b")
 ID_RANGE = re.compile(
