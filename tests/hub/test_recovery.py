@@ -119,7 +119,8 @@ async def test_the_next_refresh_replays_once_the_store_heals(tmp_path: Path) -> 
 
 async def test_an_unwritable_journal_does_not_stop_the_refresh(tmp_path: Path) -> None:
     w = await world([tokens(1)])
-    journaled(w, tmp_path / "no-such-dir" / "j")
+    (tmp_path / "file").write_text("")
+    journaled(w, tmp_path / "file" / "j")  # a folder that cannot exist
     conn = await w.refresh()
     assert secret(conn.refresh_token) == "rt-1"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.config import Settings
 from tether.errors import DecryptionError, StorageError
 from tether.store.crypto import KeyRing, generate_key
 from tether.store.journal import (
@@ -108,9 +109,23 @@ def test_unreadable_lines_are_kept_and_logged(
 
 
 def test_an_unwritable_journal_is_a_storage_error(tmp_path: Path) -> None:
-    journal = TokenJournal(tmp_path / "missing-dir" / "j", KeyRing.generate())
+    (tmp_path / "file").write_text("")
+    journal = TokenJournal(tmp_path / "file" / "j", KeyRing.generate())
     with pytest.raises(StorageError, match="cannot be written"):
         journal.append(record())
+
+
+def test_a_missing_folder_is_created_private(tmp_path: Path) -> None:
+    journal = TokenJournal(tmp_path / "home" / "j", KeyRing.generate())
+    journal.append(record())
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+    assert len(journal.pending()) == 1
+
+
+def test_the_shells_put_a_postgres_journal_in_the_home_folder(tmp_path: Path) -> None:
+    pg = Settings(home=tmp_path, database_url="postgresql+asyncpg://h/db")
+    assert pg.resolved_journal_path() == tmp_path / "token-journal"
+    assert Settings(home=tmp_path).resolved_journal_path() is None  # beside SQLite
 
 
 def test_where_the_journal_lives(tmp_path: Path) -> None:

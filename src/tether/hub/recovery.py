@@ -197,8 +197,13 @@ class Recovery:
         journal = self._ctx.journal
         if journal is None:
             return []
+        try:
+            pending = journal.pending(server_id, subject)
+        except StorageError as exc:  # an unreadable journal never blocks the grants
+            logger.warning("%s; nothing replayed", exc.message)
+            return []
         done: list[Replayed] = []
-        for record in journal.pending(server_id, subject):
+        for record in pending:
             server = await self._ctx.stores.servers.get(record.server_id)
             change = replay_change(record, server.grant_epoch if server else None)
             wrote: list[bool] = []

@@ -52,8 +52,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from tether.errors import DecryptionError, StorageError
-from tether.store.crypto import KeyRing, SecretRef
+from tether.errors import ConfigurationError, DecryptionError, StorageError
+from tether.store.crypto import KeyRing, SecretRef, make_private_directory
 
 __all__ = [
     "JournalRecord",
@@ -210,11 +210,14 @@ class TokenJournal:
         # this record (blank lines are skipped)
         line = b"\n" + encode_line(self._ring, record)
         try:
+            if not self.path.parent.is_dir():  # a first use (PostgreSQL's home)
+                make_private_directory(self.path.parent)
             with self._locked(fcntl.LOCK_SH, create=True) as fd:
                 written = os.write(fd, line)
-        except OSError as exc:
+        except (OSError, ConfigurationError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else exc.message
             raise StorageError(
-                f"the token journal {self.path} cannot be written: {exc.strerror}",
+                f"the token journal {self.path} cannot be written: {problem}",
                 hint="check the data directory's free space and permissions",
             ) from exc
         if written != len(line):
