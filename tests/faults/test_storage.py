@@ -39,7 +39,7 @@ from grants.harness import (
     stored,
     token_lines,
 )
-from hub.conftest import introspect
+from hub.conftest import authorize, introspect
 from peers.fixture import Peers
 from store.conftest import SKIP_PG, _pg_admin, postgres_schema
 from tether.errors import StorageError
@@ -232,6 +232,41 @@ async def test_a_store_turning_read_only_after_the_answer_takes_the_journal_path
             assert "connection.journal_replay" in actions
             assert fresh.ctx.journal is not None
             assert fresh.ctx.journal.pending() == []
+        finally:
+            await fresh.aclose()
+        await assert_alive(grant)
+
+
+async def test_a_store_turning_read_only_during_connect_completion_keeps_the_grant(
+    storm_peers: Peers, tmp_path: Path
+) -> None:
+    """The code exchange's tokens outlive a store that refuses them (DUR-1, DUR-2)."""
+    async with sqlite_grant(storm_peers, tmp_path, "ro3") as (grant, db):
+        tether = await open_tether(grant.database_url, grant.key)
+        stack = contextlib.ExitStack()
+        try:
+            await tether.disconnect(grant.server_name, actor="test")
+            params = await authorize(tether, grant.server_name)
+
+            async def read_only() -> None:
+                stack.enter_context(immutable(db))
+                await engine_of(tether).dispose()
+
+            after_token_answer(tether, read_only)
+            with pytest.raises(StorageError):
+                await tether.complete(params, user="admin")
+            journal = tether.ctx.journal
+            assert journal is not None
+            assert [r.kind for r in journal.pending()] == ["connect"]
+            print("\nread-only store at connect completion: path journal")
+        finally:
+            stack.close()
+            await tether.aclose()
+        fresh = await open_tether(grant.database_url, grant.key)
+        try:
+            replayed = fresh.connections.recovery.replayed
+            assert [(r.kind, r.outcome) for r in replayed] == [("connect", "applied")]
+            assert (await stored(fresh, grant.server_id)).status == "connected"
         finally:
             await fresh.aclose()
         await assert_alive(grant)

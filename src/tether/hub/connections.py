@@ -358,7 +358,9 @@ class Connections:
         except TetherError as exc:
             # A failed exchange is a connect failure, even for invalid_grant: there
             # is no grant yet to re-authorize.
-            if not isinstance(exc, CallbackRejected):
+            # a store that refused the tokens is no connect failure: its journal
+            # record (DUR-2) must find the connection untouched to be replayed
+            if not isinstance(exc, CallbackRejected | StorageError):
                 await self._mark_failed(server, pending.subject, "failed", exc)
             if exc.server != server.name:  # GEN-4: name the admin's server
                 if exc.server:
