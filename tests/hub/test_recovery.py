@@ -16,7 +16,9 @@ from pydantic import SecretStr
 
 from hub.test_refresh_classes import T0, World, secret, tokens, world
 from tether.errors import StorageError
+from tether.hub.context import HubConfig
 from tether.hub.recovery import from_wire, replay_change, to_wire
+from tether.hub.tether import Tether
 from tether.store.base import Connection
 from tether.store.crypto import KeyRing
 from tether.store.journal import JournalRecord, TokenJournal
@@ -235,3 +237,23 @@ def test_a_replay_applies_only_over_the_state_it_came_from(
     if result is not None:
         assert result.status == "connected"
         assert secret(result.access_token) in ("at-1", "at-9")
+
+
+async def test_a_start_whose_store_refuses_the_replay_keeps_the_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Tether.replay_journal`` (run by ``Tether.open``) logs and goes on (DUR-2)."""
+    w = await world([])
+    journal = journaled(w, tmp_path / "j")
+    tether = Tether(
+        stores=w.stores,
+        fetcher=w.fetcher,
+        config=HubConfig(redirect_uri="https://tether.example/cb"),
+        journal=journal,
+    )
+    journal.append(refresh_record())
+    failing_saves(w, 10**6)
+    await tether.replay_journal()
+    assert "token journal not replayed yet" in caplog.text
+    assert [r.id for r in journal.pending()] == ["r1"]
+    assert tether.connections.recovery.replayed == []

@@ -21,7 +21,6 @@ from pydantic import SecretStr
 from tether.errors import (
     NetworkError,
     NotFound,
-    StorageError,
     TetherError,
     UsageError,
 )
@@ -242,7 +241,7 @@ class Tether:
         """
         try:
             await self.connections.recovery.replay()
-        except StorageError as exc:
+        except TetherError as exc:  # the store still refuses, or peers kept writing
             logger.warning("token journal not replayed yet: %s", exc.message)
 
     async def start(self) -> None:
