@@ -38,14 +38,19 @@ def last_mark(path: Path) -> str:
     return last
 
 
-def marks(path: Path) -> list[str]:
-    """Every whole mark, in order."""
+def stamped(path: Path) -> list[tuple[str, int]]:
+    """Every whole mark with its ``time.monotonic_ns`` stamp, in order."""
     out = []
     for line in path.read_text().splitlines() if path.exists() else []:
         name, _, stamp = line.rpartition(" ")
         if name and stamp.isdigit():
-            out.append(name)
+            out.append((name, int(stamp)))
     return out
+
+
+def marks(path: Path) -> list[str]:
+    """Every whole mark, in order."""
+    return [name for name, _ in stamped(path)]
 
 
 async def marked_flow(
@@ -53,7 +58,8 @@ async def marked_flow(
 ) -> tuple[list[str], float]:
     """Run one marked flow; SIGKILL it ``delay`` s after the barrier if given.
 
-    Returns the marks written and the kill time (ms after the barrier).
+    Returns the marks written and the kill time (ms after the barrier); unkilled, the
+    time from the barrier to the flow's ``end`` mark.
     """
     path = grant.workdir / f"flow-{index}-{time.monotonic_ns()}"
     worker = await Worker.spawn(grant, "flow", index, marks=str(path), **config)
@@ -64,7 +70,10 @@ async def marked_flow(
         event = await worker.done()
         if event["outcome"] != "ok":
             raise AssertionError(f"an unkilled flow failed: {event}")
-        kill_ms = (time.monotonic_ns() - released) / 1e6
+        # the flow's own duration (CLOCK_MONOTONIC is one clock for both processes),
+        # not the child's shutdown after it
+        end = dict(stamped(path))["end"]
+        kill_ms = (end - released) / 1e6
     else:
         await asyncio.sleep(delay)  # the fault's timing, not synchronisation
         kill_ms = (time.monotonic_ns() - released) / 1e6
