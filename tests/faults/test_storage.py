@@ -275,11 +275,30 @@ async def test_a_store_turning_read_only_during_connect_completion_keeps_the_gra
 # ---------------------------------------------------------------- full
 
 
-@pytest.mark.parametrize("headroom", range(8))
+async def fill(engine: Any, limit: int) -> None:
+    """Fill every free byte under ``limit`` pages with filler rows (a full disk)."""
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+    size = 4096
+    while size >= 1:
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(f"PRAGMA max_page_count = {limit}")
+                await conn.exec_driver_sql(
+                    "INSERT INTO filler VALUES (zeroblob(?))", (size,)
+                )
+        except sa.exc.OperationalError:
+            size //= 2
+
+
+@pytest.mark.parametrize("headroom", [*range(8), "filled"])
 async def test_a_full_store_keeps_the_grant(
-    storm_peers: Peers, tmp_path: Path, headroom: int
+    storm_peers: Peers, tmp_path: Path, headroom: int | str
 ) -> None:
-    """``PRAGMA max_page_count`` a few pages above the size stands in for a full disk."""
+    """``PRAGMA max_page_count`` a few pages above the size stands in for a full disk.
+
+    ``filled``: no headroom, and every free byte of the last pages taken as well.
+    """
     async with sqlite_grant(storm_peers, tmp_path, f"full{headroom}") as (grant, _db):
         await expire_access_token(grant)
         tether = await open_tether(grant.database_url, grant.key)
@@ -287,7 +306,9 @@ async def test_a_full_store_keeps_the_grant(
         try:
             async with engine.connect() as conn:
                 pages = (await conn.exec_driver_sql("PRAGMA page_count")).scalar()
-            limit = int(pages) + headroom
+            limit = int(pages) + (headroom if isinstance(headroom, int) else 1)
+            if headroom == "filled":
+                await fill(engine, limit)
 
             def cap(dbapi: Any, _record: Any) -> None:
                 cursor = dbapi.cursor()
@@ -312,7 +333,10 @@ async def test_a_full_store_keeps_the_grant(
             await engine.dispose()
         finally:
             await tether.aclose()
-        print(f"\nfull store, {headroom} pages of headroom: path {path}")
+        level = (
+            "filled to the byte" if headroom == "filled" else f"{headroom} pages free"
+        )
+        print(f"\nfull store, {level}: path {path}")
         await assert_alive(grant)
 
 
