@@ -25,7 +25,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, SKIP
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_every_lost_grant_was_killed_inside_the_commit_window(
+async def test_every_lost_grant_was_killed_inside_the_unclosable_window(
     backend: str, storm_peers: Peers, tmp_path: Path
 ) -> None:
     """>= 30 seeded kills: each loss lies in POST-sent..journaled; a fresh process works."""
