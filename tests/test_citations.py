@@ -33,9 +33,7 @@ SUFFIXES = frozenset(
 #: an entry once its file cites ``design-notes`` / ``requirements.md``.
 PENDING: tuple[str, ...] = ()
 
-FAMILIES = (
-    "GEN|PRM|ASM|REG|CIMD|RES|SCP|AUTHZ|CB|TOK|RFR|REV|SEC|SSRF|HTTP7|HTTP|TOOL|EXT|G"
-)
+FAMILIES = "GEN|PRM|ASM|REG|CIMD|RES|SCP|AUTHZ|CB|TOK|RFR|REV|SEC|SSRF|HTTP7|HTTP|TOOL|EXT|DUR|G"
 ID = re.compile(rf"(?<![\w-])({FAMILIES})-(\d{{1,3}})\b")
 ID_RANGE = re.compile(
     rf"(?<![\w-])({FAMILIES})-(\d{{1,3}})\s*(?:–|…|\.\.\.)\s*(?:\1-)?(\d{{1,3}})\b"

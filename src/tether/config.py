@@ -139,6 +139,17 @@ class Settings(BaseSettings):
         """The key-file path, defaulting to ``<home>/keys``."""
         return self.key_file or self.home / "keys"
 
+    def resolved_journal_path(self) -> Path | None:
+        """The token journal for a non-SQLite database: ``<home>/token-journal``.
+
+        SQLite keeps its journal beside the database file (DUR-1); ``None`` lets
+        :meth:`~tether.hub.tether.Tether.open` choose that.
+        """
+        url = self.resolved_database_url()
+        if url.startswith(("sqlite", "memory")):
+            return None
+        return self.home / "token-journal"
+
 
 def _describe(exc: ValidationError) -> str:
     # Never the input: a database URL or a key may be what failed.

@@ -468,10 +468,13 @@ PHASES = (
     "before start",
     "before token POST",
     "POST sent, no answer",
-    "answer, not committed",
+    "answer, not journaled",
+    "journaled, not committed",
     "after commit",
 )
-WINDOW = frozenset(PHASES[2:4])  # token POST sent .. commit: no client can close it
+WINDOW = frozenset(PHASES[2:4])
+"""Token POST sent .. the answer in the journal (DUR-1): the window no client can close.
+Before the journal it reached to the commit; a journaled answer is replayed."""
 
 
 @dataclass(frozen=True)
@@ -481,6 +484,7 @@ class Marks:
     start: int | None
     post: int | None
     response: int | None
+    journal: int | None
     commit: int | None
 
     @classmethod
@@ -502,12 +506,15 @@ class Marks:
             found.get("start"),
             found.get("post"),
             found.get("response"),
+            found.get("journal"),
             found.get("commit"),
         )
 
     @property
     def phase(self) -> str:
         if self.commit is not None:
+            return PHASES[5]
+        if self.journal is not None:
             return PHASES[4]
         if self.response is not None:
             return PHASES[3]
@@ -525,6 +532,8 @@ class Trial:
     phase: str
     refresh_token_active: bool
     lost: bool
+    replayed: bool = False
+    """The next process stored the answer from the journal (DUR-2)."""
 
     @property
     def in_window(self) -> bool:
@@ -547,19 +556,21 @@ class KillReport:
     def table(self) -> str:
         """The kill -9 table: trials and losses per phase, then the measured window."""
         rows = [
-            "| kill fell in phase | trials | grants lost |",
-            "|---|---|---|",
+            "| kill fell in phase | trials | grants lost | saved by the journal |",
+            "|---|---|---|---|",
         ]
         for phase in PHASES:
             of_phase = [trial for trial in self.trials if trial.phase == phase]
             mark = " (window)" if phase in WINDOW else ""
             rows.append(
                 f"| {phase}{mark} | {len(of_phase)} | "
-                f"{sum(trial.lost for trial in of_phase)} |"
+                f"{sum(trial.lost for trial in of_phase)} | "
+                f"{sum(trial.replayed for trial in of_phase)} |"
             )
         rows.append(
             f"| **total** | {len(self.trials)} | {len(self.lost)} "
-            f"({sum(t.in_window for t in self.lost)} in the window) |"
+            f"({sum(t.in_window for t in self.lost)} in the window) | "
+            f"{sum(t.replayed for t in self.trials)} |"
         )
         lines = ["\n".join(rows)]
         if self.timings:
@@ -590,9 +601,14 @@ def _timing(marks: Marks, released: int) -> dict[str, float]:
             raise AssertionError(f"an unkilled refresh left incomplete marks: {marks}")
         return (b - a) / 1e6
 
-    return {
+    timing = {
         "barrier->POST": ms(released, marks.post),
         "POST->answer": ms(marks.post, marks.response),
+    }
+    if marks.journal is not None:
+        timing["answer->journal"] = ms(marks.response, marks.journal)
+    return {
+        **timing,
         "answer->commit": ms(marks.response, marks.commit),
         "barrier->commit": ms(released, marks.commit),
     }
@@ -625,8 +641,21 @@ async def _marked_refresh(
     return Marks.read(marks_path), released, kill_ms
 
 
-async def _survived(grant: Grant, tether: Tether) -> tuple[bool, bool]:
-    """(refresh token active at the AS, grant alive); reconnects a lost grant."""
+async def _survived(grant: Grant, tether: Tether) -> tuple[bool, bool, bool]:
+    """(refresh token active at the AS, grant alive, replayed from the journal).
+
+    First does what the next start does: replay the journal (DUR-2). Reconnects a
+    lost grant.
+    """
+    replays = tether.connections.recovery.replayed
+    before = len(replays)
+    await tether.replay_journal()
+    replayed = any(item.outcome == "applied" for item in replays[before:])
+    active, alive = await _alive_or_reconnected(grant, tether)
+    return active, alive, replayed
+
+
+async def _alive_or_reconnected(grant: Grant, tether: Tether) -> tuple[bool, bool]:
     conn = await stored(tether, grant.server_id)
     active = conn.refresh_token is not None and bool(
         introspect(grant.auth, conn.refresh_token.get_secret_value())["active"]
@@ -672,8 +701,10 @@ async def kill_trials(
             marks, _, kill_ms = await _marked_refresh(
                 grant, index, delay_ms / 1e3, open_kwargs
             )
-            active, alive = await _survived(grant, tether)
-            report.trials.append(Trial(index, kill_ms, marks.phase, active, not alive))
+            active, alive, replayed = await _survived(grant, tether)
+            report.trials.append(
+                Trial(index, kill_ms, marks.phase, active, not alive, replayed)
+            )
     report.final = await grant_alive(grant, open_kwargs)
     return report
 

@@ -17,10 +17,16 @@ worker once all of them are ready). Modes:
 ``refresh``
     One ``tether.refresh`` while timestamped marks (``time.monotonic_ns``, one unbuffered
     ``write(2)`` each, so they survive SIGKILL) go to ``marks``: ``start``; ``post``
-    before the token request; ``response`` after its answer; ``store:<method>:end``
+    before the token request; ``response`` after its answer; ``journal`` after the sealed token journal took it
+    (DUR-1); ``store:<method>:end``
     after each write to the connection store returns (the first write after
     ``response`` is the commit of the new tokens); ``end``. The wrappers live in this
-    process only: the fetcher's ``request`` and the connection store's methods.
+    process only: the fetcher's ``request``, the journal's ``append`` and the
+    connection store's methods.
+``flow``
+    One ``complete`` (connect completion), ``disconnect`` or ``servers.update`` with
+    marks ``<step>:sent`` / ``<step>:answered`` around every request, ``journal``,
+    ``store:<method>:end`` and ``servers:<method>:end`` (``tests/faults``).
 """
 
 from __future__ import annotations
@@ -141,6 +147,19 @@ def _wrap_fetcher(tether: Tether, mark: Marks) -> None:
     setattr(tether.fetcher, "request", request)  # noqa: B010 - a method, mypy refuses =
 
 
+def _wrap_journal(tether: Tether, mark: Marks) -> None:
+    journal = tether.ctx.journal
+    if journal is None:
+        return
+    original = journal.append
+
+    def append(record: Any) -> None:
+        original(record)
+        mark("journal")
+
+    setattr(journal, "append", append)  # noqa: B010 - a method, mypy refuses =
+
+
 def _wrap_store(tether: Tether, mark: Marks) -> None:
     store = tether.stores.connections
     for name in dir(store):
@@ -169,6 +188,7 @@ async def refresh(tether: Tether, config: dict[str, Any]) -> None:
     """One marked refresh (the process the kill trials SIGKILL)."""
     mark = Marks(config["marks"])
     _wrap_fetcher(tether, mark)
+    _wrap_journal(tether, mark)
     _wrap_store(tether, mark)
     emit("ready", pid=os.getpid())
     await wait_barrier()
@@ -182,7 +202,48 @@ async def refresh(tether: Tether, config: dict[str, Any]) -> None:
     emit("done", refresh=outcome)
 
 
-MODES = {"storm": storm, "check": check, "refresh": refresh}
+def _wrap_flows(tether: Tether, mark: Marks) -> None:
+    """Marks for connect, disconnect and configuration changes (tests/faults)."""
+    original = tether.fetcher.request
+
+    async def request(method: str, url: str, **kwargs: Any) -> Any:
+        step = kwargs.get("step")
+        mark(f"{step}:sent")
+        response = await original(method, url, **kwargs)
+        mark(f"{step}:answered")
+        return response
+
+    setattr(tether.fetcher, "request", request)  # noqa: B010
+    _wrap_journal(tether, mark)
+    _wrap_store(tether, mark)
+    servers = tether.stores.servers
+    for name in ("update", "add", "delete"):
+        setattr(servers, name, _marked(getattr(servers, name), f"servers:{name}", mark))
+
+
+async def flow(tether: Tether, config: dict[str, Any]) -> None:
+    """One marked flow (``complete``, ``disconnect`` or ``update``) to be SIGKILLed."""
+    mark = Marks(config["marks"])
+    _wrap_flows(tether, mark)
+    server: str = config["server"]
+    emit("ready", pid=os.getpid())
+    await wait_barrier()
+    mark("start")
+    try:
+        if config["flow"] == "complete":
+            await tether.complete(config["params"], user=config["user"])
+        elif config["flow"] == "disconnect":
+            await tether.disconnect(server, actor="fault")
+        else:
+            await tether.servers.update(server, config["changes"], actor="fault")
+        outcome = "ok"
+    except TetherError as exc:
+        outcome = exc.code
+    mark("end")
+    emit("done", outcome=outcome)
+
+
+MODES = {"storm": storm, "check": check, "refresh": refresh, "flow": flow}
 
 
 async def main(mode: str, config: dict[str, Any]) -> None:

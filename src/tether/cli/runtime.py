@@ -44,6 +44,7 @@ async def open_tether(settings: Settings) -> AsyncIterator[Tether]:
         client_name=settings.client_name,
         allow_networks=settings.allow_networks,
         ca_bundle=settings.ca_bundle,
+        journal_path=settings.resolved_journal_path(),
     )
     try:
         yield tether

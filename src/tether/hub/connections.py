@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from tether.errors import (
     NetworkError,
     NotFound,
     OAuthError,
+    StorageError,
     TetherError,
     UsageError,
 )
@@ -50,6 +52,7 @@ from tether.hub.grants import (
     step_up_change,
 )
 from tether.hub.machine import MachineGrants, is_machine_grant
+from tether.hub.recovery import Recovery
 from tether.hub.registration import Registrar, auth_for
 from tether.hub.status import Event
 from tether.oauth.authorize import (
@@ -87,6 +90,8 @@ from tether.store.base import (
 )
 
 __all__ = ["Connections", "StartedAuthorization", "subject_for"]
+
+logger = logging.getLogger(__name__)
 
 CallbackParams = Mapping[str, str | Sequence[str]]
 _MAX_ERROR = 1000
@@ -145,6 +150,10 @@ class Connections:
         self.discoverer = Discoverer(ctx)
         self.registrar = Registrar(ctx)
         self.grants = GrantWriter(ctx)
+        self.recovery = Recovery(ctx, self.grants)
+        self._unstored: dict[tuple[str, str], Connection] = {}
+        """Tokens journaled but not stored (the store refused them), per connection:
+        this process keeps using them until a replay stores them (DUR-2)."""
         self._flights: SingleFlight[Connection] = SingleFlight()
         self.refresh_lease = True
         self.observer: Callable[[str, float], None] | None = None
@@ -349,7 +358,9 @@ class Connections:
         except TetherError as exc:
             # A failed exchange is a connect failure, even for invalid_grant: there
             # is no grant yet to re-authorize.
-            if not isinstance(exc, CallbackRejected):
+            # a store that refused the tokens is no connect failure: its journal
+            # record (DUR-2) must find the connection untouched to be replayed
+            if not isinstance(exc, CallbackRejected | StorageError):
                 await self._mark_failed(server, pending.subject, "failed", exc)
             if exc.server != server.name:  # GEN-4: name the admin's server
                 if exc.server:
@@ -417,29 +428,37 @@ class Connections:
             exc.details["revocation"] = outcome
             raise
         now = self._ctx.clock.now()
+        fields: dict[str, object] = {
+            **_token_fields(tokens),  # replaces the whole set (G-11)
+            "dpop_key": dpop_key,
+            "required_scopes": (),
+            "issuer": pending.issuer,
+            "client_id": registration.client_id,
+            "resource": pending.resource,
+            "connected_by": pending.user_id,
+            "connected_at": now,
+            "refreshed_at": now,
+            "retry_at": None,
+            "grant_epoch": server.grant_epoch,
+            "last_error_code": None,
+            "last_error": None,
+            "last_error_at": None,
+        }
+        # DUR-1: sealed in the journal before the store write, replayed if it fails
+        record = self.recovery.journal(
+            "connect",
+            Connection(server_id=server.id, subject=pending.subject),
+            now,
+            fields,
+            grant_epoch=server.grant_epoch,
+        )
         conn = await self.grants.apply(
             server.id,
             pending.subject,
-            event_change(
-                "authorized",
-                now,
-                **_token_fields(tokens),  # replaces the whole set (G-11)
-                dpop_key=dpop_key,
-                required_scopes=(),
-                issuer=pending.issuer,
-                client_id=registration.client_id,
-                resource=pending.resource,
-                connected_by=pending.user_id,
-                connected_at=now,
-                refreshed_at=now,
-                retry_at=None,
-                grant_epoch=server.grant_epoch,
-                last_error_code=None,
-                last_error=None,
-                last_error_at=None,
-            ),
+            event_change("authorized", now, **fields),
             retry_storage=True,  # the AS issued these tokens: never drop them
         )
+        self.recovery.settle(record)
         await self.registrar.promote(server, registration)
         if pending.discovery is not None:  # the flow completed: now it is the live one
             await self._ctx.stores.discovery.put(pending.discovery)
@@ -672,9 +691,16 @@ class Connections:
         if not self.refresh_lease:  # benchmarks only: the unguarded baseline
             return await self._refresh_flight(server, subject, stale, force)
         key = (server.id, subject)
-        conn = await self._flights.run(
-            key, lambda: self._refresh_flight(server, subject, stale, force)
-        )
+        try:
+            conn = await self._flights.run(
+                key, lambda: self._refresh_flight(server, subject, stale, force)
+            )
+        except StorageError:
+            # the store refuses writes: tokens this process journaled still serve
+            held = self._unstored.get(key)
+            if held is None or self.needs_refresh(held):
+                raise
+            return held
         if stale is not None and conn.access_token == stale.access_token:
             # the flight we joined started before our token was refused: one more
             conn = await self._flights.run(
@@ -697,10 +723,20 @@ class Connections:
         waiting = time.monotonic()
         async with self.grants.lease(server.id, subject):
             self._observe("lease_wait", time.monotonic() - waiting)
+            await self._replay(server, subject)
             conn = await self.get(server, subject)
             if self._adoptable(conn, stale):
                 return conn  # a peer refreshed while we waited for the lease
             return await self._refresh_held(server, conn, stale, force)
+
+    async def _replay(self, server: ServerRecord, subject: str) -> None:
+        """Replay this connection's journaled tokens before refreshing it (DUR-2).
+
+        Raises:
+            StorageError: The store still refuses them (they stay journaled).
+        """
+        await self.recovery.replay(server.id, subject)
+        self._unstored.pop((server.id, subject), None)
 
     async def _refresh_held(
         self,
@@ -775,12 +811,21 @@ class Connections:
             fields = _token_fields(tokens)
             if not tokens.scopes:  # design-notes R3.3: keep the old granted scopes
                 fields["scopes"] = conn.scopes
-            stored = await self.grants.apply(
-                server.id,
-                conn.subject,
-                refreshed_change(used, now, **fields),
-                retry_storage=True,
+            # DUR-1: sealed in the journal first, so a kill before the commit (or a
+            # store that stays unwritable) loses nothing the AS issued
+            record = self.recovery.journal(
+                "refresh", conn, now, fields, used_refresh_token=used
             )
+            change = refreshed_change(used, now, **fields)
+            try:
+                stored = await self.grants.apply(
+                    server.id, conn.subject, change, retry_storage=True
+                )
+            except StorageError as exc:
+                if record is None:
+                    raise
+                return self._hold(server, conn, change, exc)
+            self.recovery.settle(record)
         if stored.access_token != tokens.access_token:
             # a reconnect or disconnect replaced the grant meanwhile; it wins
             if stored.access_token is None or stored.status == "needs_reauth":
@@ -789,6 +834,32 @@ class Connections:
         self._observe("refresh.ok")
         await self._audit_grant(server, stored, "connection.refresh")
         return stored
+
+    def _hold(
+        self,
+        server: ServerRecord,
+        conn: Connection,
+        change: Callable[[Connection], Connection | None],
+        exc: StorageError,
+    ) -> Connection:
+        """The store refused the new tokens after its retries: the journal path (DUR-2).
+
+        The record stays pending in the journal; this process keeps the tokens in
+        memory and uses them until a replay (the next start, or the next refresh of
+        this connection) stores them.
+        """
+        held = change(conn)
+        if held is None:  # unreachable: the change was built over ``conn``
+            raise exc
+        self._unstored[(server.id, conn.subject)] = held
+        self._observe("refresh.journaled")
+        logger.warning(
+            "server '%s': the store refused the refreshed tokens (%s); they are kept "
+            "in the token journal and replayed when the store accepts writes",
+            server.name,
+            exc.message,
+        )
+        return held
 
     async def _refresh_failed(
         self, server: ServerRecord, conn: Connection, used: str, exc: TetherError

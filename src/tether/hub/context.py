@@ -15,6 +15,7 @@ from tether.mcp.elicitation import ElicitationHandler
 from tether.net.fetch import Fetcher, NetworkProfile
 from tether.oauth.redirect_uri import check_redirect_uri
 from tether.store.base import ServerRecord, Stores
+from tether.store.journal import TokenJournal
 
 __all__ = ["HubConfig", "HubContext", "profile_of"]
 
@@ -62,6 +63,8 @@ class HubContext:
     fetcher: Fetcher
     auditor: Auditor
     config: HubConfig
+    journal: TokenJournal | None = None
+    """The sealed token journal (DUR-1); ``None`` for memory stores."""
 
 
 def profile_of(server: ServerRecord) -> NetworkProfile:

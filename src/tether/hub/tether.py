@@ -9,6 +9,7 @@ Build one with :meth:`Tether.open` (plain arguments, no settings object) and clo
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +18,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tether.errors import NetworkError, NotFound, TetherError, UsageError
+from tether.errors import (
+    NetworkError,
+    NotFound,
+    TetherError,
+    UsageError,
+)
 from tether.hub.audit import Auditor
 from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
@@ -40,6 +46,7 @@ from tether.oauth.registration import client_metadata_document
 from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
+from tether.store.journal import TokenJournal, journal_location
 from tether.store.lease import LeaseLockProvider
 from tether.store.paging import DEFAULT_LIMIT, Page
 
@@ -125,6 +132,7 @@ class Tether:
         clock: Clock | None = None,
         random: Random | None = None,
         resolver: Resolver = system_resolver,
+        journal: TokenJournal | None = None,
     ) -> None:
         self.stores = stores
         self.fetcher = fetcher
@@ -136,6 +144,7 @@ class Tether:
             fetcher=fetcher,
             auditor=Auditor(stores.audit, clock),
             config=config,
+            journal=journal,
         )
         self._resolver = resolver
         self.connections = Connections(self.ctx)
@@ -167,6 +176,7 @@ class Tether:
         refresh_lease: bool = True,
         pool_size: int | None = None,
         lease_ttl_seconds: float | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
@@ -180,6 +190,11 @@ class Tether:
         database connections of this process (SQL backends). ``lease_ttl_seconds``
         is how long a dead lease holder blocks others (default 30 s; a live holder
         extends its lease, so a shorter one only speeds up recovery from crashes).
+
+        ``journal_path`` is the sealed token journal (DUR-1): by default beside a
+        SQLite file (``<file>.token-journal``); PostgreSQL has one only when a path is
+        given (the shells pass ``<home>/token-journal``: one per host); memory stores
+        never have one. Pending records are replayed here (DUR-2).
         """
         # settings are checked (bad entries, CA bundle, redirect URI) before the
         # stores are opened, so a refusal leaves nothing open
@@ -201,19 +216,33 @@ class Tether:
             now=clock.now if clock is not None else None,
             pool_size=pool_size,
         )
+        path = journal_location(database_url, journal_path)
         tether = cls(
             stores=stores,
             fetcher=fetcher,
             config=config,
             clock=clock,
             resolver=resolver,
+            journal=None if path is None else TokenJournal(path, key_ring),
         )
         tether.connections.refresh_lease = refresh_lease
         if lease_ttl_seconds is not None and stores.leases is not None:
             ttl = timedelta(seconds=lease_ttl_seconds)
             stores.locks = LeaseLockProvider(stores.leases, ttl=ttl)
         await tether.start()
+        await tether.replay_journal()
         return tether
+
+    async def replay_journal(self) -> None:
+        """Store tokens a crash or a refusing store left in the journal (DUR-2).
+
+        A store that still refuses them is logged, not raised: the records stay
+        pending, and the next refresh of each connection tries again.
+        """
+        try:
+            await self.connections.recovery.replay()
+        except TetherError as exc:  # the store still refuses, or peers kept writing
+            logger.warning("token journal not replayed yet: %s", exc.message)
 
     async def start(self) -> None:
         """Start background machinery (the MCP session pool)."""

@@ -256,9 +256,17 @@ def private_sqlite_files(path: Path) -> None:
     """
     make_private_directory(path.parent)
     _warn_if_shared(path.parent)
+    existed = path.exists()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError as exc:
+        if existed:  # a read-only file or file system (issue 11 item 1)
+            raise ConfigurationError(
+                f"cannot open the database file {path} for writing: "
+                f"{exc.strerror or exc}",
+                hint="Tether writes its database: check the file's permissions and "
+                "attributes (`ls -l`, `lsattr`) and that its file system is writable",
+            ) from exc
         raise ConfigurationError(
             f"cannot create the database file {path}: {exc.strerror or exc}",
             hint="set TETHER_HOME or TETHER_DATABASE_URL to a path this user can write",

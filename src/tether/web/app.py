@@ -64,6 +64,7 @@ async def open_service_tether(web: WebConfig) -> Tether:
         client_metadata_url=web.metadata_url,
         client_name=web.client_name,
         allow_networks=web.allow_networks,
+        journal_path=web.settings.resolved_journal_path(),
     )
 
 
