@@ -6,15 +6,16 @@ MCP server's ``.calls()`` record and the AS request log prove what each side saw
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
 import pytest
 from pydantic import SecretStr
 
 from hub.conftest import (
     POLICY,
     REDIRECT_URI,
+    FakeClock,
     MakeTether,
     as_requests,
     connect,
@@ -44,25 +45,35 @@ def mcp_posts(mcp: MCPServer) -> list[str]:
 async def test_proactive_refresh_before_the_call(
     make_tether: MakeTether, tmp_peers: PeerFactory
 ) -> None:
-    """A 5-second token past its half-life is refreshed before the call is sent.
+    """A token past its capped margin is refreshed once, before the call is sent.
 
-    The 60 s margin is capped at half the token's lifetime, so a fresh 5 s token is
-    used as is and one older than 2.5 s is refreshed once (not on every request).
+    The 60 s margin (RFR-2) is capped at half the token's lifetime: a 100 s token is
+    due after 50 s, not after 40 s. Tether's clock is a fake one moved by the test, so
+    the check never races the wall clock; the AS issues real 100 s tokens that stay
+    valid at the MCP server for the whole test.
     """
-    auth = tmp_peers.auth_server(AS_ACCESS_TOKEN_TTL=5, AS_LOG=1)
+    auth = tmp_peers.auth_server(AS_ACCESS_TOKEN_TTL=100, AS_LOG=1)
     mcp = tmp_peers.mcp_server(auth, MCP_LOG_LEVEL="info")  # uvicorn access log
-    tether = await make_tether()
+    clock = FakeClock()
+    tether = await make_tether(clock=clock)
     server = await tether.servers.create(oauth_server(mcp), actor="admin")
     await connect(tether, "demo")
     before = await stored(tether, server.id)
     assert before.expires_at is not None
+    assert before.refreshed_at is not None or before.connected_at is not None
     posts = token_posts(auth)
-
     seen = len(mcp_posts(mcp))  # connect may probe /mcp for a challenge (a 401)
-    # the margin is capped at half the 5 s lifetime: wait past the half-life
-    assert before.refreshed_at is not None
-    half_life = (before.expires_at - before.refreshed_at) / 2
-    await anyio.sleep(half_life.total_seconds() + 0.2)
+
+    # 45 s on: 55 s left, inside the uncapped 60 s margin but not the capped 50 s one
+    clock.advance(timedelta(seconds=45))
+    assert not (await tether.call_tool("demo", "whoami", {})).is_error
+    assert token_posts(auth) == posts
+    assert secret((await stored(tether, server.id)).access_token) == secret(
+        before.access_token
+    )
+
+    # 51 s on: past half the lifetime, so the call refreshes first
+    clock.advance(timedelta(seconds=6))
     result = await tether.call_tool("demo", "whoami", {})
     assert not result.is_error, result.text
     after = await stored(tether, server.id)
@@ -71,12 +82,12 @@ async def test_proactive_refresh_before_the_call(
     assert secret(after.access_token) != secret(before.access_token)
     assert after.expires_at is not None
     assert after.expires_at > before.expires_at
-    # exactly one refresh grant went to the AS before the call: the refreshed
-    # 5 s token is not due again for 2.5 s, so the call's other requests reuse it
+    # exactly one refresh grant went to the AS: the refreshed token is not due again
+    # for 50 s of the fake clock, so the next call reuses it
     assert token_posts(auth) - posts == 1
     assert (await tether.call_tool("demo", "echo", {"text": "x"})).text == "x"
     assert token_posts(auth) - posts == 1
-    # the call carried the refreshed token, not the one from connect: never a 401
+    # the calls carried valid tokens: never a 401
     access = mcp_posts(mcp)[seen:]
     assert access, mcp.log_tail()
     assert not [line for line in access if '" 401' in line]
