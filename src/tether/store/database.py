@@ -364,6 +364,16 @@ def upsert(conn: AsyncConnection, table: sa.Table, row: Mapping[str, Any]) -> An
     return insert.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
+def upsert_many(conn: AsyncConnection, table: sa.Table, columns: Sequence[str]) -> Any:
+    """:func:`upsert` without values, for an executemany over rows of ``columns``."""
+    keys = [c.name for c in table.primary_key.columns]
+    insert = (
+        postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    )(table)
+    changes = {name: insert.excluded[name] for name in columns if name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
 class SqlBackend:
     """An engine, the key ring and the clock, shared by the SQL stores."""
 
