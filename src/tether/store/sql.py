@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.errors import NotFound, VersionConflict
@@ -54,6 +53,7 @@ from tether.store.database import (
     cas_update,
     conflict,
     create_engine,
+    dialect_module,
     unique,
     upsert,
     upsert_many,
@@ -385,7 +385,7 @@ class SqlLeaseStore(_Store):
         now = self._b.now()
         t = self._t
         async with self._b.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect = dialect_module(conn)
             insert = dialect.insert(t).values(
                 key=key, holder=holder, expires_at=now + ttl
             )
