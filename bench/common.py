@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 # TETHER_SRC: another checkout's src/ (e.g. the commit before a change, for a
 # before/after comparison on the same machine in the same hour)
-sys.path.insert(0, os.environ.get("TETHER_SRC", str(ROOT / "src")))
+SRC = os.environ.get("TETHER_SRC", str(ROOT / "src"))
+sys.path.insert(0, SRC)
 
 REDIRECT_URI = "http://127.0.0.1:8470/oauth/callback"
 LOOPBACK = ["127.0.0.0/8"]

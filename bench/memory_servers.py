@@ -9,7 +9,9 @@ Starts ``--processes`` SDK MCP servers (``tests/peers``, no auth, JSON answers).
 measurement is a fresh OS process (this script re-run with ``--child``), so resident
 memory is not shared between clients; rounds alternate the clients' order:
 
-* ``tether``: ``Tether.open`` (SQLite in a temporary folder), ``--servers`` servers
+* ``tether``: ``Tether.open`` (SQLite in a temporary folder, its schema made by a
+  separate ``migrate`` process first as a deployment's ``tether migrate`` does, or by
+  ``Tether.open`` itself with ``--fresh-database``), ``--servers`` servers
   registered, then ``list_tools`` on each: one pooled MCP session per server, held;
 * ``sdk``: ``--servers`` ``mcp.client.Client`` sessions over one shared
   ``httpx2.AsyncClient``, ``list_tools`` on each, held.
@@ -18,9 +20,9 @@ Printed, from ``/proc/self/status`` ``VmRSS``: the RSS after the imports (``base
 fixed cost of ``Tether.open`` (``open``), and the growth for the servers (``held``:
 RSS with every session open minus ``base``), as median and p99 over the rounds, and the
 ratio of Tether's ``held`` to the SDK's (min / median / max over rounds), with and
-without the fixed part. ``Tether.open``'s fixed part is mostly code: SQLAlchemy,
-Alembic (and the Pygments and Mako it imports) for the migrations, about 300 modules;
-with ``memory://`` it is about 1 MiB.
+without the fixed part. ``Tether.open``'s fixed part is mostly code: SQLAlchemy and
+aiosqlite (~180 modules); Alembic with Mako and Pygments only when it migrates
+(``--fresh-database``). See ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from typing import Any
 
-import common  # noqa: F401  (puts src/ and tests/ on sys.path)
+import common  # puts src/ and tests/ on sys.path
 from common import (
     LOOPBACK,
     REDIRECT_URI,
@@ -50,29 +53,33 @@ from common import (
 FAN_OUT = 16
 
 
-async def child_tether(urls: list[str]) -> dict[str, int]:
+MIGRATE = "import asyncio, sys; from tether.store.migrate import migrate; " + (
+    "asyncio.run(migrate(sys.argv[1]))"
+)
+
+
+async def child_tether(urls: list[str], url: str) -> dict[str, int]:
     from tether.hub.tether import Tether
     from tether.store.crypto import KeyRing
 
     gc.collect()
     base = rss_kib()
-    with tempfile.TemporaryDirectory() as tmp:
-        tether = await Tether.open(
-            database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
-            key_ring=KeyRing.generate(),
-            redirect_uri=REDIRECT_URI,
-            allow_networks=LOOPBACK,
-        )
-        gc.collect()
-        opened = rss_kib()
-        await add_open_servers(tether, urls)
-        listed = await tether.list_tools_many(concurrency=FAN_OUT)
-        failed = [name for name, r in listed.items() if not isinstance(r, list)]
-        if failed:
-            raise RuntimeError(f"not listed: {failed[:5]}")
-        gc.collect()
-        held = rss_kib()
-        await tether.aclose()
+    tether = await Tether.open(
+        database_url=url,
+        key_ring=KeyRing.generate(),
+        redirect_uri=REDIRECT_URI,
+        allow_networks=LOOPBACK,
+    )
+    gc.collect()
+    opened = rss_kib()
+    await add_open_servers(tether, urls)
+    listed = await tether.list_tools_many(concurrency=FAN_OUT)
+    failed = [name for name, r in listed.items() if not isinstance(r, list)]
+    if failed:
+        raise RuntimeError(f"not listed: {failed[:5]}")
+    gc.collect()
+    held = rss_kib()
+    await tether.aclose()
     return {"base": base, "open": opened - base, "held": held - base}
 
 
@@ -97,18 +104,29 @@ async def child_sdk(urls: list[str]) -> dict[str, int]:
     return {"base": base, "open": 0, "held": held - base}
 
 
-def child(kind: str, urls: list[str]) -> None:
+def child(kind: str, urls: list[str], fresh: bool) -> None:
     # import what both clients import before the baseline: only the sessions differ
     import httpx2  # noqa: F401
     import mcp.client.client  # noqa: F401
 
-    run = child_tether if kind == "tether" else child_sdk
-    print(json.dumps(asyncio.run(run(urls))))
+    if kind == "sdk":
+        print(json.dumps(asyncio.run(child_sdk(urls))))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        if not fresh:  # deployed: `tether migrate` ran before, in another process
+            subprocess.run(
+                [sys.executable, "-c", MIGRATE, url],
+                check=True,
+                env={**os.environ, "PYTHONPATH": common.SRC},
+            )
+        print(json.dumps(asyncio.run(child_tether(urls, url))))
 
 
-def measure(kind: str, urls: list[str]) -> dict[str, int]:
+def measure(kind: str, urls: list[str], fresh: bool) -> dict[str, int]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind],
+        [sys.executable, __file__, "--child", kind]
+        + (["--fresh-database"] if fresh else []),
         input=json.dumps(urls),
         capture_output=True,
         text=True,
@@ -146,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         urls = [peers[n % len(peers)].url for n in range(args.servers)]
         for r in range(args.rounds):
             for kind in ("tether", "sdk") if r % 2 == 0 else ("sdk", "tether"):
-                rows[kind].append(measure(kind, urls))
+                rows[kind].append(measure(kind, urls, args.fresh_database))
                 got = rows[kind][-1]
                 print(
                     f"  round {r + 1} {kind:6}: base {got['base'] / 1024:6.1f} MiB, "
@@ -159,6 +177,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report.update(
         servers=args.servers,
         processes=args.processes,
+        database="fresh (migrated by Tether.open)"
+        if args.fresh_database
+        else "existing (migrated beforehand)",
         rounds=args.rounds,
         clients={
             kind: {
@@ -185,15 +206,22 @@ def main() -> None:
     )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--fresh-database",
+        action="store_true",
+        help="Tether.open creates the SQLite schema (a first start, Alembic loaded) "
+        "instead of opening one `tether migrate` made",
+    )
     parser.add_argument("--child", choices=["tether", "sdk"])
     args = parser.parse_args()
     if args.child:
-        child(args.child, json.loads(sys.stdin.read()))
+        child(args.child, json.loads(sys.stdin.read()), args.fresh_database)
         return
     report = run(args)
     print(
         f"\n{args.servers} servers held in one process ({args.rounds} rounds, "
-        "fresh process each); RSS growth over the post-import baseline:"
+        f"fresh process each; SQLite database {report['database']}); "
+        "RSS growth over the post-import baseline:"
     )
     for kind, row in report["clients"].items():
         print(

@@ -60,6 +60,10 @@ from tether.store.crypto import KeyRing
 FAN_OUT = 16
 
 
+CPU: dict[str, list[float]] = {}
+"""Client CPU seconds (``time.process_time``) per first view, by client."""
+
+
 async def sdk_fan_out(urls: list[str], http: httpx2.AsyncClient) -> float:
     """Seconds for the bare SDK to list every server's tools, 16 at a time."""
     gate = asyncio.Semaphore(FAN_OUT)
@@ -71,8 +75,9 @@ async def sdk_fan_out(urls: list[str], http: httpx2.AsyncClient) -> float:
         ):
             await sdk.list_tools()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(url) for url in urls))
+    CPU.setdefault("sdk fan-out", []).append(time.process_time() - cpu)
     return time.perf_counter() - start
 
 
@@ -81,9 +86,11 @@ async def tether_view(tether: Tether, ids: list[str], fan_out: int) -> float:
     for server_id in ids:
         await tether.tools.invalidate(server_id)
     tether.toolsets.fan_out = fan_out
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     view = await tether.toolset("wide", refresh=True)
     took = time.perf_counter() - start
+    name = "tether view" if fan_out > 1 else "tether view, sequential"
+    CPU.setdefault(name, []).append(time.process_time() - cpu)
     if view.excluded:
         raise RuntimeError(f"servers left out: {list(view.excluded)[:5]}")
     return took
@@ -127,6 +134,9 @@ async def first_views(
     }
     if sequential:
         out["tether view, sequential"] = stats(sequential)
+    out["cpu_median_s"] = {
+        name: round(statistics.median(values), 3) for name, values in CPU.items()
+    }
     return out
 
 
@@ -247,12 +257,13 @@ def main() -> None:
         f"mode: tether {mode['tether']}, sdk {mode['sdk']}, JSON answers"
     )
     print("first view (cold, seconds):")
+    cpu = report["first_view"]["cpu_median_s"]
     for name, row in report["first_view"].items():
-        if name.startswith("ratio"):
+        if name.startswith("ratio") or name.startswith("cpu"):
             continue
         print(
             f"  {name:26} median {row['median_s']:>7.2f}  p99 {row['p99_s']:>7.2f}"
-            f"  ({row['rounds']} rounds)"
+            f"  ({row['rounds']} rounds), client CPU {cpu.get(name, 0):.2f} s"
         )
     r = report["first_view"]["ratio_tether_vs_sdk"]
     print(

@@ -28,7 +28,7 @@ from tether.store.base import ServerRecord
 
 pytestmark = pytest.mark.realservers
 
-READS = ("get", "get_by_name", "list", "get_health")
+READS = ("get", "get_many", "get_by_name", "list", "get_health")
 
 
 class Reads:
@@ -140,7 +140,7 @@ async def test_a_server_change_drops_the_views_naming_it(
     reads.take()
     disabled = await tether.call("agent", "echo", {"text": "x"})
     assert disabled.error_code == "server_disabled"
-    assert "servers.get" in reads.take()
+    assert "servers.get_many" in reads.take()
     assert (await tether.toolset("agent")).excluded == {"open": "disabled"}
     # the other toolset's view was left alone
     assert (await tether.call("unrelated", "add", {"a": 1, "b": 1})).text == "2"
@@ -313,7 +313,7 @@ async def test_the_first_view_lists_servers_concurrently_within_the_bound(
     full = anyio.Event()
 
     async def list_within(
-        server: ServerRecord, subject: str, *, refresh: bool = False
+        server: ServerRecord, subject: str, *, refresh: bool = False, cached: Any = None
     ) -> list[dict[str, Any]]:
         """Each call waits until ``bound`` calls are in flight at once."""
         nonlocal active, peak

@@ -566,6 +566,77 @@ class StoreContract:
         with pytest.raises(NotFound):
             await stores.tools.put(ToolCacheEntry("ghost", SHARED, [], T0))
 
+    async def test_tool_cache_put_many(self, harness: Harness) -> None:
+        stores = harness.stores
+        await _with_server(stores, "s1")
+        await _with_server(stores, "s2")
+        await stores.tools.put(ToolCacheEntry("s1", SHARED, [], T0))
+        later = T0 + timedelta(minutes=5)
+        await stores.tools.put_many(
+            [
+                ToolCacheEntry("s1", SHARED, [{"name": "old"}], T0),
+                ToolCacheEntry("s2", "u1", [{"name": "b"}], later, "2026-07-28"),
+                ToolCacheEntry("s1", SHARED, [{"name": "a"}], later),  # later wins
+            ],
+            [
+                ServerHealth("s1", SHARED, status="ok", checked_at=later),
+                ServerHealth("s2", "u1", status="error", last_error="x"),
+            ],
+        )
+        one = await stores.tools.get("s1", SHARED)
+        two = await stores.tools.get("s2", "u1")
+        assert one is not None
+        assert list(one.tools) == [{"name": "a"}]
+        assert one.fetched_at == later
+        assert two is not None
+        assert two.protocol_version == "2026-07-28"
+        health = await stores.tools.get_health("s1", SHARED)
+        assert health == ServerHealth("s1", SHARED, status="ok", checked_at=later)
+        failed = await stores.tools.get_health("s2", "u1")
+        assert failed is not None
+        assert failed.last_error == "x"
+        await stores.tools.put_many([], [])  # nothing to write is no error
+        await stores.tools.put_many([], [ServerHealth("s2", SHARED, status="ok")])
+        assert await stores.tools.get("s2", SHARED) is None
+
+    async def test_bulk_reads(self, harness: Harness) -> None:
+        stores = harness.stores
+        one, two = await _with_server(stores, "s1"), await _with_server(stores, "s2")
+        assert await stores.servers.get_many([]) == {}
+        assert await stores.servers.get_many(["s2", "ghost", "s1", "s2"]) == {
+            "s1": one,
+            "s2": two,
+        }
+        await stores.tools.put(ToolCacheEntry("s1", SHARED, [{"name": "a"}], T0))
+        await stores.tools.put(ToolCacheEntry("s1", "u2", [], T0))
+        await stores.tools.put(ToolCacheEntry("s2", "u2", [{"name": "b"}], T0))
+        found = await stores.tools.get_many(
+            [("s1", SHARED), ("s2", "u2"), ("s2", SHARED), ("ghost", SHARED)]
+        )
+        # ("s1", "u2") was not asked for, though its server and subject both were
+        assert sorted(found) == [("s1", SHARED), ("s2", "u2")]
+        assert found["s1", SHARED] == await stores.tools.get("s1", SHARED)
+        assert list(found["s2", "u2"].tools) == [{"name": "b"}]
+        assert await stores.tools.get_many([]) == {}
+
+    async def test_tool_cache_put_many_is_all_or_nothing(
+        self, harness: Harness
+    ) -> None:
+        stores = harness.stores
+        await _with_server(stores, "s1")
+        with pytest.raises(NotFound):
+            await stores.tools.put_many(
+                [ToolCacheEntry("s1", SHARED, [{"name": "a"}], T0)],
+                [ServerHealth("ghost", SHARED, status="ok")],
+            )
+        assert await stores.tools.get("s1", SHARED) is None
+        with pytest.raises(NotFound):
+            await stores.tools.put_many(
+                [ToolCacheEntry("ghost", SHARED, [], T0)],
+                [ServerHealth("s1", SHARED, status="ok")],
+            )
+        assert await stores.tools.get_health("s1", SHARED) is None
+
     # ------------------------------------------------------------------ toolsets
 
     async def test_toolset_round_trip(self, harness: Harness) -> None:

@@ -68,6 +68,27 @@ async def test_pages_filters_and_counts(backend: str, tmp_path: Path) -> None:
                 server_ids=["s2"], status=None, subject_prefix=None, limit=10, offset=0
             )
             assert [c.subject for c in one_server] == ["axb/u2", "shared"]
+            after = await listing.page(
+                server_ids=None,
+                status=None,
+                subject_prefix=None,
+                limit=10,
+                offset=0,
+                after=("s1", "a_b/u3"),
+            )
+            assert [(c.server_id, c.subject) for c in after] == [
+                ("s2", "axb/u2"),
+                ("s2", "shared"),
+            ]
+            after = await listing.page(
+                server_ids=None,
+                status=None,
+                subject_prefix=None,
+                limit=1,
+                offset=0,
+                after=("s1", "a_b/u1"),
+            )
+            assert [(c.server_id, c.subject) for c in after] == [("s1", "a_b/u3")]
             assert await listing.count_by_status() == {
                 "connected": 3,
                 "needs_reauth": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from tether.store.base import SHARED, CredentialRecord, Stores
 from tether.store.crypto import KeyRing, generate_key
 from tether.store.database import conflict, create_engine, storage_errors, unique
 from tether.store.factory import open_stores
-from tether.store.migrate import current_revision, head_revision, migrate
+from tether.store.migrate import HEAD, current_revision, head_revision, migrate
 from tether.store.rotate import rotate_keys
 from tether.store.schema import metadata
 
@@ -112,6 +113,50 @@ async def test_migrated_schema_matches_metadata(sql_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+def test_head_is_the_newest_packaged_revision() -> None:
+    assert head_revision() == HEAD
+
+
+async def test_an_older_schema_is_upgraded_on_open(sql_url: str) -> None:
+    await migrate(sql_url, revision="0003")
+    assert await current_revision(sql_url) == "0003"
+    stores = await open_stores(sql_url, KeyRing.generate())
+    try:
+        assert await stores.api_keys.list() == []  # table added by 0004
+    finally:
+        await stores.aclose()
+    assert await current_revision(sql_url) == HEAD
+
+
+OPEN_AND_REPORT = """
+import asyncio, sys
+from tether.store.crypto import KeyRing
+from tether.store.factory import open_stores
+
+async def main():
+    stores = await open_stores(sys.argv[1], KeyRing.generate())
+    await stores.servers.list()
+    await stores.aclose()
+    print(sorted(m for m in ("alembic", "mako", "pygments") if m in sys.modules))
+
+asyncio.run(main())
+"""
+
+
+async def test_an_open_at_head_does_not_import_alembic(sql_url: str) -> None:
+    """Alembic, Mako and Pygments stay out of a process whose database is current
+    (a fresh interpreter, so no other test's imports count)."""
+
+    async def opened() -> str:
+        done = await anyio.run_process(
+            [sys.executable, "-c", OPEN_AND_REPORT, sql_url], check=True
+        )
+        return done.stdout.decode().strip()
+
+    assert "'alembic'" in await opened()  # an empty database: upgraded
+    assert await opened() == "[]"
 
 
 async def test_open_stores_without_migration_fails_cleanly(sql_url: str) -> None:

@@ -13,6 +13,7 @@ from peers.fixture import AuthServer, MCPServer
 from tether.errors import StorageError
 from tether.net.browser import follow_authorization
 from tether.net.policy import NetworkPolicy
+from tether.store.base import Connection
 
 from .conftest import BASE, LOOPBACK, Service
 
@@ -232,6 +233,47 @@ async def test_shared_connection_start_callback_status_disconnect(
         r = await c.post("/api/v1/servers/Prot/connection/refresh")
         error(r, 401, "authorization_required")
         error(await c.get("/api/v1/connections?server=Nope"), 404, "not_found")
+
+
+async def test_connection_pages_by_cursor(service: Service) -> None:
+    """Keyset pages: every connection once, in key order, whatever the page size."""
+    server = await add_server(
+        service,
+        name="Many",
+        url="https://127.0.0.1:9/mcp",
+        auth_mode="oauth",
+        oauth={"per_user": True},
+    )
+    subjects = [f"crm/u{n:02d}" for n in range(7)]
+    for subject in subjects:
+        await service.tether.stores.connections.save(
+            Connection(server["id"], subject, status="connected"), expected_version=0
+        )
+    async with service.admin as c:
+        seen: list[str] = []
+        params: dict[str, Any] = {"limit": 3}
+        pages = 0
+        while True:
+            r = await c.get("/api/v1/connections", params=params)
+            assert r.status_code == 200, r.text
+            seen += [x["subject"] for x in r.json()]
+            pages += 1
+            if "X-Next-Cursor" not in r.headers:
+                break
+            params["after"] = r.headers["X-Next-Cursor"]
+        assert (seen, pages) == (subjects, 3)
+        r = await c.get("/api/v1/connections", params={"limit": 7})
+        assert len(r.json()) == 7
+        assert "X-Next-Cursor" not in r.headers  # exactly full: no next page
+        error(await c.get("/api/v1/connections?after=nope"), 422, "validation")
+    async with service.client(service.app_key, user="alice") as c:
+        r = await c.get("/api/v1/connections", params={"limit": 6})
+        assert [x["subject"] for x in r.json()] == subjects[:6]  # crm's own users
+        assert "X-Next-Cursor" in r.headers
+    async with service.client(service.other_app_key, user="alice") as c:
+        r = await c.get("/api/v1/connections", params={"limit": 1})
+        assert r.json() == []  # another app sees none of them
+        assert "X-Next-Cursor" not in r.headers
 
 
 async def test_callback_failures(service: Service) -> None:

@@ -35,6 +35,7 @@ from tether.hub.cache import SERVER_TTL, TTLCache
 from tether.hub.clock import Clock
 from tether.hub.connections import Connections
 from tether.hub.context import HubContext, profile_of
+from tether.hub.writes import CacheWriter
 from tether.mcp.auth import AccessToken, BearerAuth, HeaderAuth
 from tether.mcp.pool import SessionPool
 from tether.mcp.results import (
@@ -212,10 +213,9 @@ class ToolRegistry:
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
         self._listeners: list[Callable[[str], None]] = []
-        # One writer at a time for the tool cache and health: concurrent SQLite
-        # writers otherwise wait out each other's busy timeout (a fan-out of 16 was
-        # twice as slow as one server after another).
-        self._writes = anyio.Lock()
+        # Tool lists and health are written a batch per transaction (G-31):
+        # concurrent SQLite writers otherwise wait out each other's busy timeout.
+        self.writes = CacheWriter(ctx.stores.tools)
 
     def on_tools_changed(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(server_id)`` whenever a server's tools may have changed.
@@ -344,18 +344,28 @@ class ToolRegistry:
     # ------------------------------------------------------------------ tool lists
 
     async def list_tools(
-        self, server: ServerRecord, subject: str, *, refresh: bool = False
+        self,
+        server: ServerRecord,
+        subject: str,
+        *,
+        refresh: bool = False,
+        cached: Mapping[tuple[str, str], ToolCacheEntry] | None = None,
     ) -> list[dict[str, Any]]:
         """The server's tools, cached (design-notes R2.5).
 
         Stale-while-revalidate after 1 h; refetched after 2 h or with ``refresh``.
+        ``cached`` is the cache already read for many servers at once (a fan-out,
+        G-31); without it the store is asked.
 
         Raises:
             TetherError: The list could not be fetched and no usable cache exists.
         """
-        entry = (
-            None if refresh else await self._ctx.stores.tools.get(server.id, subject)
-        )
+        if refresh:
+            entry = None
+        elif cached is not None:
+            entry = cached.get((server.id, subject))
+        else:
+            entry = await self._ctx.stores.tools.get(server.id, subject)
         now = self._ctx.clock.now()
         if entry is not None and now - entry.fetched_at < HARD_EXPIRY:
             if now - entry.fetched_at >= SOFT_EXPIRY:
@@ -390,8 +400,9 @@ class ToolRegistry:
     ) -> list[dict[str, Any]]:
         """Fetch every page of ``tools/list`` now; record health either way.
 
-        The store writes are shielded: a caller's deadline (a toolset view's, a
-        sweep's) cancels the network part, never a half-done write.
+        The store writes are batched with other servers' (G-31) and shielded: a
+        caller's deadline (a toolset view's, a sweep's) cancels the network part,
+        never a half-done write.
         """
         now = self._ctx.clock.now()
         try:
@@ -400,9 +411,7 @@ class ToolRegistry:
         except TetherError as exc:
             await self._record_failure(server, subject, exc, now)
             raise
-        with anyio.CancelScope(shield=True):
-            async with self._writes:
-                await self._record(server, subject, session, tools, now)
+        await self._record(server, subject, session, tools, now)
         return tools
 
     async def _record_failure(
@@ -415,9 +424,7 @@ class ToolRegistry:
             last_error=str(exc)[:1000],
             checked_at=now,
         )
-        with anyio.CancelScope(shield=True):
-            async with self._writes:
-                await self._ctx.stores.tools.put_health(health)
+        await self.writes.write(None, health)
 
     async def _record(
         self,
@@ -427,16 +434,14 @@ class ToolRegistry:
         tools: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        await self._ctx.stores.tools.put(
+        await self.writes.write(
             ToolCacheEntry(
                 server_id=server.id,
                 subject=subject,
                 tools=tools,
                 fetched_at=now,
                 protocol_version=session.protocol_version,
-            )
-        )
-        await self._ctx.stores.tools.put_health(
+            ),
             ServerHealth(
                 server_id=server.id,
                 subject=subject,
@@ -445,7 +450,7 @@ class ToolRegistry:
                 tools_synced_at=now,
                 protocol_version=session.protocol_version,
                 capabilities=dict(session.capabilities or {}),
-            )
+            ),
         )
 
     async def list_many(
@@ -469,11 +474,12 @@ class ToolRegistry:
             UsageError("not listed") for _ in targets
         ]
         limiter = anyio.CapacityLimiter(max(1, limit))
+        cached = None if refresh else await self.cached(targets)
 
         async def one(index: int, server: ServerRecord, subject: str) -> None:
             async with limiter:
                 results[index] = await self.list_within(
-                    server, subject, refresh=refresh
+                    server, subject, refresh=refresh, cached=cached
                 )
 
         async with anyio.create_task_group() as group:
@@ -481,8 +487,20 @@ class ToolRegistry:
                 group.start_soon(one, index, server, subject)
         return results
 
+    async def cached(
+        self, targets: Sequence[tuple[ServerRecord, str]]
+    ) -> dict[tuple[str, str], ToolCacheEntry]:
+        """The cached lists of many (server, subject) pairs, in one read (G-31)."""
+        keys = [(server.id, subject) for server, subject in targets]
+        return await self._ctx.stores.tools.get_many(keys)
+
     async def list_within(
-        self, server: ServerRecord, subject: str, *, refresh: bool = False
+        self,
+        server: ServerRecord,
+        subject: str,
+        *,
+        refresh: bool = False,
+        cached: Mapping[tuple[str, str], ToolCacheEntry] | None = None,
     ) -> list[dict[str, Any]] | TetherError:
         """:meth:`list_tools` within the server's deadline; an error is returned."""
         if not server.enabled:
@@ -490,7 +508,9 @@ class ToolRegistry:
         started = self._ctx.clock.now()
         try:
             with anyio.fail_after(server.timeout_seconds):
-                return await self.list_tools(server, subject, refresh=refresh)
+                return await self.list_tools(
+                    server, subject, refresh=refresh, cached=cached
+                )
         except TimeoutError:
             timeout = RequestTimeout(
                 f"server '{server.name}' did not list its tools within "

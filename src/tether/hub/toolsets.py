@@ -21,6 +21,7 @@ or failing server leaves the others' tools in the view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,13 @@ from tether.mcp.naming import ToolKey, ToolNames, assign_tool_names, safe_name
 from tether.mcp.render import ToolDefinition, unique_definitions
 from tether.mcp.results import ToolErrorCode, ToolResult, result_from_error
 from tether.mcp.session import ProgressCallback
-from tether.store.base import ServerRecord, Stores, Toolset, ToolsetEntry
+from tether.store.base import (
+    ServerRecord,
+    Stores,
+    ToolCacheEntry,
+    Toolset,
+    ToolsetEntry,
+)
 
 __all__ = ["FAN_OUT", "VIEW_TTL", "ToolsetService", "ToolsetView", "Unavailable"]
 
@@ -424,18 +431,28 @@ class ToolsetService:
     ) -> list[_Listed]:
         """Each entry's server and tools (or why not), listed concurrently.
 
-        At most :attr:`fan_out` servers at once; each within its own deadline.
+        At most :attr:`fan_out` servers at once; each within its own deadline. The
+        server records and cached lists are read in one go, and the fetched lists
+        are written a batch at a time (G-31).
 
         Raises:
             TetherError: The store failed reading a server record.
         """
         results: list[_Listed | BaseException] = [None] * len(entries)
         limiter = anyio.CapacityLimiter(max(1, self.fan_out))
+        servers = await self._stores.servers.get_many([e.server_id for e in entries])
+        targets = []
+        for server in servers.values():
+            with contextlib.suppress(TetherError):  # reported by _list_one
+                targets.append((server, self._registry.subject(server, user)))
+        cached = await self._registry.cached(targets)
 
         async def one(index: int, entry: ToolsetEntry) -> None:
             async with limiter:
                 try:
-                    results[index] = await self._list_one(entry, user)
+                    results[index] = await self._list_one(
+                        entry, user, servers.get(entry.server_id), cached
+                    )
                 except TetherError as exc:  # a store failure: the view fails
                     results[index] = exc
 
@@ -447,8 +464,13 @@ class ToolsetService:
                 raise result
         return [r for r in results if not isinstance(r, BaseException)]
 
-    async def _list_one(self, entry: ToolsetEntry, user: str | None) -> _Listed:
-        server = await self._stores.servers.get(entry.server_id)
+    async def _list_one(
+        self,
+        entry: ToolsetEntry,
+        user: str | None,
+        server: ServerRecord | None,
+        cached: Mapping[tuple[str, str], ToolCacheEntry],
+    ) -> _Listed:
         if server is None:
             return None
         if not server.enabled:
@@ -462,7 +484,7 @@ class ToolsetService:
             subject = self._registry.subject(server, user)
         except TetherError as exc:
             return Unavailable(server, entry.tools, exc)
-        tools = await self._registry.list_within(server, subject)
+        tools = await self._registry.list_within(server, subject, cached=cached)
         if isinstance(tools, TetherError):
             return Unavailable(server, entry.tools, tools)
         return server, tools

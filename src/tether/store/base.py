@@ -371,6 +371,10 @@ class ServerStore(Protocol):
         """Return the server or ``None``."""
         ...
 
+    async def get_many(self, server_ids: Sequence[str]) -> dict[str, ServerRecord]:
+        """The servers of these ids, by id; unknown ids are absent (G-31)."""
+        ...
+
     async def get_by_name(self, name: str) -> ServerRecord | None:
         """Return the server with this (case-insensitive) name or ``None``."""
         ...
@@ -531,6 +535,12 @@ class ToolCacheStore(Protocol):
         """Return the cached list or ``None``."""
         ...
 
+    async def get_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ToolCacheEntry]:
+        """The cached lists of these ``(server_id, subject)`` pairs; misses are absent."""
+        ...
+
     async def put(self, entry: ToolCacheEntry) -> None:
         """Insert or replace."""
         ...
@@ -545,6 +555,17 @@ class ToolCacheStore(Protocol):
 
     async def put_health(self, health: ServerHealth) -> None:
         """Insert or replace."""
+        ...
+
+    async def put_many(
+        self, entries: Sequence[ToolCacheEntry], health: Sequence[ServerHealth]
+    ) -> None:
+        """Insert or replace many lists and health records in one transaction.
+
+        All or nothing: a missing server fails the whole batch with ``NotFound``.
+        For one key given twice the later one wins. A toolset's first view writes
+        its servers' lists this way, a batch at a time (issue 9, G-31).
+        """
         ...
 
 

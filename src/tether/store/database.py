@@ -23,7 +23,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -362,13 +361,33 @@ def _sealed_columns(connection: sa.Connection) -> list[tuple[sa.Table, list[str]
 # --------------------------------------------------------------------- backend
 
 
+def dialect_module(conn: AsyncConnection) -> Any:
+    """``sqlalchemy.dialects.postgresql`` or ``.sqlite``, imported when first used.
+
+    A SQLite process never loads the PostgreSQL dialect (~2 MiB; issue 9, memory).
+    """
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite
+
+
 def upsert(conn: AsyncConnection, table: sa.Table, row: Mapping[str, Any]) -> Any:
     """``INSERT … ON CONFLICT (primary key) DO UPDATE`` for either dialect."""
     keys = [c.name for c in table.primary_key.columns]
-    insert = (
-        postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    )(table).values(**row)
+    insert = dialect_module(conn).insert(table).values(**row)
     changes = {name: insert.excluded[name] for name in row if name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+def upsert_many(conn: AsyncConnection, table: sa.Table, columns: Sequence[str]) -> Any:
+    """:func:`upsert` without values, for an executemany over rows of ``columns``."""
+    keys = [c.name for c in table.primary_key.columns]
+    insert = dialect_module(conn).insert(table)
+    changes = {name: insert.excluded[name] for name in columns if name not in keys}
     return insert.on_conflict_do_update(index_elements=keys, set_=changes)
 
 

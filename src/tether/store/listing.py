@@ -60,8 +60,14 @@ class ConnectionListing(Protocol):
         subject_prefix: str | None,
         limit: int,
         offset: int,
+        after: tuple[str, str] | None = None,
     ) -> list[ConnectionSummary]:
-        """Connections of the given servers (all when ``None``), in key order."""
+        """Connections of the given servers (all when ``None``), in key order.
+
+        ``after`` is a keyset position, (server id, subject): only later keys are
+        listed, so a deep page costs what the first does (``offset`` makes the
+        database walk every skipped row).
+        """
         ...
 
     async def count_by_status(self) -> dict[str, int]:
@@ -101,13 +107,15 @@ class StoreListing:
         subject_prefix: str | None,
         limit: int,
         offset: int,
+        after: tuple[str, str] | None = None,
     ) -> list[ConnectionSummary]:
         """See :class:`ConnectionListing`."""
         found = sorted(
             (
                 c
                 for c in await self._store.list()
-                if (server_ids is None or c.server_id in server_ids)
+                if (after is None or (c.server_id, c.subject) > after)
+                and (server_ids is None or c.server_id in server_ids)
                 and (status is None or c.status == status)
                 and (subject_prefix is None or c.subject.startswith(subject_prefix))
             ),
@@ -135,6 +143,7 @@ class SqlConnectionListing:
         subject_prefix: str | None,
         limit: int,
         offset: int,
+        after: tuple[str, str] | None = None,
     ) -> list[ConnectionSummary]:
         """See :class:`ConnectionListing`; one indexed query, no decryption."""
         t = self._t
@@ -146,6 +155,9 @@ class SqlConnectionListing:
             query = query.where(t.c.server_id.in_(list(server_ids)))
         if status is not None:
             query = query.where(t.c.status == status)
+        if after is not None:
+            # a row-value comparison: PostgreSQL turns it into an index range scan
+            query = query.where(sa.tuple_(t.c.server_id, t.c.subject) > after)
         if subject_prefix is not None:
             query = query.where(t.c.subject.startswith(subject_prefix, autoescape=True))
         rows = await self._b.fetch_all(query.limit(limit).offset(offset))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -182,6 +182,11 @@ class MemoryServerStore(_Store):
     async def get(self, server_id: str) -> ServerRecord | None:
         """Return the server or ``None``."""
         return _copy(self._b.servers.get(server_id))
+
+    async def get_many(self, server_ids: Sequence[str]) -> dict[str, ServerRecord]:
+        """The servers of these ids, by id; unknown ids are absent."""
+        found = (self._b.servers.get(i) for i in server_ids)
+        return {s.id: _copy(s) for s in found if s is not None}
 
     async def get_by_name(self, name: str) -> ServerRecord | None:
         """Case-insensitive lookup."""
@@ -501,6 +506,13 @@ class MemoryToolCacheStore(_Store):
         """Return the cached list or ``None``."""
         return _copy(self._b.tools.get((server_id, subject)))
 
+    async def get_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ToolCacheEntry]:
+        """The cached lists of these ``(server_id, subject)`` pairs; misses are absent."""
+        found = ((k, self._b.tools.get(k)) for k in keys)
+        return {k: _copy(e) for k, e in found if e is not None}
+
     async def put(self, entry: ToolCacheEntry) -> None:
         """Insert or replace."""
         async with self._b.lock:
@@ -523,6 +535,20 @@ class MemoryToolCacheStore(_Store):
         async with self._b.lock:
             self._b.require_server(health.server_id)
             self._b.health[health.server_id, health.subject] = _copy(health)
+
+    async def put_many(
+        self, entries: Sequence[ToolCacheEntry], health: Sequence[ServerHealth]
+    ) -> None:
+        """Insert or replace many lists and health records, all or nothing."""
+        async with self._b.lock:
+            for server_id in {e.server_id for e in entries} | {
+                h.server_id for h in health
+            }:
+                self._b.require_server(server_id)
+            for entry in entries:
+                self._b.tools[entry.server_id, entry.subject] = _copy(entry)
+            for state in health:
+                self._b.health[state.server_id, state.subject] = _copy(state)
 
 
 class MemoryToolsetStore(_Store):

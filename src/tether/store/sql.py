@@ -23,12 +23,11 @@ while the authorization server answers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tether.errors import NotFound, VersionConflict
@@ -54,8 +53,10 @@ from tether.store.database import (
     cas_update,
     conflict,
     create_engine,
+    dialect_module,
     unique,
     upsert,
+    upsert_many,
 )
 from tether.store.lease import LeaseLockProvider
 from tether.store.listing import SqlConnectionListing
@@ -88,6 +89,14 @@ def _after(
     return sa.or_(first > a, sa.and_(first == a, second > b))
 
 
+CHUNK = 500
+"""Most ids in one ``IN (…)`` of a bulk read (SQLite binds at most 32,766)."""
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[n : n + CHUNK] for n in range(0, len(items), CHUNK)]
+
+
 # --------------------------------------------------------------------- stores
 
 
@@ -116,6 +125,16 @@ class SqlServerStore(_Store):
             sa.select(self._t).where(self._t.c.id == server_id)
         )
         return None if row is None else rows.server_record(row)
+
+    async def get_many(self, server_ids: Sequence[str]) -> dict[str, ServerRecord]:
+        """The servers of these ids, by id; unknown ids are absent."""
+        found: dict[str, ServerRecord] = {}
+        for chunk in _chunks(sorted(set(server_ids))):
+            query = sa.select(self._t).where(self._t.c.id.in_(chunk))
+            for row in await self._b.fetch_all(query):
+                record = rows.server_record(row)
+                found[record.id] = record
+        return found
 
     async def get_by_name(self, name: str) -> ServerRecord | None:
         """Case-insensitive lookup."""
@@ -366,7 +385,7 @@ class SqlLeaseStore(_Store):
         now = self._b.now()
         t = self._t
         async with self._b.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect = dialect_module(conn)
             insert = dialect.insert(t).values(
                 key=key, holder=holder, expires_at=now + ttl
             )
@@ -477,6 +496,24 @@ class SqlToolCacheStore(_Store):
         row = await self._b.fetch_one(query)
         return None if row is None else rows.tool_cache_record(row)
 
+    async def get_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ToolCacheEntry]:
+        """The cached lists of these ``(server_id, subject)`` pairs; misses are absent."""
+        t, wanted = self._t, set(keys)
+        found: dict[tuple[str, str], ToolCacheEntry] = {}
+        for chunk in _chunks(sorted({server_id for server_id, _ in wanted})):
+            ids = set(chunk)
+            query = sa.select(t).where(
+                t.c.server_id.in_(chunk),
+                t.c.subject.in_(sorted({s for i, s in wanted if i in ids})),
+            )
+            for row in await self._b.fetch_all(query):
+                entry = rows.tool_cache_record(row)
+                if (entry.server_id, entry.subject) in wanted:
+                    found[entry.server_id, entry.subject] = entry
+        return found
+
     async def put(self, entry: ToolCacheEntry) -> None:
         """Insert or replace."""
         async with self._b.begin() as conn:
@@ -497,6 +534,21 @@ class SqlToolCacheStore(_Store):
         """Insert or replace."""
         async with self._b.begin() as conn:
             await conn.execute(upsert(conn, self._h, rows.health_row(health)))
+
+    async def put_many(
+        self, entries: Sequence[ToolCacheEntry], health: Sequence[ServerHealth]
+    ) -> None:
+        """Insert or replace many lists and health records in one transaction."""
+        lists = {(e.server_id, e.subject): rows.tool_cache_row(e) for e in entries}
+        states = {(h.server_id, h.subject): rows.health_row(h) for h in health}
+        if not lists and not states:
+            return
+        async with self._b.begin() as conn:
+            for table, batch in ((self._t, lists), (self._h, states)):
+                if batch:
+                    values = list(batch.values())
+                    statement = upsert_many(conn, table, list(values[0]))
+                    await conn.execute(statement, values)
 
 
 class SqlToolsetStore(_Store):
