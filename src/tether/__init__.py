@@ -44,7 +44,9 @@ from tether.errors import (
 )
 from tether.hub.connections import StartedAuthorization
 from tether.hub.tether import ConnectionInfo, Tether
+from tether.mcp.elicitation import accept_defaults
 from tether.mcp.results import ToolErrorCode, ToolResult
+from tether.net.fetch import RequestRecord
 from tether.store.crypto import KeyRing, load_key_file
 from tether.store.paging import Page
 
@@ -71,6 +73,7 @@ __all__ = [
     "Page",
     "PermissionDenied",
     "RemoteError",
+    "RequestRecord",
     "RequestTimeout",
     "ResponseTooLarge",
     "ServerError",
@@ -89,5 +92,6 @@ __all__ = [
     "UsageError",
     "ValidationFailed",
     "VersionConflict",
+    "accept_defaults",
     "load_key_file",
 ]

@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from peers.fixture import AuthServer, MCPServer
 from peers.plugin import PeerFactory
 from tether.cli.main import app
-from tether.cli.probe import conformance_options
-from tether.hub.probe import ProbeOptions, mask_url
+from tether.probe import ProbeOptions, conformance_options, mask_url
 
 pytestmark = pytest.mark.realservers
 
@@ -185,6 +184,9 @@ class _Html(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/":  # a web site's home page answers anything with HTML
+            self._send(200, "text/html; charset=utf-8", b"<html>home</html>", {})
+            return
         self._send(401, "text/plain", b"no", {"WWW-Authenticate": "Bearer"})
 
     def do_GET(self) -> None:
@@ -217,6 +219,19 @@ def test_html_instead_of_json(html_server: str) -> None:
     assert "[FAILED] discovery" in text
     assert "text/html" in text
     assert "fix:" in text
+
+
+def test_a_web_page_is_not_an_mcp_endpoint(html_server: str) -> None:
+    home = html_server.removesuffix("mcp")
+    code, text = run_probe(home, *LOOPBACK)
+    assert code != 0
+    assert "no OAuth needed" not in text
+    assert f"[FAILED] challenge: not an MCP endpoint: {home} answered HTTP 200" in text
+    assert "fix: use the server's MCP endpoint URL" in text
+    code, report = run_json(home, *LOOPBACK)
+    assert report["failed_step"] == "challenge"
+    assert report["steps"][-1]["error"]["code"] == "mcp.protocol"
+    assert report["requests"][0]["content_type"].startswith("text/html")
 
 
 def test_conformance_options_read_the_context() -> None:
