@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Annotated, Literal
+import sys
+from typing import Annotated, Any, Literal
 
 import typer
 
 from tether.cli.args import param_pairs
-from tether.cli.callback import wait_for_callback
+from tether.cli.callback import await_callback
 from tether.config import Settings
 from tether.errors import ConfigurationError, UsageError, exit_code
 from tether.oauth.redirect_uri import check_redirect_uri
@@ -31,6 +32,15 @@ from tether.probe import (
 from tether.probe import probe as run_probe
 
 __all__ = ["probe"]
+
+
+def stderr_is_terminal() -> bool:
+    """True when a person watches standard error (progress lines go there)."""
+    return sys.stderr.isatty()
+
+
+def _show_progress(what: str) -> None:
+    typer.echo(f"… {what}", err=True)
 
 
 def _resource_match(value: str) -> Literal["exact", "prefix"]:
@@ -170,15 +180,26 @@ def probe(
         typer.echo(f"error: {exc} [{exc.code}]", err=True)
         raise typer.Exit(exit_code(exc)) from None
 
+    changes: dict[str, Any] = {}
     if not options.follow_redirects:
 
         async def authorizer(
             auth_url: str, callback: str
         ) -> dict[str, str | list[str]]:
             typer.echo(f"Open this URL to authorize:\n\n  {auth_url}\n", err=True)
-            return await wait_for_callback(callback, seconds=wait)
+            typer.echo(
+                f"Waiting up to {wait} s for the browser to come back "
+                "(Ctrl-C to stop)…",
+                err=True,
+            )
+            return await await_callback(
+                callback, wait, server=url, again="tether probe"
+            )
 
-        options = ProbeOptions(**{**options.fields(), "authorizer": authorizer})
+        changes["authorizer"] = authorizer
+    if stderr_is_terminal():  # a person watching: say what the probe waits for
+        changes["progress"] = _show_progress
+    options = ProbeOptions(**{**options.fields(), **changes})
 
     report = asyncio.run(run_probe(options))
     typer.echo(render_report(report, as_json=as_json))

@@ -59,6 +59,7 @@ async def _list_and_call(
     step: ProbeStep,
 ) -> None:
     started = time.monotonic()
+    options.note("tools/list")
     test = await tether.test_connection(SERVER_NAME)
     step.requests = recorder.take("tools")
     names = list(test.tool_names)
@@ -74,6 +75,7 @@ async def _list_and_call(
     for name, arguments in await _planned_calls(tether, options, names):
         step = ProbeStep("call")
         report.steps.append(step)
+        options.note(f"calling {name}")
         await _call(tether, step, name, arguments)
         step.requests = recorder.take("call")
 
@@ -131,6 +133,7 @@ async def skills(
     """List the server's skills and, with ``load``, load each one (SEP-2640)."""
     step = ProbeStep("skills")
     report.steps.append(step)
+    options.note("skills/list")
     try:
         entries = await tether.list_skills(SERVER_NAME)
     except TetherError as exc:

@@ -44,6 +44,7 @@ async def machine(
     """
     error: TetherError | None = None
     info = None
+    options.note(f"discovery and the {options.grant} grant")
     try:
         if options.grant == "enterprise":
             info = await tether.connect_enterprise(
@@ -147,6 +148,7 @@ async def authorize(
     """
     steps = report.steps
     error: TetherError | None = None
+    options.note("discovery and registration" if first else "authorizing again")
     try:
         started = await tether.connect(
             SERVER_NAME, user=PROBE_USER, challenge=challenge
@@ -171,6 +173,8 @@ async def authorize(
         "code_challenge_method": query.get("code_challenge_method"),
     }
     params: Mapping[str, str | Sequence[str]]
+    if options.follow_redirects or options.authorizer is not None:
+        options.note("the authorization")
     try:
         if options.follow_redirects:
             params = await tether.follow_authorization(
@@ -208,6 +212,7 @@ async def authorize(
 
     step = ProbeStep("token")
     steps.append(step)
+    options.note("the token")
     try:
         info = await tether.complete(params, user=PROBE_USER)
     except TetherError as exc:

@@ -120,6 +120,7 @@ async def _challenge(
     """
     step = ProbeStep("challenge")
     report.steps.append(step)
+    options.note("asking the server without a token")
     try:
         answer = await tether.challenge(
             SERVER_NAME, protocol_version=options.protocol_version

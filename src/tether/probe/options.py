@@ -8,7 +8,16 @@ from typing import Any, Literal
 
 from tether.errors import UsageError
 
-__all__ = ["Authorizer", "ProbeOptions", "check_options", "server_spec"]
+__all__ = [
+    "Authorizer",
+    "ProbeOptions",
+    "Progress",
+    "check_options",
+    "server_spec",
+]
+
+Progress = Callable[[str], None]
+"""Told what the probe is about to wait for (``asking the server``, ``token``, …)."""
 
 Authorizer = Callable[[str, str], Awaitable[Mapping[str, str | Sequence[str]]]]
 """``(authorization_url, redirect_uri) -> callback query parameters`` (a person's step)."""
@@ -81,6 +90,8 @@ class ProbeOptions:
         skills: After the tools, ``list`` the server's skills (SEP-2640; no file is
             read), or ``load`` each one: its ``SKILL.md`` and then its supporting
             files, every file verified against the listing.
+        progress: Told, before each step that waits on the network or a person,
+            what it waits for (the CLI shows it on a terminal).
     """
 
     url: str
@@ -130,6 +141,12 @@ class ProbeOptions:
     call_all_listed: bool = False
     schema_echo: tuple[str, str] | None = None
     skills: Literal["off", "list", "load"] = "off"
+    progress: Progress | None = field(default=None, repr=False, compare=False)
+
+    def note(self, what: str) -> None:
+        """Tell :attr:`progress` what comes next."""
+        if self.progress is not None:
+            self.progress(what)
 
     def fields(self) -> dict[str, Any]:
         """Every field by name (to build a changed copy)."""
