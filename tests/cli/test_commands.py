@@ -316,3 +316,28 @@ def test_tool_progress_is_shown_and_missing_things_are_named(
     assert "no tool with this name" not in missing_server.lower()
     missing_set = ok(runner.invoke(app, ["toolsets", "call", "nope", "echo"]), 2)
     assert "no toolset 'nope' [not_found]" in missing_set
+
+
+def test_every_command_takes_json() -> None:
+    """Issue 10 item 9: ``--json`` on every command (``serve`` runs the service)."""
+    import typer.main
+
+    root: Any = typer.main.get_command(app)  # typer's own (vendored) click types
+    ctx = type(root).context_class(root)
+    missing: list[str] = []
+    seen = 0
+
+    def walk(command: Any, path: list[str]) -> None:
+        nonlocal seen
+        if hasattr(command, "list_commands"):  # a group
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+            return
+        seen += 1
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        if "--json" not in options and path != ["serve"]:
+            missing.append(" ".join(path))
+
+    walk(root, [])
+    assert seen > 30
+    assert missing == []
