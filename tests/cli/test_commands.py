@@ -341,3 +341,44 @@ def test_every_command_takes_json() -> None:
     walk(root, [])
     assert seen > 30
     assert missing == []
+
+
+async def test_a_long_tool_call_says_it_still_waits() -> None:
+    from tether.cli.tools import _waiting
+
+    lines: list[str] = []
+    two = asyncio.Event()
+
+    def note(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            two.set()
+
+    async def call() -> str:
+        await two.wait()  # the call "runs" until two notes were printed
+        return "done"
+
+    assert await _waiting("slow", call(), every=0.001, note=note) == "done"
+    assert lines[:2] == [
+        "… still waiting for slow (0.001 s)",
+        "… still waiting for slow (0.002 s)",
+    ]
+
+
+async def test_no_waiting_notes_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tether.cli import tools
+
+    def never(line: str) -> None:
+        raise AssertionError(f"printed off a terminal: {line}")
+
+    monkeypatch.setattr(tools, "_note", never)
+    monkeypatch.setattr(tools, "_stderr_is_terminal", lambda: False)
+
+    async def call() -> str:
+        await asyncio.sleep(0.05)  # fifty periods of the would-be ticker
+        return "done"
+
+    assert await tools._waiting("quiet", call(), every=0.001) == "done"
+    assert capsys.readouterr().err == ""
