@@ -45,8 +45,10 @@ from tether.errors import (
 from tether.hub.agent import run_tool_calls
 from tether.hub.connections import StartedAuthorization
 from tether.hub.tether import ConnectionInfo, Tether
+from tether.mcp.elicitation import accept_defaults
 from tether.mcp.render import render_tools
 from tether.mcp.results import ToolErrorCode, ToolResult
+from tether.net.fetch import RequestRecord
 from tether.store.crypto import KeyRing, load_key_file
 from tether.store.paging import Page
 
@@ -73,6 +75,7 @@ __all__ = [
     "Page",
     "PermissionDenied",
     "RemoteError",
+    "RequestRecord",
     "RequestTimeout",
     "ResponseTooLarge",
     "ServerError",
@@ -91,6 +94,7 @@ __all__ = [
     "UsageError",
     "ValidationFailed",
     "VersionConflict",
+    "accept_defaults",
     "load_key_file",
     "render_tools",
     "run_tool_calls",

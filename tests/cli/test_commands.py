@@ -316,3 +316,69 @@ def test_tool_progress_is_shown_and_missing_things_are_named(
     assert "no tool with this name" not in missing_server.lower()
     missing_set = ok(runner.invoke(app, ["toolsets", "call", "nope", "echo"]), 2)
     assert "no toolset 'nope' [not_found]" in missing_set
+
+
+def test_every_command_takes_json() -> None:
+    """Issue 10 item 9: ``--json`` on every command (``serve`` runs the service)."""
+    import typer.main
+
+    root: Any = typer.main.get_command(app)  # typer's own (vendored) click types
+    ctx = type(root).context_class(root)
+    missing: list[str] = []
+    seen = 0
+
+    def walk(command: Any, path: list[str]) -> None:
+        nonlocal seen
+        if hasattr(command, "list_commands"):  # a group
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+            return
+        seen += 1
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        if "--json" not in options and path != ["serve"]:
+            missing.append(" ".join(path))
+
+    walk(root, [])
+    assert seen > 30
+    assert missing == []
+
+
+async def test_a_long_tool_call_says_it_still_waits() -> None:
+    from tether.cli.tools import _waiting
+
+    lines: list[str] = []
+    two = asyncio.Event()
+
+    def note(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            two.set()
+
+    async def call() -> str:
+        await two.wait()  # the call "runs" until two notes were printed
+        return "done"
+
+    assert await _waiting("slow", call(), every=0.001, note=note) == "done"
+    assert lines[:2] == [
+        "… still waiting for slow (0.001 s)",
+        "… still waiting for slow (0.002 s)",
+    ]
+
+
+async def test_no_waiting_notes_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tether.cli import tools
+
+    def never(line: str) -> None:
+        raise AssertionError(f"printed off a terminal: {line}")
+
+    monkeypatch.setattr(tools, "_note", never)
+    monkeypatch.setattr(tools, "_stderr_is_terminal", lambda: False)
+
+    async def call() -> str:
+        await asyncio.sleep(0.05)  # fifty periods of the would-be ticker
+        return "done"
+
+    assert await tools._waiting("quiet", call(), every=0.001) == "done"
+    assert capsys.readouterr().err == ""

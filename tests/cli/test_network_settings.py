@@ -23,7 +23,7 @@ from peers.plugin import PeerFactory
 from tether.cli.main import app
 from tether.errors import ConfigurationError
 from tether.hub.context import HubConfig
-from tether.hub.probe import ProbeOptions, probe
+from tether.probe import ProbeOptions, probe
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -148,8 +148,10 @@ def test_probe_uses_the_installation_allowlist(
     """``TETHER_ALLOW_NETWORKS`` applies to the probe as to every other command."""
     refused = runner.invoke(app, ["probe", mcp_server.url, "--follow-redirects"])
     assert refused.exit_code != 0
-    assert "[FAILED] challenge" in refused.output
+    # the probe registers the server as `servers add` would: the URL is vetted first
+    assert "[FAILED] configuration: the server URL is not allowed" in refused.output
     assert "loopback address" in refused.output
+    assert "requests: 0" in refused.output
     monkeypatch.setenv("TETHER_ALLOW_NETWORKS", '["127.0.0.0/8"]')
     probed = runner.invoke(app, ["probe", mcp_server.url, "--follow-redirects"])
     assert probed.exit_code == 0, probed.output

@@ -7,6 +7,7 @@ servers, cache and session invalidation on disconnect and server change, and
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,44 @@ async def test_test_connection_leaves_cache_and_health_alone(
     await tether.test_connection("demo")
     assert await tether.stores.tools.get(server.id, SHARED) == entry
     assert await tether.stores.tools.get_health(server.id, SHARED) == health
+
+
+async def test_an_absent_allow_listed_tool_is_refused_or_warned_once(
+    make_tether: MakeTether,
+    open_mcp_server: MCPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 10 item 9: refused when the tool list is known, else warned once known."""
+    tether = await make_tether()
+    await add_open(tether, "open", open_mcp_server)
+    # nothing known yet (and nothing fetched): accepted
+    early = await tether.toolsets.create(
+        "early", [{"server": "open", "tools": ["echo", "no_such"]}], actor="admin"
+    )
+    caplog.set_level(logging.WARNING, logger="tether.hub.toolsets")
+    view = await tether.toolset("early")
+    assert [d.original_name for d in view.tools] == ["echo"]
+    await tether.toolset("early", refresh=True)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "toolset 'early': server 'open' has no tool 'no_such'; the allow-list entry "
+        "offers nothing (edit the toolset, or check the server)"
+    ]
+    # the list is known now: the same entry is refused, on create and on update
+    with pytest.raises(ValidationFailed) as refused:
+        await tether.toolsets.create(
+            "late", [{"server": "open", "tools": ["echo", "no_such"]}], actor="admin"
+        )
+    assert refused.value.details["fields"] == {
+        "servers.open.tools": "the server has no tool 'no_such'"
+    }
+    assert "--refresh" in (refused.value.hint or "")
+    with pytest.raises(ValidationFailed):
+        await tether.toolsets.update(
+            early.id, [{"server": "open", "tools": ["nope"]}], actor="admin"
+        )
+    assert await tether.stores.toolsets.get_by_name("late") is None
+    ok = await tether.toolsets.create(
+        "late", [{"server": "open", "tools": ["echo"]}], actor="admin"
+    )
+    assert ok.entries[0].tools == ("echo",)

@@ -46,6 +46,10 @@ setting comes from the environment (``tests/peers/fixture.py`` sets them):
                         is still a JSON-RPC result with isError: true
   MCP_ALLOWED_HOSTS     extra Host header values accepted (comma list)
   MCP_LOG_LEVEL         uvicorn log level (warning)
+  MCP_CHATTER           1 -> a `chatter(after)` tool: it answers at once, then sends
+                        `after` (default 5) log messages tied to no request, 2 ms
+                        apart (a stateful session gets them on its GET stream, often
+                        while the client is closing: the issue-10 stray tracebacks)
 
 Tools: echo(text), add(a, b), fail(message) -> isError, slow(seconds, steps) with
 progress notifications, whoami() -> the caller's token claims, admin_only(),
@@ -62,6 +66,7 @@ GET /_listeners ({"listeners": n}: open `subscriptions/listen` streams).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -145,6 +150,7 @@ class Config:
     )
     big_tools: bool = field(default_factory=lambda: _flag("MCP_BIG_TOOLS"))
     odd_tools: bool = field(default_factory=lambda: _flag("MCP_ODD_TOOLS"))
+    chatter: bool = field(default_factory=lambda: _flag("MCP_CHATTER"))
     hostile_tools: bool = field(default_factory=lambda: _flag("MCP_HOSTILE_TOOLS"))
     media_tools: bool = field(default_factory=lambda: _flag("MCP_MEDIA_TOOLS"))
     error_http_status: int = field(
@@ -271,6 +277,7 @@ def make_verifier() -> Verifier | None:
 CALLS: list[dict[str, Any]] = []
 LONG_NAME = "long_" + "x" * 90 + "_name"  # 100 characters
 EXTRA_TOOLS: list[str] = []
+CHATTER: set[asyncio.Task[None]] = set()  # chatter's late log messages, kept alive
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -346,6 +353,14 @@ def base_tools() -> list[types.Tool]:
             input_schema=_obj({}),
         ),
     ]
+    if CFG.chatter:
+        tools.append(
+            types.Tool(
+                name="chatter",
+                description="Answer at once, then log messages tied to no request.",
+                input_schema=_obj({"after": num}),
+            )
+        )
     if CFG.odd_tools:
         tools.append(
             types.Tool(
@@ -515,6 +530,8 @@ async def call_tool(
                 ],
                 structured_content={"points": 1},
             )
+        if params.name == "chatter" and CFG.chatter:
+            return await t_chatter(ctx, args)
         if params.name == "tree" and CFG.odd_tools:
             return _text(json.dumps(args, sort_keys=True), structured=dict(args))
         raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
@@ -523,6 +540,20 @@ async def call_tool(
 
 async def t_echo(ctx: Ctx, args: Mapping[str, Any]) -> types.CallToolResult:
     return _text(str(args.get("text", "")))
+
+
+async def t_chatter(ctx: Ctx, args: Mapping[str, Any]) -> types.CallToolResult:
+    # a log message tied to no request: a stateful session delivers it on the
+    # listening GET stream, racing this call's answer on the POST stream
+    session = ctx.session
+
+    async def later() -> None:
+        for _ in range(int(args.get("after", 5))):
+            await asyncio.sleep(0.002)
+            await session.send_log_message("info", "chatter", logger="peer")
+
+    CHATTER.add(asyncio.get_running_loop().create_task(later()))
+    return _text("chatter")
 
 
 async def t_add(ctx: Ctx, args: Mapping[str, Any]) -> types.CallToolResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,23 @@ def test_apikeys_role_is_checked(runner: CliRunner) -> None:
     result = runner.invoke(app, ["apikeys", "revoke", "nope"])
     assert result.exit_code == 2
     assert "no API key" in result.output
+
+
+def test_apikeys_speak_json(runner: CliRunner) -> None:
+    created = runner.invoke(
+        app, ["apikeys", "create", "ops", "--role", "admin", "--json"]
+    )
+    assert created.exit_code == 0, created.output
+    key = json.loads(created.stdout)
+    assert (key["name"], key["role"], key["state"]) == ("ops", "admin", "active")
+    assert key["key"].startswith(f"tk_{key['id']}_")
+    listed = runner.invoke(app, ["apikeys", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (entry,) = json.loads(listed.stdout)
+    assert entry["id"] == key["id"]
+    assert "key" not in entry
+    assert "key_hash" not in entry
+    revoked = runner.invoke(app, ["apikeys", "revoke", "ops", "--json"])
+    assert json.loads(revoked.stdout) == {"revoked": "ops"}
+    listed = runner.invoke(app, ["apikeys", "list", "--json"])
+    assert json.loads(listed.stdout)[0]["state"] == "revoked"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from tether.errors import AuthorizationRequired, ConfigurationError
 from tether.oauth.callback import parse_callback_query
 
-__all__ = ["wait_for_callback"]
+__all__ = ["await_callback", "wait_for_callback"]
 
 _PAGE = (
     b"<!doctype html><meta charset=utf-8><title>Tether</title>"
@@ -66,3 +67,39 @@ async def wait_for_callback(
     server = await asyncio.start_server(handle, parts.hostname, parts.port or 80)
     async with server:
         return await asyncio.wait_for(done, seconds)
+
+
+async def await_callback(
+    redirect_uri: str, wait: int, *, server: str | None, again: str
+) -> dict[str, str | list[str]]:
+    """:func:`wait_for_callback`, with a timeout or a busy port as one clear error.
+
+    Args:
+        redirect_uri: Tether's loopback callback URL.
+        wait: Seconds to wait.
+        server: The server's name, for the error.
+        again: The command to run again (for the hint).
+
+    Raises:
+        AuthorizationRequired: Nothing arrived within ``wait`` seconds.
+        ConfigurationError: The callback's port cannot be listened on.
+    """
+    parts = urlsplit(redirect_uri)
+    try:
+        return await wait_for_callback(redirect_uri, seconds=wait)
+    except TimeoutError:
+        raise AuthorizationRequired(
+            f"no authorization arrived within {wait} s",
+            server=server,
+            hint=f"run `{again}` again and approve in the browser, "
+            "or wait longer with --wait SECONDS",
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen for the OAuth callback on {parts.hostname}:{parts.port}: "
+            f"{exc.strerror or exc}",
+            server=server,
+            hint="stop the program using that port, or set TETHER_PUBLIC_URL "
+            "(tether probe: --redirect-uri) to another loopback address "
+            "(e.g. http://127.0.0.1:8471/oauth/callback)",
+        ) from None

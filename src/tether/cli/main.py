@@ -28,17 +28,15 @@ from typer.core import TyperGroup
 
 from tether.cli import render
 from tether.cli.args import param_pairs
-from tether.cli.callback import wait_for_callback
+from tether.cli.callback import await_callback
 from tether.cli.runtime import key_ring, open_tether
 from tether.config import Settings, load_settings
 from tether.errors import (
-    AuthorizationRequired,
     ConfigurationError,
     TetherError,
     UsageError,
     exit_code,
 )
-from tether.hub.context import profile_of
 from tether.hub.tether import Tether
 
 __all__ = ["app", "main"]
@@ -592,9 +590,7 @@ def connect(
         started = await tether.connect(name, user=who)
         redirect_uri = tether.ctx.config.redirect_uri
         if follow_redirects:  # the server's network settings, as for every step
-            params = await tether.fetcher.follow_authorization(
-                started.authorization_url, redirect_uri, profile=profile_of(server)
-            )
+            params = await tether.follow_authorization(name, started.authorization_url)
         else:
             typer.echo(
                 f"Open this URL to authorize:\n\n  {started.authorization_url}\n",
@@ -612,34 +608,12 @@ def connect(
                 "(Ctrl-C to stop)…",
                 err=True,
             )
-            params = await _callback(name, redirect_uri, wait)
+            params = await await_callback(
+                redirect_uri, wait, server=name, again=f"tether connect {name}"
+            )
         render.connection(await tether.complete(params, user=who), as_json=as_json)
 
     with_tether(action)
-
-
-async def _callback(
-    name: str, redirect_uri: str, wait: int
-) -> dict[str, str | list[str]]:
-    """Wait for the browser's return; a busy port or a timeout is one clear error."""
-    parts = urlsplit(redirect_uri)
-    try:
-        return await wait_for_callback(redirect_uri, seconds=wait)
-    except TimeoutError:
-        raise AuthorizationRequired(
-            f"no authorization arrived within {wait} s",
-            server=name,
-            hint=f"run `tether connect {name}` again and approve in the browser, "
-            "or wait longer with --wait SECONDS",
-        ) from None
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot listen for the OAuth callback on {parts.hostname}:{parts.port}: "
-            f"{exc.strerror or exc}",
-            server=name,
-            hint="stop the program using that port, or set TETHER_PUBLIC_URL to "
-            "another loopback address (e.g. http://127.0.0.1:8471)",
-        ) from None
 
 
 @app.command()

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from tether.cli.render import emit_json
 from tether.config import Settings
 
 __all__ = ["apikeys_app", "register", "serve"]
 
 apikeys_app = typer.Typer(help="API keys of the web service.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _key_view(record: Any) -> dict[str, Any]:
+    """An API key's record without its hash."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "app": record.app,
+        "created_at": record.created_at,
+        "revoked_at": record.revoked_at,
+        "state": "revoked" if record.revoked_at else "active",
+    }
 
 
 def serve(
@@ -62,6 +78,7 @@ def apikeys_create(
     app: Annotated[
         str | None, typer.Option(help="App namespace of its users (default: NAME).")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create an API key; it is printed once and never stored in clear."""
     from tether.cli.main import with_tether
@@ -75,6 +92,9 @@ def apikeys_create(
         record, key = await issue_key(
             tether, name, "admin" if role == "admin" else "app", app=app
         )
+        if as_json:  # the key is shown this once, as in the text form
+            emit_json({**_key_view(record), "key": key})
+            return
         typer.echo(f"created {record.role} key {record.name} ({record.id})", err=True)
         typer.echo(key)
 
@@ -82,13 +102,17 @@ def apikeys_create(
 
 
 @apikeys_app.command("list")
-def apikeys_list() -> None:
+def apikeys_list(as_json: JsonOpt = False) -> None:
     """List API keys (names, roles; never the keys)."""
     from tether.cli.main import with_tether
     from tether.hub.tether import Tether
 
     async def action(tether: Tether) -> None:
-        for k in await tether.stores.api_keys.list():
+        keys = await tether.stores.api_keys.list()
+        if as_json:
+            emit_json([_key_view(k) for k in keys])
+            return
+        for k in keys:
             state = "revoked" if k.revoked_at else "active"
             typer.echo(f"{k.id}  {k.name}  {k.role}  {k.app or '-'}  {state}")
 
@@ -96,7 +120,7 @@ def apikeys_list() -> None:
 
 
 @apikeys_app.command("revoke")
-def apikeys_revoke(ref: str) -> None:
+def apikeys_revoke(ref: str, as_json: JsonOpt = False) -> None:
     """Revoke a key by id or name; it stops working at once."""
     from tether.cli.main import with_tether
     from tether.errors import NotFound
@@ -105,6 +129,9 @@ def apikeys_revoke(ref: str) -> None:
     async def action(tether: Tether) -> None:
         if await tether.stores.api_keys.revoke(ref) is None:
             raise NotFound(f"no API key '{ref}'")
+        if as_json:
+            emit_json({"revoked": ref})
+            return
         typer.echo(f"revoked {ref}")
 
     with_tether(action)

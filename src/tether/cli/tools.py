@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -22,6 +25,8 @@ tools_app = typer.Typer(help="List and call a server's tools.", no_args_is_help=
 toolsets_app = typer.Typer(
     help="Toolsets: what an agent may use.", no_args_is_help=True
 )
+
+T = TypeVar("T")
 
 MAX_OUTPUT = 1_000_000
 """Longest tool output printed, in characters (escape sequences removed first)."""
@@ -49,6 +54,51 @@ async def _show_progress(
     done = f"{progress:g}/{total:g}" if total else f"{progress:g}"
     note = f" {_TERMINAL_UNSAFE.sub('', message)[:200]}" if message else ""
     typer.echo(f"progress: {done}{note}", err=True)
+
+
+#: Seconds between "still waiting" lines while a tool call runs (on a terminal).
+WAIT_NOTE_EVERY = 5.0
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+async def _waiting(
+    label: str,
+    call: Awaitable[T],
+    *,
+    every: float = WAIT_NOTE_EVERY,
+    note: Callable[[str], None] | None = None,
+) -> T:
+    """Await ``call``; on a terminal, say every ``every`` seconds that it still runs.
+
+    A long tool call without progress notifications is otherwise silent. Lines go to
+    stderr (stdout stays the result); nothing is printed when stderr is not a terminal.
+    """
+    if note is None:
+        if not _stderr_is_terminal():
+            return await call
+        note = _note
+
+    async def tick() -> None:
+        waited = 0.0
+        while True:
+            await asyncio.sleep(every)
+            waited += every
+            note(f"… still waiting for {label} ({waited:g} s)")
+
+    ticker = asyncio.get_running_loop().create_task(tick())
+    try:
+        return await call
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+def _note(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _result(result: ToolResult, *, as_json: bool) -> None:
@@ -114,8 +164,11 @@ def tools_call(
     async def action(tether: Tether) -> None:
         arguments = _arguments(args)  # bad input first, before any lookup
         await tether.servers.get(server)  # a missing server is not a missing tool
-        result = await tether.call_tool(
-            server, tool, arguments, user=user, progress=_show_progress
+        result = await _waiting(
+            tool,
+            tether.call_tool(
+                server, tool, arguments, user=user, progress=_show_progress
+            ),
         )
         _result(result, as_json=as_json)
 
@@ -186,8 +239,9 @@ def toolsets_call(
     async def action(tether: Tether) -> None:
         arguments = _arguments(args)  # bad input first, before any lookup
         await tether.toolsets.get(name)  # a missing toolset is not a missing tool
-        result = await tether.call(
-            name, tool, arguments, user=user, progress=_show_progress
+        result = await _waiting(
+            tool,
+            tether.call(name, tool, arguments, user=user, progress=_show_progress),
         )
         _result(result, as_json=as_json)
 

@@ -28,22 +28,31 @@ from tether.hub.audit import Auditor
 from tether.hub.cache import ServerCache
 from tether.hub.clock import Clock, Random, SystemClock, SystemRandom
 from tether.hub.connections import Connections, StartedAuthorization, subject_for
-from tether.hub.context import HubConfig, HubContext
+from tether.hub.context import HubConfig, HubContext, profile_of
 from tether.hub.credentials import CredentialService
+from tether.hub.discovery import Unauthenticated, unauthenticated_challenge
 from tether.hub.jobs import Jobs
 from tether.hub.machine import MachineGrants, is_machine_grant
 from tether.hub.servers import ServerService
 from tether.hub.tools import FAN_OUT, ConnectionTest, ToolRegistry
 from tether.hub.toolsets import ToolsetService, ToolsetView
+from tether.mcp.elicitation import ElicitationHandler
 from tether.mcp.results import ToolResult, result_from_error
 from tether.mcp.session import MCPSession, ProgressCallback
 from tether.mcp.skills import Skill, SkillEntry
 from tether.net.backend import Resolver, system_resolver, vet_url
-from tether.net.fetch import Fetcher, NetworkProfile
+from tether.net.fetch import Fetcher, NetworkProfile, RequestObserver
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge, bearer_challenge
 from tether.oauth.registration import client_metadata_document
-from tether.store.base import AuditEvent, Connection, ServerRecord, Stores
+from tether.store.base import (
+    AuditEvent,
+    ClientRegistration,
+    Connection,
+    DiscoveryRecord,
+    ServerRecord,
+    Stores,
+)
 from tether.store.crypto import KeyRing
 from tether.store.factory import open_stores
 from tether.store.journal import TokenJournal, journal_location
@@ -177,6 +186,8 @@ class Tether:
         pool_size: int | None = None,
         lease_ttl_seconds: float | None = None,
         journal_path: str | os.PathLike[str] | None = None,
+        elicitation: ElicitationHandler | None = None,
+        on_request: RequestObserver | None = None,
     ) -> Tether:
         """Open the stores (migrating SQL databases) and build a ready facade.
 
@@ -195,6 +206,11 @@ class Tether:
         SQLite file (``<file>.token-journal``); PostgreSQL has one only when a path is
         given (the shells pass ``<home>/token-journal``: one per host); memory stores
         never have one. Pending records are replayed here (DUR-2).
+
+        ``elicitation`` answers servers' ``elicitation/create`` (``None`` declines;
+        :func:`tether.accept_defaults` accepts a form's defaults). ``on_request`` is
+        told of every HTTP request sent, OAuth steps and MCP sessions alike
+        (:class:`~tether.net.fetch.RequestRecord`; ``tether probe`` lists them).
         """
         # settings are checked (bad entries, CA bundle, redirect URI) before the
         # stores are opened, so a refusal leaves nothing open
@@ -203,11 +219,13 @@ class Tether:
             resolver=resolver,
             user_agent=f"{client_name} (Tether)",
             ca_bundle=ca_bundle,
+            observer=on_request,
         )
         config = HubConfig(
             redirect_uri=redirect_uri,
             client_metadata_url=client_metadata_url,
             client_name=client_name,
+            elicitation=elicitation,
         )
         # one clock for the hub and the stores, so pending expiry follows it (AUTHZ-5)
         stores = await open_stores(
@@ -638,6 +656,58 @@ class Tether:
             challenge=_challenge(challenge),
         )
         return ConnectionInfo.of(server, conn)
+
+    async def challenge(
+        self, server_ref: str, *, protocol_version: str | None = None
+    ) -> Unauthenticated:
+        """Ask the server without a token whether, and how, it wants authorization.
+
+        The first request of a cold connect (PRM-2, PRM-5): its status, content type
+        and ``Bearer`` challenge, if any. ``protocol_version`` is the MCP revision to
+        try first (``None`` detects it). Nothing is stored.
+
+        Raises:
+            NetworkError: The server could not be reached (or was refused).
+        """
+        server = await self.servers.get(server_ref)
+        return await unauthenticated_challenge(
+            self.fetcher,
+            server.url,
+            profile=profile_of(server),
+            server=server.name,
+            protocol_version=protocol_version,
+        )
+
+    async def discovery(self, server_ref: str) -> DiscoveryRecord | None:
+        """What discovery last found for a server (RFC 9728 §3, RFC 8414 §3), if any."""
+        server = await self.servers.get(server_ref)
+        return await self.stores.discovery.get(server.id)
+
+    async def registration(self, server_ref: str) -> ClientRegistration | None:
+        """The OAuth client Tether holds at the server's discovered issuer, if any.
+
+        Its secret stays a :class:`~pydantic.SecretStr`; never print it.
+        """
+        server = await self.servers.get(server_ref)
+        record = await self.stores.discovery.get(server.id)
+        if record is None:
+            return None
+        return await self.stores.registrations.get(server.id, record.issuer)
+
+    async def follow_authorization(
+        self, server_ref: str, authorization_url: str
+    ) -> dict[str, str | list[str]]:
+        """Complete an authorization headlessly, for an AS that approves at once.
+
+        Follows the redirects of ``authorization_url`` (from :meth:`connect`) under the
+        server's network settings until one reaches Tether's callback URL, and returns
+        that callback's query parameters for :meth:`complete`. For diagnostics and
+        tests (``tether probe --follow-redirects``); a person's consent needs a browser.
+        """
+        server = await self.servers.get(server_ref)
+        return await self.fetcher.follow_authorization(
+            authorization_url, self.ctx.config.redirect_uri, profile=profile_of(server)
+        )
 
     async def _enabled(self, server_ref: str) -> ServerRecord:
         server = await self.servers.get(server_ref)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from tether.store.base import (
 )
 
 __all__ = ["FAN_OUT", "VIEW_TTL", "ToolsetService", "ToolsetView", "Unavailable"]
+
+logger = logging.getLogger(__name__)
 
 MAX_NAME = 100
 VIEW_TTL = SERVER_TTL
@@ -128,6 +131,8 @@ class ToolsetService:
         self._views: ViewCache[_ViewKey, ToolsetView] = ViewCache(clock, VIEW_TTL)
         self._background: set[asyncio.Task[None]] = set()
         self.fan_out = FAN_OUT
+        #: (toolset, server, absent names) already warned about (issue 10 item 9)
+        self._warned: set[tuple[str, str, tuple[str, ...]]] = set()
         registry.on_tools_changed(self.forget_server)
 
     # ------------------------------------------------------------------ invalidation
@@ -175,6 +180,11 @@ class ToolsetService:
                     fields[f"servers.{server.name}.tools"] = (
                         "an empty allow-list is not allowed; omit it for all tools"
                     )
+                absent = await self._not_offered(server, names)
+                if absent:
+                    fields[f"servers.{server.name}.tools"] = (
+                        f"the server has no tool {', '.join(map(repr, absent))}"
+                    )
                 tools = names
             if any(e.server_id == server.id for e in entries):
                 fields[f"servers.{server.name}"] = "listed twice"
@@ -186,9 +196,51 @@ class ToolsetService:
                 "the toolset is invalid: "
                 + "; ".join(f"{k}: {v}" for k, v in fields.items()),
                 fields=fields,
-                hint="register the servers first, or fix the names",
+                hint="register the servers first, or fix the names (`tether tools "
+                "list SERVER --refresh` shows a server's tools now)",
             )
         return tuple(entries)
+
+    async def _not_offered(
+        self, server: ServerRecord, names: Sequence[str]
+    ) -> list[str]:
+        """Allow-listed names the server's known tool list lacks (issue 10 item 9).
+
+        Known means cached for the shared connection: nothing is fetched (a toolset
+        can be written while a server is offline); a list learnt later is checked
+        when the toolset's view is built (:meth:`_warn_absent`).
+        """
+        if server.auth_mode == "oauth" and server.oauth.per_user:
+            return []
+        cached = await self._stores.tools.get(server.id, "shared")
+        if cached is None:
+            return []
+        offered = {str(t.get("name")) for t in cached.tools}
+        return [name for name in names if name not in offered]
+
+    def _warn_absent(
+        self,
+        toolset: Toolset,
+        server: ServerRecord,
+        entry: ToolsetEntry,
+        tools: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Warn once when a now-known tool list lacks an allow-listed name."""
+        if entry.tools is None:
+            return
+        offered = {t.get("name") for t in tools}
+        absent = tuple(name for name in entry.tools if name not in offered)
+        key = (toolset.id, server.id, absent)
+        if not absent or key in self._warned:
+            return
+        self._warned.add(key)
+        logger.warning(
+            "toolset '%s': server '%s' has no tool %s; the allow-list entry offers "
+            "nothing (edit the toolset, or check the server)",
+            toolset.name,
+            server.name,
+            ", ".join(map(repr, absent)),
+        )
 
     async def create(
         self,
@@ -402,6 +454,7 @@ class ToolsetService:
                 unavailable.append(outcome)
             elif outcome is not None:
                 server, tools = outcome
+                self._warn_absent(toolset, server, entry, tools)
                 allowed = set(entry.tools) if entry.tools is not None else None
                 found.extend(
                     (server, t)

@@ -105,6 +105,7 @@ from tether.errors import (
     UsageError,
     clean_text,
 )
+from tether.mcp.drain import drained
 from tether.mcp.elicitation import ElicitationHandler, decline
 from tether.mcp.skills import (
     EXTENSION,
@@ -847,7 +848,10 @@ class MCPSession:
         _PROBE.set(probe)
         started = False
         try:
-            transport = streamable_http_client(self.url, http_client=self._http)
+            # drained: no server message lands on the closed session (mcp/drain.py)
+            transport = drained(
+                streamable_http_client(self.url, http_client=self._http)
+            )
             async with Client(
                 transport,
                 mode=self._mode,

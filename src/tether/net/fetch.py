@@ -9,6 +9,7 @@ pooled per network profile so TLS connections are reused across steps.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx2
 
+from tether.errors import TetherError
 from tether.net.backend import Resolver, system_resolver
 from tether.net.browser import follow_authorization
 from tether.net.client import (
@@ -30,7 +32,49 @@ from tether.net.client import (
 from tether.net.policy import NetworkPolicy
 from tether.net.transport import GuardedTransport
 
-__all__ = ["Fetcher", "HttpResponse", "NetworkProfile"]
+__all__ = [
+    "Fetcher",
+    "HttpResponse",
+    "NetworkProfile",
+    "RequestObserver",
+    "RequestRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One HTTP request a Tether sent, as an observer sees it (never a header or body).
+
+    Attributes:
+        method: ``GET``, ``POST``, ``DELETE``.
+        url: The full URL; its query may carry a secret, so an observer that prints or
+            stores it masks those parameters first.
+        status: The response status, or ``None`` when no response came.
+        content_type: The response's ``Content-Type`` (``""`` without one).
+        step: The OAuth flow step that sent it (``challenge``, ``discovery``,
+            ``registration``, ``token``, ``revocation``, …), or ``None`` for the MCP
+            session's own requests.
+        error: The Tether error code when no response came.
+        rpc: The JSON-RPC method of an MCP request (``initialize``, ``tools/list``),
+            read from its body; ``None`` for anything else.
+    """
+
+    method: str
+    url: str
+    status: int | None
+    content_type: str = ""
+    step: str | None = None
+    error: str | None = None
+    rpc: str | None = None
+
+
+RequestObserver = Callable[[RequestRecord], None]
+"""Told of every request a :class:`Fetcher`'s clients send (issue 9: request lists)."""
+
+# The flow step of the request being sent (set by Fetcher.request, read by the hook).
+_STEP: contextvars.ContextVar[list[str | bool] | None] = contextvars.ContextVar(
+    "tether_fetch_step", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +125,18 @@ class HttpResponse:
         return list(self.headers.get(name.lower(), ()))
 
 
+def _rpc_method(request: httpx2.Request) -> str | None:
+    """The JSON-RPC ``method`` of a request's (already sent, in-memory) JSON body."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        body = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return None
+    method = body.get("method") if isinstance(body, dict) else None
+    return method if isinstance(method, str) else None
+
+
 class Fetcher:
     """Sends the OAuth steps' requests through guarded, pooled clients.
 
@@ -95,6 +151,8 @@ class Fetcher:
             none in flight has its connections closed (it stays usable; its next
             request reconnects). Checked on the fetcher's own requests.
         clock: Monotonic seconds; injectable for tests.
+        observer: Told of every request any of its clients sends, OAuth steps and MCP
+            sessions alike (``tether probe`` lists them); it must not raise or block.
 
     Clients are pooled per network profile — the policy, CA bundle and timeout a server
     is reached with — and shared by every subject of every server with that profile;
@@ -114,6 +172,7 @@ class Fetcher:
         ca_bundle: str | None = None,
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        observer: RequestObserver | None = None,
     ) -> None:
         if ca_bundle is not None:
             make_ssl_context(ca_bundle)  # a bad bundle fails now, not at first use
@@ -129,6 +188,28 @@ class Fetcher:
         #: per profile: the transport's request count when last seen moving, and when
         self._marks: dict[NetworkProfile, tuple[int, float]] = {}
         self._next_sweep = clock() + idle_seconds / 2
+        self._observer = observer
+
+    async def _observe(self, response: httpx2.Response) -> None:
+        """The clients' response hook: tell the observer (headers only, no body)."""
+        if self._observer is None:
+            return
+        current = _STEP.get()
+        step = None
+        if current is not None:
+            step = str(current[0])
+            current[1] = True  # answered: Fetcher.request records no error for it
+        request = response.request
+        self._observer(
+            RequestRecord(
+                request.method,
+                str(request.url),
+                response.status_code,
+                response.headers.get("content-type", ""),
+                step,
+                rpc=_rpc_method(request),
+            )
+        )
 
     @property
     def policy(self) -> NetworkPolicy:
@@ -163,6 +244,8 @@ class Fetcher:
                 headers={"User-Agent": self._user_agent},
             )
             self._clients[profile] = client
+            if self._observer is not None:
+                client.event_hooks = {"response": [self._observe]}
             transport = client._transport  # guarded_client built it
             if isinstance(transport, GuardedTransport):
                 self._transports[profile] = transport
@@ -235,12 +318,21 @@ class Fetcher:
             send_headers.setdefault("Content-Type", "application/json")
         await self.close_idle()
         client = self.client(profile)
-        with mapped_errors(server=server, step=step):
-            async with deadline(profile.timeout, server=server, step=step):
-                response = await client.request(
-                    method, url, headers=send_headers, content=content
-                )
-                body = await response.aread()
+        marker: list[str | bool] = [step, False]
+        token = _STEP.set(marker)
+        try:
+            with mapped_errors(server=server, step=step):
+                async with deadline(profile.timeout, server=server, step=step):
+                    response = await client.request(
+                        method, url, headers=send_headers, content=content
+                    )
+                    body = await response.aread()
+        except TetherError as exc:
+            if self._observer is not None and not marker[1]:
+                self._observer(RequestRecord(method, url, None, "", step, exc.code))
+            raise
+        finally:
+            _STEP.reset(token)
         collected: dict[str, list[str]] = {}
         for name, value in response.headers.multi_items():
             collected.setdefault(name.lower(), []).append(value)

@@ -7,6 +7,7 @@ the report names what happened, the failing step and the fix — and never a sec
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +18,9 @@ from typer.testing import CliRunner
 
 from peers.fixture import AuthServer, MCPServer
 from peers.plugin import PeerFactory
+from tether.cli import probe as cli_probe
 from tether.cli.main import app
-from tether.cli.probe import conformance_options
-from tether.hub.probe import ProbeOptions, mask_url
+from tether.probe import ProbeOptions, conformance_options, mask_url
 
 pytestmark = pytest.mark.realservers
 
@@ -185,6 +186,9 @@ class _Html(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/":  # a web site's home page answers anything with HTML
+            self._send(200, "text/html; charset=utf-8", b"<html>home</html>", {})
+            return
         self._send(401, "text/plain", b"no", {"WWW-Authenticate": "Bearer"})
 
     def do_GET(self) -> None:
@@ -217,6 +221,19 @@ def test_html_instead_of_json(html_server: str) -> None:
     assert "[FAILED] discovery" in text
     assert "text/html" in text
     assert "fix:" in text
+
+
+def test_a_web_page_is_not_an_mcp_endpoint(html_server: str) -> None:
+    home = html_server.removesuffix("mcp")
+    code, text = run_probe(home, *LOOPBACK)
+    assert code != 0
+    assert "no OAuth needed" not in text
+    assert f"[FAILED] challenge: not an MCP endpoint: {home} answered HTTP 200" in text
+    assert "fix: use the server's MCP endpoint URL" in text
+    code, report = run_json(home, *LOOPBACK)
+    assert report["failed_step"] == "challenge"
+    assert report["steps"][-1]["error"]["code"] == "mcp.protocol"
+    assert report["requests"][0]["content_type"].startswith("text/html")
 
 
 def test_conformance_options_read_the_context() -> None:
@@ -273,3 +290,84 @@ def test_conformance_options_for_the_2026_scenarios() -> None:
         ProbeOptions(url="x"),
     )
     assert echo.schema_echo == ("json_schema_echo", "json_schema_2020_12_tool")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_waiting_for_the_browser_in_vain_is_a_failed_step(
+    auth_server: AuthServer, mcp_server: MCPServer
+) -> None:
+    callback = f"http://127.0.0.1:{_free_port()}/oauth/callback"
+    code, text = run_probe(
+        mcp_server.url, *LOOPBACK, "--redirect-uri", callback, "--wait", "1"
+    )
+    assert "Traceback" not in text
+    assert "Open this URL to authorize" in text
+    assert "Waiting up to 1 s for the browser" in text
+    assert "[FAILED] authorization: no authorization arrived within 1 s" in text
+    assert "fix: run `tether probe` again" in text
+    assert code == 4  # authorization_required
+
+
+def test_a_busy_callback_port_is_a_failed_step(
+    auth_server: AuthServer, mcp_server: MCPServer
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, text = run_probe(
+            mcp_server.url,
+            *LOOPBACK,
+            "--redirect-uri",
+            f"http://127.0.0.1:{port}/oauth/callback",
+        )
+    assert "Traceback" not in text
+    assert f"cannot listen for the OAuth callback on 127.0.0.1:{port}" in text
+    assert "[FAILED] authorization" in text
+    assert code == 3  # configuration
+
+
+def test_progress_on_a_terminal(
+    auth_server: AuthServer,
+    mcp_server: MCPServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli_probe, "stderr_is_terminal", lambda: True)
+    result = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            mcp_server.url,
+            *LOOPBACK,
+            "--follow-redirects",
+            "--call",
+            "echo",
+            "--args",
+            '{"text": "hi"}',
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    waits = [line for line in result.stderr.splitlines() if line.startswith("… ")]
+    assert waits == [
+        "… asking the server without a token",
+        "… discovery and registration",
+        "… the authorization",
+        "… the token",
+        "… tools/list",
+        "… calling echo",
+    ]
+    # the report itself stays clean
+    assert not any(line.startswith("… ") for line in result.stdout.splitlines())
+
+
+def test_no_progress_lines_when_piped(
+    auth_server: AuthServer, mcp_server: MCPServer
+) -> None:
+    code, report = run_json(mcp_server.url, *LOOPBACK, "--follow-redirects")
+    assert code == 0  # the output parsed as JSON: nothing else was written
+    assert report["ok"] is True
