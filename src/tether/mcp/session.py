@@ -257,6 +257,7 @@ class _Probe:
             of the era (HTTP7-8).
         sealed: The operation is over; later traffic in the same context (the SDK's
             GET stream started during ``initialize``) is not recorded.
+        owner: The session whose request this is.
     """
 
     error: Exception | None = None
@@ -264,6 +265,7 @@ class _Probe:
     status: int | None = None
     modern_error: bool = False
     sealed: bool = False
+    owner: object = None
 
 
 _PROBE: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
@@ -437,6 +439,10 @@ async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
 # --------------------------------------------------------------------- connections
 
 
+class _NotStateless(Exception):
+    """An assumed stateless era proved wrong by an answer that is not an error."""
+
+
 @dataclass(eq=False)
 class _Link:
     """One SDK connection, owned by one runner task."""
@@ -566,9 +572,18 @@ class MCPSession:
                 await own.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Close the connection (``DELETE`` for a stateful session); idempotent."""
+        """Close the connection (``DELETE`` for a stateful session); idempotent.
+
+        Called from inside one of this session's own requests (a token source that
+        finds the grant gone and drops the session), it only marks the session
+        closed: the request ends first, with its own error, and then stops the
+        connection. Waiting here would wait for the request that is waiting.
+        """
         self._closed = True
         self._current = None
+        probe = _PROBE.get()
+        if probe is not None and probe.owner is self and not probe.sealed:
+            return
         with anyio.CancelScope(shield=True):
             for link in list(self._links):
                 link.stop.set()
@@ -618,8 +633,13 @@ class MCPSession:
             if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 return
             raw = await client.session.send_discover(client.protocol_version)
-            result = DiscoverResult.model_validate(raw)
-            client.session.adopt(result)
+            try:
+                result = DiscoverResult.model_validate(raw)
+                client.session.adopt(result)
+            except (ValidationError, RuntimeError) as exc:
+                if link.assumed:  # no DiscoverResult: not modern evidence (HTTP7-8)
+                    raise _NotStateless(self.url) from exc
+                raise
             link.described = True
             self._eras.put(self.url, Era(client.protocol_version, result))
             self._maybe_listen(link)
@@ -931,8 +951,10 @@ class MCPSession:
         Streamable HTTP ``07`` "Backward Compatibility": a 400 (or 404/405) whose
         body is not a recognised modern JSON-RPC error means the server predates
         the revision; ``initialize`` follows. Only before a request succeeded on
-        the connection.
+        the connection; or a ``server/discover`` answer that is no DiscoverResult.
         """
+        if isinstance(exc, _NotStateless):
+            return True
         client = link.client
         return (
             link.assumed
@@ -946,7 +968,9 @@ class MCPSession:
         )
 
     def _confirm(self, link: _Link) -> None:
-        """The first success on a connection: an assumed era is now known."""
+        """A success on a connection: the first makes an assumed era known."""
+        if link.confirmed:
+            return
         link.confirmed = True
         client = link.client
         if link.assumed and client is not None:
@@ -962,17 +986,18 @@ class MCPSession:
             renewed = resent = renegotiated = fell_back = False
             while True:
                 link = await self._link(step)
-                probe = _Probe()
+                probe = _Probe(owner=self)
                 token = _PROBE.set(probe)
                 try:
                     assert link.client is not None
                     result = await operation(link.client)
-                    if not link.confirmed:
-                        self._confirm(link)
+                    self._confirm(link)
                     return result
                 except TetherError:
                     raise
                 except Exception as exc:
+                    if self._closed:  # closed meanwhile: nothing is retried
+                        raise self._translate(exc, probe, link, step) from exc
                     if probe.expired:
                         if renewed:
                             raise SessionExpired(
@@ -1015,6 +1040,9 @@ class MCPSession:
                 finally:
                     probe.sealed = True
                     _PROBE.reset(token)
+                    if self._closed:  # closed from inside this request (aclose)
+                        for closed in list(self._links):
+                            closed.stop.set()
 
     # ----------------------------------------------------------------- connecting
 
