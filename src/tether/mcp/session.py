@@ -9,6 +9,15 @@ R6.1); the negotiated :attr:`~MCPSession.protocol_version` can be stored per ser
 given back as ``mode`` (``"legacy"`` for a handshake revision, or the modern version
 itself) so the next connection does not probe again (R6.4.3).
 
+The minimum connect (issue 9, R6.1.7): :data:`MODERN_FIRST` sends no probe at all, since
+``server/discover`` is optional for a 2026-07-28 client (MCP Base ``07``
+*Versioning*): the first request goes out at 2026-07-28 and tells the era; a 4xx whose
+body is not a modern JSON-RPC error falls back to ``initialize`` and repeats it
+(Streamable HTTP ``07`` "Backward Compatibility"). What a connection learns is kept per
+endpoint in an :class:`EraMemory` that sessions share, so the next session adopts era
+and capabilities without a request, and capabilities are asked
+(:meth:`MCPSession.describe`) only when something needs them.
+
 What Tether adds to the SDK at this seam:
 
 * **Session expiry** (HTTP-8): an HTTP 404 to a request carrying ``Mcp-Session-Id`` makes
@@ -25,11 +34,15 @@ What Tether adds to the SDK at this seam:
   is returned, not raised (TOOL-1).
 * **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11). In the
   stateful revisions the SDK hears it on its GET stream. The stateless revision has no
-  such stream: when the server advertises ``tools.listChanged``, each connection keeps a
-  ``subscriptions/listen`` stream for tool-list changes open in the background (SEP-2575;
-  the SDK's :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it
-  ends, and calls ``on_tools_changed`` after a re-open too, since events are not
-  replayed. Requests never wait for it and never fail because of it.
+  such stream: when the server advertises ``tools.listChanged`` (or its capabilities are
+  not known yet), a watching session's connection keeps a ``subscriptions/listen``
+  stream for tool-list changes open in the background (SEP-2575; the SDK's
+  :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it ends, and
+  calls ``on_tools_changed`` after a re-open too, since events are not replayed.
+  Requests never wait for it and never fail because of it. A session made with
+  ``watch_tools=False`` opens none until :meth:`MCPSession.watch_tools`. Long-lived
+  streams are marked for the guarded transport's stream pool, so they never hold a
+  connection requests wait for (``tether.net.transport.LONG_LIVED``).
 
 Why the SDK is wrapped the way it is. The SDK's transport runs each POST in a task of a
 task group entered by whoever opened the connection; an exception from ``httpx2``
