@@ -559,6 +559,7 @@ class MCPSession:
         self._eras = eras if eras is not None else EraMemory()
         self._known_tools = known_tools
         self._next_mode: str | None = None  # set by a version retry or a fallback
+        self._close_later = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -595,8 +596,17 @@ class MCPSession:
         self._closed = True
         self._current = None
         probe = _PROBE.get()
-        if probe is not None and probe.owner is self and not probe.sealed:
+        if (
+            probe is not None
+            and probe.owner is self
+            and not probe.sealed
+            and self._tg is not None
+        ):
+            self._close_later = True  # the request's end closes (see _request)
             return
+        await self._close_links()
+
+    async def _close_links(self) -> None:
         with anyio.CancelScope(shield=True):
             for link in list(self._links):
                 link.stop.set()
@@ -1053,9 +1063,9 @@ class MCPSession:
                 finally:
                     probe.sealed = True
                     _PROBE.reset(token)
-                    if self._closed:  # closed from inside this request (aclose)
-                        for closed in list(self._links):
-                            closed.stop.set()
+                    if self._close_later and self._tg is not None:
+                        self._close_later = False  # closed from inside (aclose)
+                        self._tg.start_soon(self._close_links)
 
     # ----------------------------------------------------------------- connecting
 
