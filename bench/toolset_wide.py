@@ -236,8 +236,8 @@ def main() -> None:
         "--servers",
         type=int,
         default=90,
-        help="above ~100 a run stalls: each 2026-07-28 session's listen stream "
-        "holds one of the guarded client's 100 connections (docs/benchmarks.md)",
+        help="servers in the toolset; before the stream pool (issue 9) a run stalled "
+        "above ~100, each listen stream holding one of 100 connections",
     )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)

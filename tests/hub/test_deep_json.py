@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.hub import discovery, dpop
+from tether.hub import dpop
+from tether.mcp import tokenless
 from tether.net.fetch import HttpResponse
 
 
@@ -36,12 +37,12 @@ def test_deep_unsupported_version_error_reads_as_no_list(levels: int) -> None:
         + b"]" * levels
         + b"}}}"
     )
-    assert discovery._supported_versions(answer(body)) is None
+    assert tokenless.supported_versions(answer(body).body) is None
 
 
 def test_shallow_answers_still_parse() -> None:
     body = b'{"error":{"code":-32022,"data":{"supported":["2025-11-25"]}}}'
-    assert discovery._supported_versions(answer(body)) == ["2025-11-25"]
+    assert tokenless.supported_versions(answer(body).body) == ["2025-11-25"]
     assert dpop._members(answer(b'{"error":"use_dpop_nonce"}')) == {
         "error": "use_dpop_nonce"
     }

@@ -5,22 +5,38 @@ and its challenge), reads the PRM and the AS metadata, registers, and after the
 callback redeems the code. A second user of the same server reuses that discovery and
 registration: only the token request remains (the authorization itself happens in the
 user's browser). The list is a behaviour of the protocol, not a timing.
+
+The first call then sends no ``server/discover`` (optional for a 2026-07-28 client; the
+call itself tells the era) and opens no ``subscriptions/listen`` stream (nothing holds a
+tool list yet). It lists the tools first only when no definition of the tool is at
+hand: a 2026-07-28 client MUST mirror ``x-mcp-header`` arguments, which only the
+definition names (HTTP7-4); a cached list spares that.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import pytest
 
-from hub.conftest import FakeClock, MakeTether, as_requests, authorize, oauth_server
+from hub.conftest import (
+    LOOPBACK,
+    FakeClock,
+    MakeTether,
+    as_requests,
+    authorize,
+    oauth_server,
+)
 from peers.fixture import AuthServer, MCPServer
 from peers.plugin import PeerFactory
 from tether.hub import discovery
 from tether.hub.discovery import DISCOVERY_TTL, cache_lifetime
 from tether.hub.tether import Tether
+from tether.net.transport import GuardedTransport
 
 pytestmark = pytest.mark.realservers
 
@@ -43,6 +59,41 @@ class Recorder:
         return taken
 
 
+class MCPRecorder:
+    """Every request that reaches the MCP server's port: (method, path, JSON-RPC)."""
+
+    def __init__(self, mcp: MCPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        port = urlsplit(mcp.url).port
+        original = GuardedTransport.handle_async_request
+
+        async def handle(transport: GuardedTransport, request: Any) -> Any:
+            if request.url.port == port:
+                self.requests.append(
+                    (request.method, request.url.path, _rpc_method(request.content))
+                )
+            return await original(transport, request)
+
+        monkeypatch.setattr(GuardedTransport, "handle_async_request", handle)
+
+    def take(self) -> list[tuple[str, str, str | None]]:
+        taken, self.requests = self.requests, []
+        return taken
+
+
+def _rpc_method(content: bytes) -> str | None:
+    try:
+        method = json.loads(content).get("method") if content else None
+    except ValueError:
+        return None
+    return method if isinstance(method, str) else None
+
+
+async def call_echo(tether: Tether, user: str) -> None:
+    result = await tether.call_tool("personal", "echo", {"text": "x"}, user=user)
+    assert not result.is_error, result.text
+
+
 async def connect_as(tether: Tether, server: str, user: str) -> None:
     params = await authorize(tether, server, user=user)
     info = await tether.complete(params, user=user)
@@ -62,6 +113,7 @@ async def test_cold_connect_then_a_second_user_needs_only_the_token(
     )
     mcp_path = urlsplit(mcp.url).path
     recorder = Recorder(tether, monkeypatch)
+    wire = MCPRecorder(mcp, monkeypatch)
 
     await connect_as(tether, "personal", "ann")
     assert recorder.take() == [
@@ -74,9 +126,22 @@ async def test_cold_connect_then_a_second_user_needs_only_the_token(
     metadata_reads = len(
         as_requests(auth, "GET", "/.well-known/oauth-authorization-server")
     )
+    await call_echo(tether, "ann")
+    assert wire.take() == [
+        ("POST", mcp_path, "initialize"),  # without a token: the 401
+        ("GET", "/.well-known/oauth-protected-resource" + mcp_path, None),
+        ("POST", mcp_path, "tools/list"),  # echo's definition (HTTP7-4)
+        ("POST", mcp_path, "tools/call"),  # at 2026-07-28: no server/discover
+    ]
+    assert recorder.take() == []  # the token is the one just stored
 
     await connect_as(tether, "personal", "bob")
     assert recorder.take() == [("POST", "/token", "token")]
+    await call_echo(tether, "bob")
+    assert wire.take() == [
+        ("POST", mcp_path, "tools/list"),  # bob's tools are his own to list
+        ("POST", mcp_path, "tools/call"),
+    ]
     # the AS saw no second metadata read either
     assert (
         len(as_requests(auth, "GET", "/.well-known/oauth-authorization-server"))
@@ -152,3 +217,32 @@ async def test_no_store_metadata_is_not_reused(
     await connect_as(tether, "personal", "bob")
     steps = [step for _, _, step in recorder.take()]
     assert steps == ["challenge", "discovery", "discovery", "token"]
+
+
+async def test_a_call_with_a_cached_tool_list_sends_only_the_call(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh process with the tool list in the store: the call alone goes out.
+
+    No ``server/discover`` (the era is learned from the call), no ``tools/list`` (the
+    cached definition names the ``x-mcp-header`` arguments) and no listen stream (the
+    process holds no tool list that could go stale).
+    """
+    mcp = tmp_peers.mcp_server()
+    first = await make_tether()
+    await first.servers.create(
+        {"name": "personal", "url": mcp.url, "allow_networks": LOOPBACK},
+        actor="admin",
+    )
+    assert "echo" in {tool["name"] for tool in await first.list_tools("personal")}
+    await first.aclose()
+
+    tether = await make_tether()  # same database, nothing in memory
+    wire = MCPRecorder(mcp, monkeypatch)
+    await call_echo(tether, "ann")
+    await call_echo(tether, "ann")  # a listen opened at connect would be seen by now
+    path = urlsplit(mcp.url).path
+    assert wire.take() == [("POST", path, "tools/call"), ("POST", path, "tools/call")]
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 0

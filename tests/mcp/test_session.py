@@ -61,7 +61,13 @@ from tether.mcp import session as session_module
 from tether.mcp.auth import AccessToken, BearerAuth
 from tether.mcp.elicitation import accept_defaults
 from tether.mcp.pool import SessionPool
-from tether.mcp.session import MCPSession, connect_mode
+from tether.mcp.session import (
+    MODERN_FIRST,
+    Era,
+    EraMemory,
+    MCPSession,
+    connect_mode,
+)
 from tether.net.client import guarded_client
 from tether.net.policy import NetworkPolicy
 from tether.oauth.challenge import BearerChallenge
@@ -1060,4 +1066,92 @@ async def test_subscription_does_not_delay_requests(
         assert BUS.listeners == 0  # the subscription was still unanswered
         gate.hold_listen = False
         await _until(lambda: BUS.listeners == 1)
+    await _until(lambda: BUS.listeners == 0)
+
+
+# ------------------------------------------------------------ the minimum connect
+
+
+async def test_modern_first_sends_no_discover_and_remembers_the_era(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """The first request tells the era (Streamable HTTP 07 "Backward Compatibility")."""
+    gate = peer.gates["stateless"]
+    gate.methods.clear()
+    eras = EraMemory()
+    url = peer.url("stateless")
+    async with MCPSession(url, http, mode=MODERN_FIRST, eras=eras) as session:
+        result = await session.call_tool("echo", {"text": "new"})
+        assert session.protocol_version == "2026-07-28"
+        assert "tools" not in (session.capabilities or {})  # not asked yet
+        await session.describe()
+        assert "tools" in (session.capabilities or {})
+        await session.describe()  # known now: nothing more is sent
+    assert result["content"][0]["text"] == "echo:new:2026-07-28"
+    assert gate.methods[0] == "tools/list"  # pages of it: the tool's definition
+    assert [m for m in gate.methods if m != "tools/list"] == [
+        "tools/call",
+        "server/discover",
+    ]
+    remembered = eras.get(url)
+    assert remembered is not None
+    assert remembered.discover is not None
+
+    gate.methods.clear()
+    async with MCPSession(url, http, mode=MODERN_FIRST, eras=eras) as session:
+        await session.call_tool("echo", {})
+        assert "tools" in (session.capabilities or {})  # adopted, not asked
+        await session.describe()
+    assert [m for m in gate.methods if m != "tools/list"] == ["tools/call"]
+
+
+async def test_modern_first_falls_back_to_initialize_on_an_older_server(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """A 400 without a modern JSON-RPC error means an older server: initialize."""
+    gate = peer.gates["legacy"]
+    gate.methods.clear()
+    eras = EraMemory()
+    url = peer.url("legacy")
+    async with MCPSession(url, http, mode=MODERN_FIRST, eras=eras) as session:
+        result = await session.call_tool("echo", {"text": "old"})
+        assert session.protocol_version == "2025-03-26"
+    assert result["content"][0]["text"] == "echo:old:2025-03-26"
+    assert gate.methods[:2] == ["tools/list", "initialize"]
+    assert "server/discover" not in gate.methods
+    assert eras.get(url) == Era("legacy")
+
+    gate.methods.clear()
+    async with MCPSession(url, http, mode=MODERN_FIRST, eras=eras) as session:
+        await session.call_tool("echo", {})
+    assert gate.methods[0] == "initialize"  # remembered: no stateless attempt
+
+
+async def test_no_listen_stream_until_someone_watches(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """A session that only calls holds no stream; ``watch_tools`` opens one (issue 9)."""
+    gate = peer.gates["listen"]
+    gate.methods.clear()
+
+    async def on_tools_changed() -> None:
+        pass
+
+    async with MCPSession(
+        peer.url("listen"),
+        http,
+        mode=MODERN_FIRST,
+        on_tools_changed=on_tools_changed,
+        watch_tools=False,
+    ) as session:
+        for _ in range(2):
+            await session.call_tool("echo", {})
+        assert "subscriptions/listen" not in gate.methods
+        assert BUS.listeners == 0
+        session.watch_tools()  # capabilities unknown (no discover): it asks
+        await _until(lambda: BUS.listeners == 1)
+        session.watch_tools()
+        await session.call_tool("echo", {})
+    assert gate.methods.count("subscriptions/listen") == 1
+    assert "server/discover" not in gate.methods
     await _until(lambda: BUS.listeners == 0)

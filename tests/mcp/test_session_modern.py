@@ -27,8 +27,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Message, Receive, Scope, Send
 
-from tether.errors import MCPProtocolError
-from tether.mcp.session import MCPSession
+from tether.errors import MCPProtocolError, NetworkError
+from tether.mcp.session import MODERN_FIRST, Era, EraMemory, MCPSession
 
 TOOLS = [
     types.Tool(
@@ -278,3 +278,58 @@ async def test_result_without_result_type_is_complete(
         result = await session.call_tool("annotated", {"region": "eu"})
     assert result["content"][0]["text"] == "called:annotated"
     assert result.get("isError") in (None, False)
+
+
+def _methods(the_gate: Gate) -> list[str]:
+    return [str(b.get("method")) for _, b in the_gate.posts]
+
+
+async def test_a_known_definition_spares_the_list(
+    gate: tuple[str, Gate], http: httpx2.AsyncClient
+) -> None:
+    """The caller's cached definitions name the x-mcp-header arguments (HTTP7-4)."""
+    url, the_gate = gate
+
+    async def known() -> list[dict[str, Any]]:
+        return [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in TOOLS
+        ]
+
+    async with MCPSession(url, http, mode="2026-07-28", known_tools=known) as session:
+        await session.call_tool("annotated", {"region": "eu"})
+        # a known definition the SDK's filter drops is not trusted: list, then refuse
+        with pytest.raises(MCPProtocolError) as caught:
+            await session.call_tool("bad_header", {"v": {}})
+    assert _methods(the_gate) == ["tools/call", "tools/list"]
+    assert _calls(the_gate)[0][0]["mcp-param-region"] == "eu"
+    assert caught.value.details["reason"] == "tool_unavailable"
+
+
+async def test_a_failing_cache_of_definitions_falls_back_to_listing(
+    gate: tuple[str, Gate], http: httpx2.AsyncClient
+) -> None:
+    url, the_gate = gate
+
+    async def known() -> list[dict[str, Any]]:
+        raise NetworkError("the store is away")
+
+    async with MCPSession(url, http, mode="2026-07-28", known_tools=known) as session:
+        await session.call_tool("annotated", {"region": "eu"})
+    assert _methods(the_gate) == ["tools/list", "tools/call"]
+    assert _calls(the_gate)[0][0]["mcp-param-region"] == "eu"
+
+
+async def test_a_remembered_era_that_fails_is_probed_again(
+    gate: tuple[str, Gate], http: httpx2.AsyncClient
+) -> None:
+    """The era is re-probed when the remembered one fails (MCP Base 07 Versioning)."""
+    url, the_gate = gate
+    the_gate.reject_versions = 1  # the remembered initialize gets -32022
+    eras = EraMemory()
+    eras.put(url, Era("legacy"))
+    async with MCPSession(url, http, mode=MODERN_FIRST, eras=eras) as session:
+        result = await session.call_tool("annotated", {"region": "eu"})
+        assert session.protocol_version == "2026-07-28"
+    assert result["content"][0]["text"] == "called:annotated"
+    assert _methods(the_gate) == ["initialize", "tools/list", "tools/call"]
+    assert eras.get(url) == Era("2026-07-28")

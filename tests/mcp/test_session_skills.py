@@ -17,7 +17,7 @@ import pytest
 
 from peers.skill_server import SkillServer
 from tether.errors import MCPProtocolError, SkillVerificationFailed
-from tether.mcp.session import MCPSession
+from tether.mcp.session import MODERN_FIRST, Era, EraMemory, MCPSession
 
 
 @pytest.fixture
@@ -101,3 +101,26 @@ async def test_a_cursor_loop_ends(server: SkillServer) -> None:
         server.result = looping  # type: ignore[method-assign]
         with pytest.raises(MCPProtocolError, match="skills/list did not end"):
             await session.list_skills()
+
+
+async def test_modern_first_falls_back_when_discover_is_not_answered(
+    server: SkillServer,
+) -> None:
+    """A ``server/discover`` answer that is no DiscoverResult is no modern evidence.
+
+    The session assumed 2026-07-28 (no probe); asking the capabilities the skills
+    need shows the server is older, so it connects with ``initialize`` (HTTP7-8).
+    """
+    eras = EraMemory()
+    transport = httpx2.ASGITransport(app=server)
+    async with (
+        httpx2.AsyncClient(transport=transport) as client,
+        MCPSession(
+            "http://skills.test/mcp", client, mode=MODERN_FIRST, eras=eras, timeout=10
+        ) as session,
+    ):
+        skills = await session.list_skills()
+        assert session.stateless is False
+    assert [s.name for s in skills] == ["alpha", "beta"]
+    assert server.methods[:2] == ["server/discover", "initialize"]
+    assert eras.get("http://skills.test/mcp") == Era("legacy")

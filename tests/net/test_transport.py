@@ -35,7 +35,13 @@ from tether.net import (
     vet_url,
 )
 from tether.net.backend import _KeptStream
-from tether.net.transport import CappedStream, event_sizes, map_httpcore_errors
+from tether.net.transport import (
+    LONG_LIVED,
+    CappedStream,
+    GuardedTransport,
+    event_sizes,
+    map_httpcore_errors,
+)
 
 from .loopback import ConnectGuard, Exchange, FakeDNS, LoopbackServer
 
@@ -509,3 +515,41 @@ async def test_a_cancelled_or_failed_tls_handshake_closes_the_socket(
     assert inner.closed >= 1
     assert scope.cancelled_caught is not fail
     assert len(failures) == int(fail)
+
+
+async def test_long_lived_streams_never_hold_a_request_connection(
+    server: LoopbackServer,
+) -> None:
+    """Streams marked LONG_LIVED use a pool of their own (issue 9).
+
+    One request connection and two open streams: the request still gets its
+    connection. Before the stream pool, the streams held the request pool's
+    connections and the request waited for ever. 30 s is only a hang guard.
+    """
+    dns = FakeDNS({"dev.test": ["127.0.0.1"]})
+    transport = GuardedTransport(
+        NetworkPolicy.from_allowlist(["dev.test"]),
+        ssl_context=ssl.create_default_context(),
+        resolver=dns,
+        max_connections=1,
+        max_streams=2,
+    )
+    url = f"http://dev.test:{server.port}"
+    async with httpx2.AsyncClient(transport=transport, timeout=30.0) as client:
+        streams = [
+            await client.send(
+                client.build_request(
+                    "GET", f"{url}/trickle", extensions={LONG_LIVED: True}
+                ),
+                stream=True,
+            )
+            for _ in range(2)
+        ]
+        with anyio.fail_after(30):
+            response = await client.get(f"{url}/events")
+            assert response.content.count(b"data: ") == 50
+            again = await client.get(f"{url}/events")  # the one connection, reused
+            assert again.status_code == 200
+        for stream in streams:
+            assert stream.status_code == 200
+            await stream.aclose()

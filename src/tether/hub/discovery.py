@@ -7,11 +7,12 @@ The URL orders, parsing and validation live in :mod:`tether.oauth.discovery` and
 what they return, so a fresh discovery runs at every connect start (design-notes R3.4
 rule 9) and the code exchange, refresh and revocation reuse the stored one (G-13).
 
-:func:`unauthenticated_challenge` makes the request that would have triggered the flow
-(an ``initialize`` POST without a token) so that a connect started by a person still
-uses the server's ``WWW-Authenticate`` challenge: its ``resource_metadata`` (PRM-3 step
-1) and its ``scope`` (SCP-2 step 1). A server that lets the request through is fine
-(PRM-5): discovery then uses the well-known URLs.
+:func:`unauthenticated_challenge` (:mod:`tether.mcp.tokenless`, re-exported here) makes
+the request that would have triggered the flow (an ``initialize`` POST without a token)
+so that a connect started by a person still uses the server's ``WWW-Authenticate``
+challenge: its ``resource_metadata`` (PRM-3 step 1) and its ``scope`` (SCP-2 step 1). A
+server that lets the request through is fine (PRM-5): discovery then uses the well-known
+URLs. A connect whose discovery is cached sends no probe at all.
 
 The minimum connect (issue 9): :meth:`Discoverer.for_connect` keeps what a connect's
 discovery found (the challenge, the PRM and the AS metadata) per server and issuer, for
@@ -27,20 +28,16 @@ token request. Any fresh discovery (a 401 that refresh cannot fix asks for one, 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
-
-from mcp.types import UNSUPPORTED_PROTOCOL_VERSION
-from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from tether.errors import DiscoveryError, NetworkError, RemoteError, TetherError
 from tether.hub.context import HubContext, profile_of
-from tether.net.fetch import Fetcher, HttpResponse, NetworkProfile
-from tether.oauth._wire import load_json
-from tether.oauth.challenge import BearerChallenge, bearer_challenge
+from tether.mcp.tokenless import Unauthenticated, unauthenticated_challenge
+from tether.oauth.challenge import BearerChallenge
 from tether.oauth.discovery import (
     Fetched,
     authorization_server_discovery,
@@ -63,12 +60,6 @@ DISCOVERY_TTL: Final = timedelta(minutes=10)
 """Longest a connect reuses an earlier connect's discovery (shorter if ``max-age`` says)."""
 _MAX_CACHED: Final = 1024
 
-#: The revisions offered without a token: ``initialize``, else stateless requests.
-PROBE_PROTOCOL_VERSION: Final = "2025-11-25"
-STATELESS_PROTOCOL_VERSION: Final = "2026-07-28"
-_CLIENT_INFO: Final = {"name": "tether", "version": "0"}
-_ACCEPT: Final = "application/json, text/event-stream"
-
 _T = TypeVar("_T")
 
 
@@ -80,195 +71,6 @@ def _is_loopback_url(url: str) -> bool:
 def as_metadata(record: DiscoveryRecord) -> AuthorizationServerMetadata:
     """The stored AS metadata as a model (validated when it was stored)."""
     return AuthorizationServerMetadata.model_validate(dict(record.as_metadata))
-
-
-@dataclass(frozen=True, slots=True)
-class Unauthenticated:
-    """What the server answered to MCP requests without a token.
-
-    Attributes:
-        status: The status of the answer that decided (a 401/403, else the last one).
-        content_type: Its ``Content-Type``.
-        challenge: Its ``Bearer`` challenge, if any (RFC 6750 §3, RFC 9728 §5.1).
-    """
-
-    status: int
-    content_type: str
-    challenge: BearerChallenge | None
-
-    @property
-    def needs_auth(self) -> bool:
-        """True for a 401 or 403."""
-        return self.status in (401, 403)
-
-
-def _initialize(version: str = PROBE_PROTOCOL_VERSION) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": {},
-            "clientInfo": _CLIENT_INFO,
-        },
-    }
-
-
-def _stateless_request(
-    request_id: int, method: str, version: str = STATELESS_PROTOCOL_VERSION
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """A 2026-07-28 request and its headers: the revision travels with every request."""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": version,
-        "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    body = {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": method,
-        "params": {"_meta": meta},
-    }
-    return body, {"MCP-Protocol-Version": version, "Mcp-Method": method}
-
-
-def _supported_versions(response: HttpResponse) -> list[str] | None:
-    """``data.supported`` of an ``UnsupportedProtocolVersion`` (-32022) error body."""
-    try:
-        body = load_json(response.body)
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict) or error.get("code") != UNSUPPORTED_PROTOCOL_VERSION:
-        return None
-    data = error.get("data")
-    supported = data.get("supported") if isinstance(data, dict) else None
-    if not isinstance(supported, list):
-        return []
-    return [v for v in supported if isinstance(v, str)]
-
-
-def _retry_version(supported: list[str]) -> str | None:
-    """The newest version both sides speak, preferring the stateless revisions."""
-    for known in (MODERN_PROTOCOL_VERSIONS, HANDSHAKE_PROTOCOL_VERSIONS):
-        mutual = [v for v in known if v in supported]
-        if mutual:
-            return mutual[-1]
-    return None
-
-
-_Post = Callable[[dict[str, Any], dict[str, str]], Awaitable[HttpResponse]]
-
-
-async def _stateless(post: _Post, version: str) -> tuple[HttpResponse, str | None]:
-    """``server/discover`` then ``tools/list``; or, after -32022, the version to retry."""
-    response = await post(*_stateless_request(1, "server/discover", version))
-    if response.status in (401, 403):
-        return response, None
-    if response.status >= 400:
-        supported = _supported_versions(response)
-        return response, _retry_version(supported) if supported else None
-    answer = await post(*_stateless_request(2, "tools/list", version))
-    return (answer if answer.status in (401, 403) else response), None
-
-
-async def _classic(post: _Post, version: str) -> HttpResponse:
-    """``initialize``, then ``notifications/initialized`` and ``tools/list``."""
-    response = await post(_initialize(version), {})
-    if response.status >= 300:
-        return response
-    headers = {"MCP-Protocol-Version": version}
-    session = response.header("mcp-session-id")
-    if session:
-        headers["Mcp-Session-Id"] = session
-    for body in (
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-    ):
-        answer = await post(body, headers)
-        if answer.status in (401, 403):
-            return answer
-    return response
-
-
-async def _stateless_first(post: _Post, version: str) -> HttpResponse:
-    """The stateless requests, retried once at the version a -32022 error allows."""
-    response, retry = await _stateless(post, version)
-    if retry in MODERN_PROTOCOL_VERSIONS:
-        response, _ = await _stateless(post, retry)
-    elif retry is not None:
-        response = await _classic(post, retry)
-    return response
-
-
-async def unauthenticated_challenge(
-    fetcher: Fetcher,
-    url: str,
-    *,
-    profile: NetworkProfile,
-    server: str,
-    protocol_version: str | None = None,
-) -> Unauthenticated:
-    """Ask the MCP server without a token and return its challenge (PRM-2, PRM-5).
-
-    By default sends ``initialize``; when that passes (MCP 2025-11-25 lets a server
-    challenge only later requests), ``notifications/initialized`` and ``tools/list`` in
-    the same session. A server that refuses ``initialize`` with another 4xx may speak
-    only the stateless 2026-07-28 revision: then ``server/discover`` and ``tools/list``.
-    With ``protocol_version`` set to a stateless revision (the server's or the
-    caller's preference) the stateless requests go first and ``initialize`` is sent
-    only when the server's -32022 error lists no stateless revision (HTTP7-7).
-
-    Stateless requests carry what every 2026-07-28 request carries (HTTP7-3, HTTP7-5):
-    ``MCP-Protocol-Version`` and ``Mcp-Method`` headers and ``_meta`` with the revision,
-    client info and capabilities. An ``UnsupportedProtocolVersion`` (-32022) answer is
-    retried once with the newest version its ``data.supported`` shares with Tether.
-    The first 401/403 decides. Only status, headers and -32022 errors are read; nothing
-    is kept.
-
-    Args:
-        fetcher: The hub's guarded fetcher.
-        url: The MCP endpoint.
-        profile: The server's network profile.
-        server: The server's name, for errors.
-        protocol_version: The revision to try first; ``None`` or a handshake revision
-            starts with ``initialize``.
-
-    Returns:
-        The deciding answer and its Bearer challenge.
-
-    Raises:
-        NetworkError: The server could not be reached.
-        BlockedDestination: The SSRF policy refused the URL.
-    """
-
-    async def post(body: dict[str, Any], headers: dict[str, str]) -> HttpResponse:
-        return await fetcher.request(
-            "POST",
-            url,
-            profile=profile,
-            server=server,
-            step="challenge",
-            headers={"Accept": _ACCEPT, **headers},
-            json_body=body,
-        )
-
-    if protocol_version in MODERN_PROTOCOL_VERSIONS:
-        response = await _stateless_first(post, protocol_version)
-    else:
-        response = await _classic(post, PROBE_PROTOCOL_VERSION)
-        if 400 <= response.status < 500 and response.status not in (401, 403):
-            answer = await _stateless_first(post, STATELESS_PROTOCOL_VERSION)
-            if answer.status in (401, 403):
-                response = answer
-    return Unauthenticated(
-        status=response.status,
-        content_type=response.content_type,
-        challenge=bearer_challenge(response.header_list("www-authenticate"))
-        if response.status in (401, 403)
-        else None,
-    )
 
 
 def cache_lifetime(cache_control: list[str]) -> timedelta | None:

@@ -44,7 +44,7 @@ from tether.mcp.results import (
     normalize_result,
     result_from_error,
 )
-from tether.mcp.session import MCPSession, ProgressCallback
+from tether.mcp.session import MODERN_FIRST, MCPSession, ProgressCallback
 from tether.oauth.challenge import BearerChallenge
 from tether.oauth.dpop import DPoPKey
 from tether.store.base import (
@@ -290,15 +290,29 @@ class ToolRegistry:
         async def changed() -> None:
             await self.invalidate(server.id, subject, drop_session=False)
 
+        async def known() -> Sequence[Mapping[str, Any]]:
+            entry = await self._ctx.stores.tools.get(server.id, subject)
+            fresh = entry is not None and (
+                self._ctx.clock.now() - entry.fetched_at < HARD_EXPIRY
+            )
+            return entry.tools if entry is not None and fresh else ()
+
+        # The minimum connect (issue 9): no server/discover (the first request tells
+        # the era, remembered per endpoint), no listen stream until a tool list is
+        # held, and a call's tool definition from the cache when there is one.
         return MCPSession(
             server.url,
             self._ctx.fetcher.client(profile_of(server)),
             auth=self._auth(server, subject, secret),
             server=server.name,
             timeout=server.timeout_seconds,
+            mode=MODERN_FIRST,
             on_tools_changed=changed,
             task_group=task_group,
             elicitation=self._ctx.config.elicitation,
+            watch_tools=False,
+            eras=self._pool.eras,
+            known_tools=known,
         )
 
     async def _header_secret(self, server: ServerRecord) -> str | None:
@@ -360,6 +374,8 @@ class ToolRegistry:
         Raises:
             TetherError: The list could not be fetched and no usable cache exists.
         """
+        # whoever holds this list wants to hear when it goes stale
+        (await self.session(server, subject)).watch_tools()
         if refresh:
             entry = None
         elif cached is not None:
@@ -408,6 +424,7 @@ class ToolRegistry:
         try:
             session = await self.session(server, subject)
             tools = await session.list_tools()
+            await session.describe()  # the health record keeps the capabilities
         except TetherError as exc:
             await self._record_failure(server, subject, exc, now)
             raise
@@ -532,6 +549,7 @@ class ToolRegistry:
             server, subject, secret, task_group=None
         ) as session:
             tools = await session.list_tools()
+            await session.describe()
             return ConnectionTest(
                 session.protocol_version,
                 dict(session.capabilities or {}),

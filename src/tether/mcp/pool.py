@@ -2,7 +2,10 @@
 
 One :class:`~tether.mcp.session.MCPSession` per server and subject, made by a factory on
 first use and reused by every later call, so the negotiated version and the session id
-carry over between calls. The hub drops a server's sessions when its configuration
+carry over between calls, and one :class:`~tether.mcp.session.EraMemory` that every
+session the factory makes can share (``pool.eras``), so the era and capabilities one
+session learned spare the next session of that server its ``server/discover``
+(R6.4.3). The hub drops a server's sessions when its configuration
 changes, a subject's session on disconnect, and everything on shutdown. The pool owns the
 task group the sessions' connections run in, so enter it once, in the application's
 lifespan.
@@ -18,7 +21,7 @@ import anyio
 import anyio.abc
 
 from tether.errors import UsageError
-from tether.mcp.session import MCPSession
+from tether.mcp.session import EraMemory, MCPSession
 
 __all__ = ["SessionFactory", "SessionKey", "SessionPool"]
 
@@ -42,6 +45,7 @@ class SessionPool:
             factory: Builds the session for a key (URL, guarded client, auth, timeout).
         """
         self._factory = factory
+        self.eras = EraMemory()
         self._sessions: dict[SessionKey, MCPSession] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False

@@ -9,6 +9,15 @@ R6.1); the negotiated :attr:`~MCPSession.protocol_version` can be stored per ser
 given back as ``mode`` (``"legacy"`` for a handshake revision, or the modern version
 itself) so the next connection does not probe again (R6.4.3).
 
+The minimum connect (issue 9, R6.1.7): :data:`MODERN_FIRST` sends no probe at all, since
+``server/discover`` is optional for a 2026-07-28 client (MCP Base ``07``
+*Versioning*): the first request goes out at 2026-07-28 and tells the era; a 4xx whose
+body is not a modern JSON-RPC error falls back to ``initialize`` and repeats it
+(Streamable HTTP ``07`` "Backward Compatibility"). What a connection learns is kept per
+endpoint in an :class:`EraMemory` that sessions share, so the next session adopts era
+and capabilities without a request, and capabilities are asked
+(:meth:`MCPSession.describe`) only when something needs them.
+
 What Tether adds to the SDK at this seam:
 
 * **Session expiry** (HTTP-8): an HTTP 404 to a request carrying ``Mcp-Session-Id`` makes
@@ -25,11 +34,15 @@ What Tether adds to the SDK at this seam:
   is returned, not raised (TOOL-1).
 * **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11). In the
   stateful revisions the SDK hears it on its GET stream. The stateless revision has no
-  such stream: when the server advertises ``tools.listChanged``, each connection keeps a
-  ``subscriptions/listen`` stream for tool-list changes open in the background (SEP-2575;
-  the SDK's :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it
-  ends, and calls ``on_tools_changed`` after a re-open too, since events are not
-  replayed. Requests never wait for it and never fail because of it.
+  such stream: when the server advertises ``tools.listChanged`` (or its capabilities are
+  not known yet), a watching session's connection keeps a ``subscriptions/listen``
+  stream for tool-list changes open in the background (SEP-2575; the SDK's
+  :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it ends, and
+  calls ``on_tools_changed`` after a re-open too, since events are not replayed.
+  Requests never wait for it and never fail because of it. A session made with
+  ``watch_tools=False`` opens none until :meth:`MCPSession.watch_tools`. Long-lived
+  streams are marked for the guarded transport's stream pool, so they never hold a
+  connection requests wait for (``tether.net.transport.LONG_LIVED``).
 
 Why the SDK is wrapped the way it is. The SDK's transport runs each POST in a task of a
 task group entered by whoever opened the connection; an exception from ``httpx2``
@@ -63,7 +76,7 @@ import contextvars
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -85,14 +98,21 @@ from mcp.types import (
     METHOD_NOT_FOUND,
     REQUEST_TIMEOUT,
     UNSUPPORTED_PROTOCOL_VERSION,
+    DiscoverResult,
     ElicitRequestFormParams,
     ElicitRequestParams,
     ElicitResult,
     Implementation,
+    ListToolsResult,
     Request,
+    Tool,
     UnsupportedProtocolVersionErrorData,
 )
-from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from mcp.types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_MODERN_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from tether.errors import (
@@ -116,12 +136,18 @@ from tether.mcp.skills import (
     verify_file,
     verify_manifest,
 )
+from tether.mcp.tokenless import is_modern_error, retry_version
 from tether.net.client import deadline, mapped_errors
+from tether.net.transport import LONG_LIVED
 from tether.oauth._wire import load_json
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
     "DEFAULT_TIMEOUT",
+    "MODERN_FIRST",
+    "Era",
+    "EraMemory",
+    "KnownTools",
     "MCPSession",
     "ProgressCallback",
     "ToolsChangedCallback",
@@ -146,6 +172,14 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 """``(progress, total, message)`` for each ``notifications/progress`` of a call."""
 ToolsChangedCallback = Callable[[], Awaitable[None]]
 """Called after ``notifications/tools/list_changed``; invalidate the tool cache."""
+KnownTools = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
+"""Tool definitions the caller already holds for this server and subject (its cache)."""
+
+MODERN_FIRST: Final = "modern-first"
+"""Connect mode: the first request goes out at the newest stateless revision, with no
+``server/discover``; a 4xx without a modern JSON-RPC error falls back to ``initialize``
+(MCP Streamable HTTP ``07`` "Backward Compatibility", HTTP7-7, HTTP7-8)."""
+_ERA_LIMIT: Final = 1024
 
 _T = TypeVar("_T")
 
@@ -176,6 +210,51 @@ def connect_mode(protocol_version: str | None) -> str:
     return "auto"
 
 
+@dataclass(frozen=True, slots=True)
+class Era:
+    """What an MCP endpoint speaks, as an earlier connection learned it (R6.4.3).
+
+    Attributes:
+        mode: ``"legacy"`` or the stateless revision spoken.
+        discover: The server's ``DiscoverResult`` (its capabilities), when one was had.
+    """
+
+    mode: str
+    discover: DiscoverResult | None = None
+
+
+class EraMemory:
+    """The era of each MCP endpoint, shared by every session with it (HTTP7-8).
+
+    The era is a property of the server, so clients cache it per origin and re-probe
+    when the assumption fails (MCP Base ``07`` *Versioning*, "Backward
+    Compatibility"). A session that finds an endpoint here connects at that era with
+    no ``server/discover`` and adopts the remembered capabilities; a second user of
+    a server therefore sends only its own requests. Bounded: the oldest entry goes.
+    """
+
+    def __init__(self, limit: int = _ERA_LIMIT) -> None:
+        self._eras: dict[str, Era] = {}
+        self._limit = limit
+
+    def get(self, url: str) -> Era | None:
+        """The remembered era of ``url``, if any."""
+        return self._eras.get(url)
+
+    def put(self, url: str, era: Era) -> None:
+        """Remember ``era`` for ``url``; a known ``discover`` is not dropped."""
+        known = self._eras.get(url)
+        if known is not None and era.discover is None and known.mode == era.mode:
+            return
+        if url not in self._eras and len(self._eras) >= self._limit:
+            self._eras.pop(next(iter(self._eras)))
+        self._eras[url] = era
+
+    def forget(self, url: str) -> None:
+        """Drop what is known of ``url``; its next connection probes again."""
+        self._eras.pop(url, None)
+
+
 # --------------------------------------------------------------------- the HTTP seam
 
 
@@ -187,14 +266,20 @@ class _Probe:
         error: The first exception raised by ``httpx2``, the transport or the auth flow.
         expired: An HTTP 404 answered a POST carrying ``Mcp-Session-Id`` (HTTP-8).
         status: The last HTTP error status seen.
+        modern_error: An HTTP 4xx carried a JSON-RPC error only a stateless-revision
+            server sends (-32020, -32021, -32022, or -32601 with a 404): evidence
+            of the era (HTTP7-8).
         sealed: The operation is over; later traffic in the same context (the SDK's
             GET stream started during ``initialize``) is not recorded.
+        owner: The session whose request this is.
     """
 
     error: Exception | None = None
     expired: bool = False
     status: int | None = None
+    modern_error: bool = False
     sealed: bool = False
+    owner: object = None
 
 
 _PROBE: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
@@ -276,6 +361,11 @@ class _ObservingClient(httpx2.AsyncClient):
             return _local_failure(request)  # the first failure decides the operation
         if self._auth is not None and auth is httpx2.USE_CLIENT_DEFAULT:
             auth = self._auth
+        if (
+            request.method == "GET"
+            or request.headers.get("mcp-method") == "subscriptions/listen"
+        ):
+            request.extensions[LONG_LIVED] = True  # never holds a request's slot
         try:
             response = await self._inner.send(
                 request, stream=stream, auth=auth, follow_redirects=follow_redirects
@@ -291,6 +381,9 @@ class _ObservingClient(httpx2.AsyncClient):
         self._observe(request, response, probe, stream=stream)
         if request.headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS:
             try:
+                if probe is not None and response.status_code in (400, 404, 405):
+                    body = await response.aread()
+                    probe.modern_error = is_modern_error(response.status_code, body)
                 response = await _complete_by_default(response)
             except Exception as exc:
                 if probe is not None:
@@ -360,6 +453,10 @@ async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
 # --------------------------------------------------------------------- connections
 
 
+class _NotStateless(Exception):
+    """An assumed stateless era proved wrong by an answer that is not an error."""
+
+
 @dataclass(eq=False)
 class _Link:
     """One SDK connection, owned by one runner task."""
@@ -371,6 +468,16 @@ class _Link:
     listed: set[str] = field(default_factory=set)
     """Tools listed on this connection: the SDK mirrors ``x-mcp-header`` arguments
     only for tools it has listed itself (HTTP7-4)."""
+    assumed: bool = False
+    """The era was not negotiated on this connection (remembered, or modern-first):
+    a 4xx without a modern error means the assumption failed (HTTP7-8)."""
+    confirmed: bool = False
+    """A request succeeded on this connection."""
+    described: bool = True
+    """The server's capabilities are known (``server/discover`` or ``initialize``
+    answered, now or on a remembered connection)."""
+    background: anyio.abc.TaskGroup | None = None
+    subscribed: bool = False
 
 
 class MCPSession:
@@ -389,10 +496,19 @@ class MCPSession:
             client's own ``auth``.
         server: Server name for errors; defaults to ``url``.
         timeout: The overall deadline in seconds for each request, reconnects included.
-        mode: ``"auto"`` (probe, then fall back), ``"legacy"`` (``initialize`` only), or
-            a stateless revision such as ``"2026-07-28"`` (no probe).
+        mode: ``"auto"`` (probe, then fall back), ``"legacy"`` (``initialize`` only),
+            :data:`MODERN_FIRST` (no probe: the first request is the probe), or a
+            stateless revision such as ``"2026-07-28"`` (no probe). With ``"auto"``
+            and :data:`MODERN_FIRST` an era in ``eras`` is used instead of probing.
         on_tools_changed: Called (in a task of its own) after
             ``notifications/tools/list_changed``.
+        watch_tools: Keep a ``subscriptions/listen`` stream for tool-list changes
+            from the first connection on (stateless revision); with ``False`` only
+            after :meth:`watch_tools`, so a session that only calls holds no stream.
+        eras: Shared era memory (:class:`EraMemory`); by default the session's own.
+        known_tools: Tool definitions the caller holds (its cache), consulted before
+            listing when a stateless call names a tool this connection has not
+            listed (HTTP7-4).
         max_pages: Cap on ``tools/list`` pages.
         client_info: ``clientInfo`` sent to the server.
         task_group: Where connection tasks run; without it, enter the session.
@@ -414,10 +530,16 @@ class MCPSession:
         client_info: Implementation | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
         elicitation: ElicitationHandler | None = None,
+        watch_tools: bool = True,
+        eras: EraMemory | None = None,
+        known_tools: KnownTools | None = None,
     ) -> None:
         if timeout <= 0 or max_pages <= 0:
             raise UsageError("timeout and max_pages must be positive")
-        if mode not in ("auto", "legacy") and mode not in MODERN_PROTOCOL_VERSIONS:
+        if (
+            mode not in ("auto", "legacy", MODERN_FIRST)
+            and mode not in MODERN_PROTOCOL_VERSIONS
+        ):
             raise UsageError(f"unknown MCP connect mode {mode!r}")
         self.url = url
         self.server = server or url
@@ -434,6 +556,11 @@ class MCPSession:
         self._links: set[_Link] = set()
         self._connect_lock = anyio.Lock()
         self._closed = False
+        self._watching = watch_tools
+        self._eras = eras if eras is not None else EraMemory()
+        self._known_tools = known_tools
+        self._next_mode: str | None = None  # set by a version retry or a fallback
+        self._close_later = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -460,9 +587,27 @@ class MCPSession:
                 await own.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Close the connection (``DELETE`` for a stateful session); idempotent."""
+        """Close the connection (``DELETE`` for a stateful session); idempotent.
+
+        Called from inside one of this session's own requests (a token source that
+        finds the grant gone and drops the session), it only marks the session
+        closed: the request ends first, with its own error, and then stops the
+        connection. Waiting here would wait for the request that is waiting.
+        """
         self._closed = True
         self._current = None
+        probe = _PROBE.get()
+        if (
+            probe is not None
+            and probe.owner is self
+            and not probe.sealed
+            and self._tg is not None
+        ):
+            self._close_later = True  # the request's end closes (see _request)
+            return
+        await self._close_links()
+
+    async def _close_links(self) -> None:
         with anyio.CancelScope(shield=True):
             for link in list(self._links):
                 link.stop.set()
@@ -479,6 +624,51 @@ class MCPSession:
         """
         async with deadline(self.timeout, server=self.server, step="connect"):
             await self._link("connect")
+
+    def watch_tools(self) -> None:
+        """Keep a tool-list subscription open from now on (stateless revision).
+
+        For a caller that holds a tool list which can go stale: a session made with
+        ``watch_tools=False`` opens no ``subscriptions/listen`` stream until this is
+        called (issue 9: a stream per session that only calls is a connection held
+        for nothing). Idempotent; never waits and never raises.
+        """
+        self._watching = True
+        link = self._current
+        if link is not None and not link.finished.is_set():
+            self._maybe_listen(link)
+
+    async def describe(self) -> None:
+        """Learn the server's capabilities when this connection skipped the probe.
+
+        A connection at a remembered or assumed stateless revision knows no
+        capabilities until it asks ``server/discover`` (optional for the client,
+        MCP Base ``07`` *Versioning*); this asks once per endpoint, and the answer
+        is remembered for later sessions. Otherwise nothing is sent.
+
+        Raises:
+            TetherError: As for :meth:`list_tools`.
+        """
+
+        async def ask(client: Client) -> None:
+            link = self._current
+            if link is None or link.client is not client or link.described:
+                return
+            if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                return
+            raw = await client.session.send_discover(client.protocol_version)
+            try:
+                result = DiscoverResult.model_validate(raw)
+                client.session.adopt(result)
+            except (ValidationError, RuntimeError) as exc:
+                if link.assumed:  # no DiscoverResult: not modern evidence (HTTP7-8)
+                    raise _NotStateless(self.url) from exc
+                raise
+            link.described = True
+            self._eras.put(self.url, Era(client.protocol_version, result))
+            self._maybe_listen(link)
+
+        await self._request("server/discover", ask)
 
     # ----------------------------------------------------------------- state
 
@@ -630,6 +820,7 @@ class MCPSession:
             TetherError: As for :meth:`list_tools`.
         """
         await self.connect()
+        await self.describe()
         if not self.offers_skills:
             return []
 
@@ -707,6 +898,10 @@ class MCPSession:
         link = self._current
         if link is None or link.client is not client or name in link.listed:
             return
+        if self._known_tools is not None and await self._adopt_known(
+            client, link, name
+        ):
+            return
         listed: set[str] = set()
         cursor: str | None = None
         for _ in range(self._max_pages):
@@ -725,6 +920,35 @@ class MCPSession:
                 details={"reason": "tool_unavailable", "tool": name},
             )
 
+    async def _adopt_known(self, client: Client, link: _Link, name: str) -> bool:
+        """Take ``name``'s definition from the caller's cache instead of listing.
+
+        The definition goes through the SDK's own listing filter (invalid
+        ``x-mcp-header`` annotations drop it, HTTP7-4), so the call mirrors its
+        headers and its result is checked against its output schema as if the
+        tool had been listed here. A stale definition costs one HeaderMismatch
+        (-32020), on which the SDK lists again and resends (HTTP7-4).
+        """
+        assert self._known_tools is not None
+        try:
+            known = await self._known_tools()
+            found = [dict(tool) for tool in known if tool.get("name") == name]
+            page = (
+                ListToolsResult(tools=[Tool.model_validate(found[0])])
+                if found
+                else None
+            )
+        except (TetherError, ValidationError):  # only an optimisation: list instead
+            logger.debug("no usable cached definition of %r", name, exc_info=True)
+            return False
+        if page is None:
+            return False
+        client.session._absorb_tool_listing(page, complete=False)  # the SDK's filter
+        if not page.tools:
+            return False
+        link.listed.add(name)
+        return True
+
     def _version_retry(self, exc: Exception) -> str | None:
         """The connect mode to retry with after ``UnsupportedProtocolVersion`` (-32022).
 
@@ -740,29 +964,64 @@ class MCPSession:
             data = UnsupportedProtocolVersionErrorData.model_validate(exc.error.data)
         except ValidationError:
             return None
-        modern = [v for v in MODERN_PROTOCOL_VERSIONS if v in data.supported]
-        if modern:
-            return modern[-1]
-        if any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in data.supported):
-            return "legacy"
-        return None
+        version = retry_version(data.supported)
+        if version is None or version in MODERN_PROTOCOL_VERSIONS:
+            return version
+        return "legacy"
+
+    def _era_failed(self, link: _Link, exc: Exception, probe: _Probe) -> bool:
+        """An assumed stateless era met a server that is not stateless (HTTP7-8).
+
+        Streamable HTTP ``07`` "Backward Compatibility": a 400 (or 404/405) whose
+        body is not a recognised modern JSON-RPC error means the server predates
+        the revision; ``initialize`` follows. Only before a request succeeded on
+        the connection; or a ``server/discover`` answer that is no DiscoverResult.
+        """
+        if isinstance(exc, _NotStateless):
+            return True
+        client = link.client
+        return (
+            link.assumed
+            and not link.confirmed
+            and probe.error is None
+            and client is not None
+            and client.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and probe.status in (400, 404, 405)
+            and not probe.modern_error
+            and isinstance(exc, MCPError)
+        )
+
+    def _confirm(self, link: _Link) -> None:
+        """A success on a connection: the first makes an assumed era known."""
+        if link.confirmed:
+            return
+        link.confirmed = True
+        client = link.client
+        if link.assumed and client is not None:
+            version = client.protocol_version
+            if version in MODERN_PROTOCOL_VERSIONS:
+                self._eras.put(self.url, Era(version))
 
     async def _request(
         self, step: str, operation: Callable[[Client], Awaitable[_T]]
     ) -> _T:
         """Run one operation under the deadline, renewing an expired session once."""
         async with deadline(self.timeout, server=self.server, step=step):
-            renewed = resent = renegotiated = False
+            renewed = resent = renegotiated = fell_back = False
             while True:
                 link = await self._link(step)
-                probe = _Probe()
+                probe = _Probe(owner=self)
                 token = _PROBE.set(probe)
                 try:
                     assert link.client is not None
-                    return await operation(link.client)
+                    result = await operation(link.client)
+                    self._confirm(link)
+                    return result
                 except TetherError:
                     raise
                 except Exception as exc:
+                    if self._closed:  # closed meanwhile: nothing is retried
+                        raise self._translate(exc, probe, link, step) from exc
                     if probe.expired:
                         if renewed:
                             raise SessionExpired(
@@ -779,6 +1038,16 @@ class MCPSession:
                     if not resent and self._stream_broke(link, exc, probe):
                         resent = True  # HTTP7-1: re-issue once, the SDK picks a new id
                         continue
+                    if not fell_back and self._era_failed(link, _leaf(exc), probe):
+                        logger.info(
+                            "MCP server at %s is not stateless; connecting with "
+                            "initialize",
+                            self.url,
+                        )
+                        fell_back = True
+                        self._next_mode = "legacy"
+                        await self._retire(link)
+                        continue
                     mode = None if renegotiated else self._version_retry(_leaf(exc))
                     if mode is not None and probe.error is None:
                         logger.info(
@@ -788,13 +1057,16 @@ class MCPSession:
                             mode,
                         )
                         renegotiated = True
-                        self._mode = mode
+                        self._next_mode = mode
                         await self._retire(link)
                         continue
                     raise self._translate(exc, probe, link, step) from exc
                 finally:
                     probe.sealed = True
                     _PROBE.reset(token)
+                    if self._close_later and self._tg is not None:
+                        self._close_later = False  # closed from inside (aclose)
+                        self._tg.start_soon(self._close_links)
 
     # ----------------------------------------------------------------- connecting
 
@@ -812,14 +1084,22 @@ class MCPSession:
                 raise UsageError(
                     "enter the MCP session (async with) or give it a task group"
                 )
-            link, probe = _Link(), _Probe()
-            self._links.add(link)
-            self._http.new_connection()
-            try:
-                await self._tg.start(self._run, link, probe)
-            except Exception as exc:
-                self._links.discard(link)
-                raise self._translate(exc, probe, None, step) from exc
+            for attempt in range(2):
+                mode, prior, assumed = self._plan()
+                link, probe = _Link(assumed=assumed), _Probe()
+                self._links.add(link)
+                self._http.new_connection()
+                try:
+                    await self._tg.start(self._run, link, probe, mode, prior)
+                except Exception as exc:
+                    self._links.discard(link)
+                    if attempt == 0 and assumed and probe.error is None:
+                        # a remembered era that no longer holds: probe again
+                        self._eras.forget(self.url)
+                        continue
+                    raise self._translate(exc, probe, None, step) from exc
+                break
+            assert link is not None
             if self._http.session_started:
                 # The SDK opens the server-to-client GET stream in the background after
                 # `initialized`. A server may deliver responses and notifications on it
@@ -837,10 +1117,38 @@ class MCPSession:
                 self._current = None
         link.stop.set()
 
+    def _plan(self) -> tuple[str, DiscoverResult | None, bool]:
+        """How to connect (R6.4.3, HTTP7-8).
+
+        Returns:
+            The SDK's mode, a remembered ``DiscoverResult`` to adopt, and whether the
+            era is assumed rather than negotiated on the connection.
+        """
+        mode = self._next_mode or self._mode
+        era = self._eras.get(self.url)
+        if mode in ("auto", MODERN_FIRST):
+            if era is not None:
+                return era.mode, era.discover, True
+            if mode == MODERN_FIRST:
+                return LATEST_MODERN_VERSION, None, True
+        if mode in MODERN_PROTOCOL_VERSIONS and era is not None and era.mode == mode:
+            return mode, era.discover, False
+        return mode, None, False
+
+    def _remember(self, client: Client) -> None:
+        """Keep the era the SDK negotiated on this connection for later sessions."""
+        version = client.protocol_version
+        if version in MODERN_PROTOCOL_VERSIONS:
+            self._eras.put(self.url, Era(version, client.session.discover_result))
+        elif version in HANDSHAKE_PROTOCOL_VERSIONS:
+            self._eras.put(self.url, Era("legacy"))
+
     async def _run(
         self,
         link: _Link,
         probe: _Probe,
+        mode: str,
+        prior: DiscoverResult | None,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -854,7 +1162,8 @@ class MCPSession:
             )
             async with Client(
                 transport,
-                mode=self._mode,
+                mode=mode,
+                prior_discover=prior,
                 cache=None,  # the tool registry caches; every list hits the server
                 message_handler=self._on_message,
                 elicitation_callback=self._on_elicitation,
@@ -862,11 +1171,16 @@ class MCPSession:
             ) as client:
                 probe.sealed = True
                 link.client = client
+                link.described = (
+                    mode not in MODERN_PROTOCOL_VERSIONS or prior is not None
+                )
+                if mode in ("auto", "legacy"):
+                    self._remember(client)
                 started = True
                 task_status.started()
                 async with anyio.create_task_group() as background:
-                    if self._wants_subscription(client):
-                        background.start_soon(self._subscribe, client)
+                    link.background = background
+                    self._maybe_listen(link)
                     await link.stop.wait()
                     background.cancel_scope.cancel()
         except Exception as exc:
@@ -878,16 +1192,34 @@ class MCPSession:
             link.finished.set()
             self._links.discard(link)
 
-    def _wants_subscription(self, client: Client) -> bool:
+    def _maybe_listen(self, link: _Link) -> None:
+        """Open the connection's tool-list subscription if it is wanted and not open."""
+        client = link.client
+        if (
+            link.subscribed
+            or link.background is None
+            or client is None
+            or not self._watching
+            or not self._wants_subscription(client, link)
+        ):
+            return
+        link.subscribed = True
+        link.background.start_soon(self._subscribe, client)
+
+    def _wants_subscription(self, client: Client, link: _Link) -> bool:
         """Stateless, someone to tell, and the server advertises ``tools.listChanged``.
 
         At 2026-07-28 ``listChanged`` says the server delivers the change on
-        ``subscriptions/listen`` streams (the only place it can).
+        ``subscriptions/listen`` streams (the only place it can). A connection that
+        skipped ``server/discover`` does not know; it asks, and a server that does
+        not serve the subscription says so once (declined, or -32601).
         """
         if self._on_tools_changed is None:
             return False
         if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             return False
+        if not link.described:
+            return True
         tools = client.server_capabilities.tools
         return tools is not None and tools.list_changed is True
 

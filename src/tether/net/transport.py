@@ -44,11 +44,17 @@ from tether.errors import (
 from tether.net.backend import GuardedBackend, Resolver, system_resolver
 from tether.net.policy import NetworkPolicy
 
-__all__ = ["GuardedTransport", "map_httpcore_errors"]
+__all__ = ["LONG_LIVED", "GuardedTransport", "map_httpcore_errors"]
 
 #: Request extension carrying the previous hop's scheme; httpx2 copies a request's
 #: extensions into the request it builds for a redirect.
 HOP_SCHEME: Final = "tether.hop_scheme"
+#: Request extension (any true value) marking a response stream that stays open for
+#: the life of a session: an MCP ``subscriptions/listen`` stream or a stateful
+#: session's GET stream. Such requests use a pool of their own (issue 9).
+LONG_LIVED: Final = "tether.long_lived"
+#: Connections per scheme for long-lived streams (one per open stream).
+MAX_STREAMS: Final = 10_000
 
 _TLS_HINT: Final = "if the server uses a private CA, configure its CA bundle"
 
@@ -468,9 +474,14 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         ssl_context: TLS settings (see :func:`tether.net.client.make_ssl_context`).
         resolver: Name resolution; the system resolver by default.
         max_body: Response size cap in bytes (per event for SSE); ``None`` for none.
-        max_connections: Connections per scheme. One client serves every session
-            with a server, and each stateful MCP session's GET stream holds a
-            connection for as long as it is open, so this is httpx2's default (100).
+        max_connections: Connections per scheme for requests (httpx2's default, 100).
+            One client serves every session with a server.
+        max_streams: Connections per scheme for requests marked :data:`LONG_LIVED`
+            (an MCP ``subscriptions/listen`` stream, a stateful session's GET
+            stream). Each holds its connection for as long as it is open, so they
+            get a pool of their own: however many sessions keep a stream open, a
+            request never waits for a connection a stream holds (issue 9: the 101st
+            session used to wait forever). Their connections are not kept idle.
         max_keepalive_connections: Idle connections kept per scheme; by default as
             many as ``max_connections``, so a burst of N concurrent callers leaves N
             connections for the next burst instead of closing all but 20 (httpx2's
@@ -489,6 +500,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         max_connections: int = 100,
         max_keepalive_connections: int | None = None,
         keepalive_expiry: float = 5.0,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         if max_keepalive_connections is None:
             max_keepalive_connections = max_connections
@@ -504,6 +516,17 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
                 max_connections=max_connections,
                 max_keepalive_connections=max_keepalive_connections,
                 keepalive_expiry=keepalive_expiry,
+                network_backend=GuardedBackend(
+                    policy, scheme=scheme, resolver=resolver
+                ),
+            )
+            for scheme in ("http", "https")
+        }
+        self._stream_pools = {
+            scheme: httpcore2.AsyncConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=max_streams,
+                max_keepalive_connections=0,
                 network_backend=GuardedBackend(
                     policy, scheme=scheme, resolver=resolver
                 ),
@@ -544,13 +567,20 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             ),
             headers=_offer_codings(request.headers.raw),
             content=request.stream,
-            extensions={k: v for k, v in request.extensions.items() if k != HOP_SCHEME},
+            extensions={
+                k: v
+                for k, v in request.extensions.items()
+                if k not in (HOP_SCHEME, LONG_LIVED)
+            },
+        )
+        pools = (
+            self._stream_pools if request.extensions.get(LONG_LIVED) else self._pools
         )
         self.started += 1
         self.open += 1
         try:
             with map_httpcore_errors(host):
-                pool = self._pools[url.scheme]
+                pool = pools[url.scheme]
                 response = await pool.handle_async_request(core_request)
             headers = response.headers
             try:
@@ -610,13 +640,13 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         Returns:
             Whether the connections were closed.
         """
-        for pool in self._pools.values():
+        for pool in [*self._pools.values(), *self._stream_pools.values()]:
             if self.open:
                 return False
             await pool.aclose()  # takes its connections before its first await
         return True
 
     async def aclose(self) -> None:
-        """Close both connection pools."""
-        for pool in self._pools.values():
+        """Close every connection pool."""
+        for pool in [*self._pools.values(), *self._stream_pools.values()]:
             await pool.aclose()
