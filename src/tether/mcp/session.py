@@ -976,17 +976,25 @@ class MCPSession:
         body is not a recognised modern JSON-RPC error means the server predates
         the revision; ``initialize`` follows. Only before a request succeeded on
         the connection; or a ``server/discover`` answer that is no DiscoverResult.
+        Likewise a success answer whose result is not the revision's shape (an older
+        stateless server answers ``tools/list`` without ``initialize``, but with no
+        ``ttlMs`` or ``cacheScope``): that is no modern evidence either.
         """
         if isinstance(exc, _NotStateless):
             return True
         client = link.client
-        return (
+        if not (
             link.assumed
             and not link.confirmed
             and probe.error is None
             and client is not None
             and client.protocol_version in MODERN_PROTOCOL_VERSIONS
-            and probe.status in (400, 404, 405)
+        ):
+            return False
+        if isinstance(exc, ValidationError):
+            return True
+        return (
+            probe.status in (400, 404, 405)
             and not probe.modern_error
             and isinstance(exc, MCPError)
         )
