@@ -246,3 +246,35 @@ async def test_a_call_with_a_cached_tool_list_sends_only_the_call(
     path = urlsplit(mcp.url).path
     assert wire.take() == [("POST", path, "tools/call"), ("POST", path, "tools/call")]
     assert await anyio.to_thread.run_sync(mcp.listeners) == 0
+
+
+async def test_a_list_served_from_the_cache_is_watched_once_a_call_connects(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6.4.4: serving a cached list sends nothing and opens no session; the session a
+    later call opens subscribes to tool-list changes, since this process holds a list.
+    """
+    mcp = tmp_peers.mcp_server()
+    first = await make_tether()
+    await first.servers.create(
+        {"name": "personal", "url": mcp.url, "allow_networks": LOOPBACK},
+        actor="admin",
+    )
+    await first.list_tools("personal")
+    await first.aclose()
+
+    tether = await make_tether()
+    wire = MCPRecorder(mcp, monkeypatch)
+    assert "echo" in {tool["name"] for tool in await tether.list_tools("personal")}
+    assert wire.take() == []
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 0
+    await call_echo(tether, "ann")
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        if await anyio.to_thread.run_sync(mcp.listeners):
+            break
+        await anyio.sleep(0.02)
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 1
+    path = urlsplit(mcp.url).path
+    assert ("POST", path, "tools/call") in wire.take()

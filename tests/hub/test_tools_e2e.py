@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import pytest
 
 from hub.conftest import REDIRECT_URI, MakeTether
 from peers.fixture import AuthServer, MCPServer
+from tether.hub.tether import Tether
 from tether.net.browser import follow_authorization
 from tether.net.policy import NetworkPolicy
+from tether.store.crypto import KeyRing
 
 pytestmark = pytest.mark.realservers
 
@@ -68,3 +73,30 @@ async def test_oauth_server_tools_after_connect(
     await tether.complete(params, user="admin")
     result = await tether.call_tool("oauth", "whoami", {})
     assert not result.is_error, result.text
+
+
+async def test_opened_and_closed_inside_the_applications_scopes(
+    db_path: Path, open_mcp_server: MCPServer
+) -> None:
+    """R6.4.5: an application may time out ``open`` and close from another task.
+
+    A live session (its listen stream runs once a tool list is held) must not tie the
+    pool's task group to the task that opened the facade.
+    """
+    with anyio.fail_after(120):  # the application's own timeout around open
+        tether = await Tether.open(
+            database_url=f"sqlite+aiosqlite:///{db_path}",
+            key_ring=KeyRing.generate(),
+            redirect_uri=REDIRECT_URI,
+            allow_networks=LOOPBACK,
+        )
+    await tether.servers.create(
+        {"name": "open", "url": open_mcp_server.url, "allow_networks": LOOPBACK},
+        actor="admin",
+    )
+    with anyio.CancelScope():
+        assert await tether.list_tools("open")
+        result = await tether.call_tool("open", "add", {"a": 2, "b": 3})
+    assert "5" in result.text
+    async with anyio.create_task_group() as tg:  # a shutdown hook in another task
+        tg.start_soon(tether.aclose)

@@ -95,3 +95,64 @@ async def test_exceptions_in_the_body_are_not_wrapped(http: httpx2.AsyncClient) 
 
     with pytest.raises(KeyError):
         await body()
+
+
+class Watching(Factory):
+    """A factory whose sessions leave a task running in the pool's task group."""
+
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        super().__init__(http)
+        self.running = anyio.Event()
+        self.ended = anyio.Event()
+
+    def __call__(
+        self, server_id: str, subject: str, tg: anyio.abc.TaskGroup
+    ) -> MCPSession:
+        tg.start_soon(self._connection)
+        return super().__call__(server_id, subject, tg)
+
+    async def _connection(self) -> None:
+        self.running.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.ended.set()
+
+
+async def test_started_and_closed_from_other_tasks_and_cancel_scopes(
+    http: httpx2.AsyncClient,
+) -> None:
+    """R6.4.5: the starter's cancel scopes are its own; the pool's tasks outlive them."""
+    factory = Watching(http)
+    pool = SessionPool(factory)
+    with anyio.CancelScope():  # the starter leaves a scope after starting the pool
+        await pool.start()
+    with anyio.fail_after(60):  # an application's timeout around a call
+        await pool.get("files", "alice")
+    await factory.running.wait()
+    async with anyio.create_task_group() as tg:  # closed from another task
+        tg.start_soon(pool.aclose)
+    assert factory.ended.is_set()
+    with pytest.raises(UsageError, match="not running"):
+        await pool.get("files", "alice")
+    await pool.aclose()  # a second close is harmless
+
+
+async def test_a_cancelled_closer_still_ends_the_pool(http: httpx2.AsyncClient) -> None:
+    factory = Watching(http)
+    pool = SessionPool(factory)
+    await pool.start()
+    await pool.get("files", "alice")
+    await factory.running.wait()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await pool.aclose()
+    assert factory.ended.is_set()
+
+
+async def test_started_once(http: httpx2.AsyncClient) -> None:
+    async with SessionPool(Factory(http)) as pool:
+        with pytest.raises(UsageError, match="already started"):
+            await pool.start()
+    with pytest.raises(UsageError, match="already started"):
+        await pool.start()

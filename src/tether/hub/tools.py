@@ -212,6 +212,9 @@ class ToolRegistry:
         self._pool = SessionPool(self._make_session)
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
+        # (server, subject) pairs whose tool list this process has served: their
+        # sessions keep a tool-list subscription (R6.4.4), opened with the connection
+        self._watched: set[tuple[str, str]] = set()
         self._listeners: list[Callable[[str], None]] = []
         # Tool lists and health are written a batch per transaction (G-31):
         # concurrent SQLite writers otherwise wait out each other's busy timeout.
@@ -231,13 +234,15 @@ class ToolRegistry:
             listener(server_id)
 
     async def start(self) -> None:
-        """Start the session pool (the facade does this on open)."""
-        await self._pool.__aenter__()
+        """Start the session pool (the facade does this on open; R6.4.5)."""
+        await self._pool.start()
 
     async def aclose(self) -> None:
         """Stop background refreshes and close every session."""
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._pool.aclose()
 
     # ------------------------------------------------------------------ sessions
@@ -310,7 +315,7 @@ class ToolRegistry:
             on_tools_changed=changed,
             task_group=task_group,
             elicitation=self._ctx.config.elicitation,
-            watch_tools=False,
+            watch_tools=(server.id, subject) in self._watched,
             eras=self._pool.eras,
             known_tools=known,
         )
@@ -352,6 +357,11 @@ class ToolRegistry:
         self._tools_changed(server_id)
         await self._ctx.stores.tools.delete(server_id, subject)
         if drop_session:
+            self._watched -= {
+                key
+                for key in self._watched
+                if key[0] == server_id and subject in (None, key[1])
+            }
             await self._pool.drop(server_id, subject)
             self._secret_checked.discard(lambda key, _: key == server_id)
 
@@ -374,8 +384,7 @@ class ToolRegistry:
         Raises:
             TetherError: The list could not be fetched and no usable cache exists.
         """
-        # whoever holds this list wants to hear when it goes stale
-        (await self.session(server, subject)).watch_tools()
+        self._watch(server.id, subject)
         if refresh:
             entry = None
         elif cached is not None:
@@ -391,6 +400,17 @@ class ToolRegistry:
         if refresh:
             self._tools_changed(server.id)
         return tools
+
+    def _watch(self, server_id: str, subject: str) -> None:
+        """Whoever holds this list wants to hear when it goes stale (R6.4.4).
+
+        A session already open subscribes now; one opened later subscribes when it
+        connects. Serving a cached list makes no session.
+        """
+        self._watched.add((server_id, subject))
+        session = self._pool.peek(server_id, subject)
+        if session is not None:
+            session.watch_tools()
 
     def _refresh_in_background(self, server: ServerRecord, subject: str) -> None:
         key = (server.id, subject)

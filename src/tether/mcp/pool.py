@@ -6,13 +6,17 @@ carry over between calls, and one :class:`~tether.mcp.session.EraMemory` that ev
 session the factory makes can share (``pool.eras``), so the era and capabilities one
 session learned spare the next session of that server its ``server/discover``
 (R6.4.3). The hub drops a server's sessions when its configuration
-changes, a subject's session on disconnect, and everything on shutdown. The pool owns the
-task group the sessions' connections run in, so enter it once, in the application's
-lifespan.
+changes, a subject's session on disconnect, and everything on shutdown.
+
+The pool owns the task group the sessions' connections run in, and holds it in a task of
+its own (R6.4.5): :meth:`SessionPool.start` and :meth:`SessionPool.aclose` may run in
+different tasks, and the task that starts the pool may enter and leave cancel scopes
+afterwards, which a task group entered in the caller's task would forbid.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -48,11 +52,33 @@ class SessionPool:
         self.eras = EraMemory()
         self._sessions: dict[SessionKey, MCPSession] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._stop = anyio.Event()
         self._closed = False
 
+    async def start(self) -> None:
+        """Start the task that holds the sessions' task group; returns once it runs.
+
+        Raises:
+            UsageError: The pool was started before.
+        """
+        if self._host is not None or self._closed:
+            raise UsageError("the MCP session pool was already started")
+        running = anyio.Event()
+
+        async def host() -> None:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                running.set()
+                await self._stop.wait()
+                # sessions are closed by now; end stragglers
+                tg.cancel_scope.cancel()
+
+        self._host = asyncio.get_running_loop().create_task(host())
+        await running.wait()
+
     async def __aenter__(self) -> Self:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        await self.start()
         return self
 
     async def __aexit__(
@@ -61,15 +87,7 @@ class SessionPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self.aclose()
-        finally:
-            tg, self._tg = self._tg, None
-            if tg is not None:
-                # Sessions are closed; end stragglers and let the body's exception
-                # propagate as itself, not wrapped in an ExceptionGroup.
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
+        await self.aclose()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -77,6 +95,10 @@ class SessionPool:
     def keys(self) -> list[SessionKey]:
         """The keys of the open sessions."""
         return list(self._sessions)
+
+    def peek(self, server_id: str, subject: str) -> MCPSession | None:
+        """The open session for this key, if there is one; never creates one."""
+        return self._sessions.get((server_id, subject))
 
     async def get(self, server_id: str, subject: str) -> MCPSession:
         """Return the session for this key, creating it (unconnected) if needed.
@@ -112,8 +134,20 @@ class SessionPool:
         return len(keys)
 
     async def aclose(self) -> None:
-        """Close every session; the pool refuses new ones afterwards."""
+        """Close every session and end the pool's task; new sessions are refused.
+
+        Any task may call it, any number of times.
+        """
         self._closed = True
         sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.aclose()
+        try:
+            for session in sessions:
+                await session.aclose()
+        finally:
+            self._stop.set()
+            host, self._host = self._host, None
+            if host is not None:
+                # shielded: a cancelled closer still leaves no task group behind
+                with anyio.CancelScope(shield=True):
+                    await host
+            self._tg = None
