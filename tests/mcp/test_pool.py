@@ -5,6 +5,7 @@ A pool that talks to a real server is in test_session.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import anyio.abc
@@ -156,3 +157,47 @@ async def test_started_once(http: httpx2.AsyncClient) -> None:
             await pool.start()
     with pytest.raises(UsageError, match="already started"):
         await pool.start()
+
+
+class Told(logging.Handler):
+    """Sets an event when the pool logs an error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.logged = anyio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.logged.set()
+
+
+async def test_a_failed_task_group_is_logged_and_refuses_new_sessions(
+    http: httpx2.AsyncClient,
+) -> None:
+    """Sessions catch their own errors; should one escape, the pool says so plainly."""
+
+    class Failing(Factory):
+        def __call__(
+            self, server_id: str, subject: str, tg: anyio.abc.TaskGroup
+        ) -> MCPSession:
+            tg.start_soon(self._fail)
+            return super().__call__(server_id, subject, tg)
+
+        async def _fail(self) -> None:
+            raise RuntimeError("a bug in a connection task")
+
+    told = Told()
+    logger = logging.getLogger("tether.mcp.pool")
+    logger.addHandler(told)
+    try:
+        pool = SessionPool(Failing(http))
+        await pool.start()
+        await pool.get("files", "alice")
+        await told.logged.wait()
+    finally:
+        logger.removeHandler(told)
+    assert told.messages == ["the MCP session pool's task group failed"]
+    with pytest.raises(UsageError, match="not running"):
+        await pool.get("files", "bob")
+    await pool.aclose()

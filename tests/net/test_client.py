@@ -92,7 +92,7 @@ async def test_ssrf4_redirect_hops_are_capped(
     server: LoopbackServer, guard: ConnectGuard
 ) -> None:
     async with guarded_client(
-        DEV, timeout=2, follow_redirects=True, max_redirects=3, resolver=DNS
+        DEV, timeout=30, follow_redirects=True, max_redirects=3, resolver=DNS
     ) as client:
         with (
             pytest.raises(BlockedDestination, match="too many redirects") as caught,
@@ -110,7 +110,7 @@ async def test_environment_proxies_are_ignored(
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.3:9")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.3:9")
     async with guarded_client(
-        DEV, timeout=2, follow_redirects=False, resolver=DNS
+        DEV, timeout=30, follow_redirects=False, resolver=DNS
     ) as client:
         response = await client.get(f"http://dev.test:{server.port}/ok")
     assert response.text == "hello"
@@ -120,7 +120,7 @@ async def test_environment_proxies_are_ignored(
 async def test_guarded_client_passes_headers_and_auth(server: LoopbackServer) -> None:
     async with guarded_client(
         DEV,
-        timeout=2,
+        timeout=30,
         follow_redirects=False,
         resolver=DNS,
         headers={"User-Agent": "tether-test"},

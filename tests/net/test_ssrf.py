@@ -191,7 +191,7 @@ async def test_ssrf3_hostile_url_never_reaches_a_socket(
     arena: Arena, guard: ConnectGuard, policy: str, template: str, reason: str
 ) -> None:
     async with guarded_client(
-        POLICIES[policy], timeout=2, follow_redirects=True, resolver=arena.dns
+        POLICIES[policy], timeout=30, follow_redirects=True, resolver=arena.dns
     ) as client:
         error = await _blocked(client, arena.url(template))
     if policy == "lax":
@@ -206,7 +206,7 @@ async def test_ssrf4_hostile_redirect_is_refused_before_connecting(
     arena: Arena, guard: ConnectGuard, policy: str, target: str, extra_hops: int
 ) -> None:
     async with guarded_client(
-        POLICIES[policy], timeout=2, follow_redirects=True, resolver=arena.dns
+        POLICIES[policy], timeout=30, follow_redirects=True, resolver=arena.dns
     ) as client:
         await _blocked(client, arena.hop(target, extra_hops))
     assert len(arena.redirector.requests) == extra_hops + 1
@@ -217,7 +217,7 @@ async def test_ssrf4_redirect_within_the_allowlist_is_followed(
     arena: Arena, guard: ConnectGuard
 ) -> None:
     async with guarded_client(
-        POLICIES["strict"], timeout=2, follow_redirects=True, resolver=arena.dns
+        POLICIES["strict"], timeout=30, follow_redirects=True, resolver=arena.dns
     ) as client:
         response = await client.get(arena.hop("/ok", 2))
     assert response.text == "hello"
@@ -229,7 +229,7 @@ async def test_ssrf4_unfollowed_redirect_is_returned_not_dialled(
     arena: Arena, guard: ConnectGuard
 ) -> None:
     async with guarded_client(
-        POLICIES["strict"], timeout=2, follow_redirects=False, resolver=arena.dns
+        POLICIES["strict"], timeout=30, follow_redirects=False, resolver=arena.dns
     ) as client:
         response = await client.get(arena.hop("http://127.0.0.2:{trap4}/"))
     assert response.status_code == 302
@@ -250,7 +250,7 @@ async def test_ssrf4_https_to_http_downgrade_is_refused(
         LoopbackServer("127.0.0.1", ssl_context=server_ctx) as secure,
         guarded_client(
             policy,
-            timeout=2,
+            timeout=30,
             follow_redirects=True,
             resolver=arena.dns,
             ca_bundle=str(bundle),

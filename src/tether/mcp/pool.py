@@ -17,6 +17,7 @@ afterwards, which a task group entered in the caller's task would forbid.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -28,6 +29,8 @@ from tether.errors import UsageError
 from tether.mcp.session import EraMemory, MCPSession
 
 __all__ = ["SessionFactory", "SessionKey", "SessionPool"]
+
+logger = logging.getLogger(__name__)
 
 SessionKey = tuple[str, str]
 """``(server_id, subject)``."""
@@ -67,12 +70,16 @@ class SessionPool:
         running = anyio.Event()
 
         async def host() -> None:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    running.set()
+                    await self._stop.wait()
+                    # sessions are closed by now; end stragglers
+                    tg.cancel_scope.cancel()
+            except Exception:  # sessions catch their own; never expected
+                logger.exception("the MCP session pool's task group failed")
                 running.set()
-                await self._stop.wait()
-                # sessions are closed by now; end stragglers
-                tg.cancel_scope.cancel()
 
         self._host = asyncio.get_running_loop().create_task(host())
         await running.wait()
@@ -106,7 +113,7 @@ class SessionPool:
         Raises:
             UsageError: The pool is not entered, or closed.
         """
-        if self._tg is None or self._closed:
+        if self._tg is None or self._closed or self._host is None or self._host.done():
             raise UsageError("the MCP session pool is not running")
         key = (server_id, subject)
         session = self._sessions.get(key)
