@@ -278,3 +278,44 @@ async def test_a_list_served_from_the_cache_is_watched_once_a_call_connects(
     assert await anyio.to_thread.run_sync(mcp.listeners) == 1
     path = urlsplit(mcp.url).path
     assert ("POST", path, "tools/call") in wire.take()
+
+
+async def test_a_views_subscriptions_open_after_every_list_is_in(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6.4.4: a toolset's first view lists its servers first, then subscribes.
+
+    The subscriptions are opened once the view is built, so they never compete with
+    the listing; each server still gets its one ``subscriptions/listen`` stream.
+    """
+    mcp = tmp_peers.mcp_server()
+    tether = await make_tether()
+    for name in ("one", "two", "three"):
+        await tether.servers.create(
+            {"name": name, "url": mcp.url, "allow_networks": LOOPBACK}, actor="admin"
+        )
+    await tether.toolsets.create(
+        "wide", [{"server": n} for n in ("one", "two", "three")], actor="admin"
+    )
+    events: list[str] = []  # "sent <method>" and "answered <method>", in order
+    original = GuardedTransport.handle_async_request
+
+    async def handle(transport: GuardedTransport, request: Any) -> Any:
+        method = _rpc_method(request.content) or request.method
+        events.append(f"sent {method}")
+        response = await original(transport, request)
+        events.append(f"answered {method}")
+        return response
+
+    monkeypatch.setattr(GuardedTransport, "handle_async_request", handle)
+    await tether.toolset("wide")
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        if await anyio.to_thread.run_sync(mcp.listeners) == 3:
+            break
+        await anyio.sleep(0.02)
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 3
+    assert events.count("answered tools/list") == 3
+    last_answer = max(i for i, e in enumerate(events) if e == "answered tools/list")
+    assert last_answer < events.index("sent subscriptions/listen"), events

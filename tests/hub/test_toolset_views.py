@@ -193,6 +193,10 @@ async def test_a_tool_list_change_drops_the_view(
     await add_open(tether, "mine", mcp.url)
     await tether.toolsets.create("agent", [{"server": "mine"}], actor="admin")
     assert "added_1" not in (await tether.toolset("agent")).names.by_exposed
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        if await anyio.to_thread.run_sync(mcp.listeners):
+            break  # the view's subscription reached the server
+        await anyio.sleep(0.02)
     heard = anyio.Event()
     tether.tools.on_tools_changed(lambda _server_id: heard.set())
     changed = await tether.call("agent", "change_tools", {})
@@ -313,7 +317,12 @@ async def test_the_first_view_lists_servers_concurrently_within_the_bound(
     full = anyio.Event()
 
     async def list_within(
-        server: ServerRecord, subject: str, *, refresh: bool = False, cached: Any = None
+        server: ServerRecord,
+        subject: str,
+        *,
+        refresh: bool = False,
+        cached: Any = None,
+        watch: bool = True,
     ) -> list[dict[str, Any]]:
         """Each call waits until ``bound`` calls are in flight at once."""
         nonlocal active, peak

@@ -374,17 +374,33 @@ class ToolRegistry:
         *,
         refresh: bool = False,
         cached: Mapping[tuple[str, str], ToolCacheEntry] | None = None,
+        watch: bool = True,
     ) -> list[dict[str, Any]]:
         """The server's tools, cached (design-notes R2.5).
 
         Stale-while-revalidate after 1 h; refetched after 2 h or with ``refresh``.
         ``cached`` is the cache already read for many servers at once (a fan-out,
-        G-31); without it the store is asked.
+        G-31); without it the store is asked. The caller holds the list from now on,
+        so the session subscribes to its changes once it is had (R6.4.4); a fan-out
+        passes ``watch=False`` and calls :meth:`watch` for every list once all are
+        in, so the subscriptions do not compete with the listing.
 
         Raises:
             TetherError: The list could not be fetched and no usable cache exists.
         """
-        self._watch(server.id, subject)
+        tools = await self._list(server, subject, refresh=refresh, cached=cached)
+        if watch:
+            self.watch(server.id, subject)
+        return tools
+
+    async def _list(
+        self,
+        server: ServerRecord,
+        subject: str,
+        *,
+        refresh: bool,
+        cached: Mapping[tuple[str, str], ToolCacheEntry] | None,
+    ) -> list[dict[str, Any]]:
         if refresh:
             entry = None
         elif cached is not None:
@@ -401,7 +417,7 @@ class ToolRegistry:
             self._tools_changed(server.id)
         return tools
 
-    def _watch(self, server_id: str, subject: str) -> None:
+    def watch(self, server_id: str, subject: str) -> None:
         """Whoever holds this list wants to hear when it goes stale (R6.4.4).
 
         A session already open subscribes now; one opened later subscribes when it
@@ -516,12 +532,15 @@ class ToolRegistry:
         async def one(index: int, server: ServerRecord, subject: str) -> None:
             async with limiter:
                 results[index] = await self.list_within(
-                    server, subject, refresh=refresh, cached=cached
+                    server, subject, refresh=refresh, cached=cached, watch=False
                 )
 
         async with anyio.create_task_group() as group:
             for index, (server, subject) in enumerate(targets):
                 group.start_soon(one, index, server, subject)
+        for (server, subject), result in zip(targets, results, strict=True):
+            if not isinstance(result, TetherError):
+                self.watch(server.id, subject)
         return results
 
     async def cached(
@@ -538,6 +557,7 @@ class ToolRegistry:
         *,
         refresh: bool = False,
         cached: Mapping[tuple[str, str], ToolCacheEntry] | None = None,
+        watch: bool = True,
     ) -> list[dict[str, Any]] | TetherError:
         """:meth:`list_tools` within the server's deadline; an error is returned."""
         if not server.enabled:
@@ -546,7 +566,7 @@ class ToolRegistry:
         try:
             with anyio.fail_after(server.timeout_seconds):
                 return await self.list_tools(
-                    server, subject, refresh=refresh, cached=cached
+                    server, subject, refresh=refresh, cached=cached, watch=watch
                 )
         except TimeoutError:
             timeout = RequestTimeout(

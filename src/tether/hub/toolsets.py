@@ -515,7 +515,13 @@ class ToolsetService:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return [r for r in results if not isinstance(r, BaseException)]
+        listed = [r for r in results if not isinstance(r, BaseException)]
+        # subscribe once every list is in, not while they are fetched (R6.4.4)
+        for item in listed:
+            if isinstance(item, tuple):
+                server, _ = item
+                self._registry.watch(server.id, self._registry.subject(server, user))
+        return listed
 
     async def _list_one(
         self,
@@ -537,7 +543,9 @@ class ToolsetService:
             subject = self._registry.subject(server, user)
         except TetherError as exc:
             return Unavailable(server, entry.tools, exc)
-        tools = await self._registry.list_within(server, subject, cached=cached)
+        tools = await self._registry.list_within(
+            server, subject, cached=cached, watch=False
+        )
         if isinstance(tools, TetherError):
             return Unavailable(server, entry.tools, tools)
         return server, tools

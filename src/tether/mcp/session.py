@@ -478,6 +478,9 @@ class _Link:
     answered, now or on a remembered connection)."""
     background: anyio.abc.TaskGroup | None = None
     subscribed: bool = False
+    subscription_settled: anyio.Event = field(default_factory=anyio.Event)
+    """The first tool-list subscription attempt was acknowledged, declined or failed:
+    requests sent after a subscription starts wait a moment for it (R6.4.4)."""
 
 
 class MCPSession:
@@ -1018,6 +1021,12 @@ class MCPSession:
             renewed = resent = renegotiated = fell_back = False
             while True:
                 link = await self._link(step)
+                if link.subscribed and not link.subscription_settled.is_set():
+                    # A change this request causes is announced on the subscription
+                    # only once the server has it; as for the GET stream, wait a
+                    # moment (a server that never answers costs LISTEN_WAIT once).
+                    with anyio.move_on_after(LISTEN_WAIT):
+                        await link.subscription_settled.wait()
                 probe = _Probe(owner=self)
                 token = _PROBE.set(probe)
                 try:
@@ -1212,7 +1221,7 @@ class MCPSession:
         ):
             return
         link.subscribed = True
-        link.background.start_soon(self._subscribe, client)
+        link.background.start_soon(self._subscribe, client, link)
 
     def _wants_subscription(self, client: Client, link: _Link) -> bool:
         """Stateless, someone to tell, and the server advertises ``tools.listChanged``.
@@ -1231,7 +1240,7 @@ class MCPSession:
         tools = client.server_capabilities.tools
         return tools is not None and tools.list_changed is True
 
-    async def _subscribe(self, client: Client) -> None:
+    async def _subscribe(self, client: Client, link: _Link) -> None:
         """Keep one tool-list subscription open for the connection's life.
 
         Runs beside the connection and is cancelled with it. A stream that ends or
@@ -1241,12 +1250,19 @@ class MCPSession:
         ``subscriptions/listen`` is not asked again on this connection. Nothing here
         raises: failures are logged.
         """
+        try:
+            await self._subscribe_until_closed(client, link)
+        finally:
+            link.subscription_settled.set()
+
+    async def _subscribe_until_closed(self, client: Client, link: _Link) -> None:
         first, longest = SUBSCRIBE_BACKOFF
         pause = first
         opened_before = False
         while True:
             try:
                 async with client.listen(tools_list_changed=True) as subscription:
+                    link.subscription_settled.set()
                     pause = first
                     if not subscription.honored.tools_list_changed:
                         logger.info(
@@ -1276,6 +1292,7 @@ class MCPSession:
                 logger.debug("MCP subscription at %s lost: %r", self.url, exc)
             except Exception:
                 logger.warning("MCP subscription at %s failed", self.url, exc_info=True)
+            link.subscription_settled.set()
             await anyio.sleep(pause)
             pause = min(pause * 2, longest)
 
