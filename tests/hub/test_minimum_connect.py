@@ -319,3 +319,38 @@ async def test_a_views_subscriptions_open_after_every_list_is_in(
     assert events.count("answered tools/list") == 3
     last_answer = max(i for i, e in enumerate(events) if e == "answered tools/list")
     assert last_answer < events.index("sent subscriptions/listen"), events
+
+
+async def test_idle_sessions_are_evicted_but_subscribed_ones_stay(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6.4.6: a session only called, then unused for the idle period, is closed; one
+    that keeps a tool-list subscription stays. The evicted server's next call needs no
+    probe: the era is remembered."""
+    mcp = tmp_peers.mcp_server()
+    clock = FakeClock()
+    tether = await make_tether(clock=clock)
+    for name in ("listed", "personal"):
+        await tether.servers.create(
+            {"name": name, "url": mcp.url, "allow_networks": LOOPBACK}, actor="admin"
+        )
+    await tether.list_tools("listed")
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        if await anyio.to_thread.run_sync(mcp.listeners):
+            break
+        await anyio.sleep(0.02)
+    await call_echo(tether, "ann")  # "personal": called, never listed by the hub
+    assert tether.tools.open_sessions == 2
+
+    clock.advance(timedelta(minutes=11))
+    result = await tether.call_tool("listed", "echo", {"text": "x"})  # sweeps
+    assert not result.is_error
+    assert tether.tools.open_sessions == 1  # "personal" was closed
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 1
+
+    wire = MCPRecorder(mcp, monkeypatch)
+    await call_echo(tether, "ann")  # a new session, at the remembered era
+    assert [m for _, _, m in wire.take()] == ["tools/list", "tools/call"]
+    assert tether.tools.open_sessions == 2

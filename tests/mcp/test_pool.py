@@ -201,3 +201,75 @@ async def test_a_failed_task_group_is_logged_and_refuses_new_sessions(
     with pytest.raises(UsageError, match="not running"):
         await pool.get("files", "bob")
     await pool.aclose()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BusySession(MCPSession):
+    """A session with a request in flight, as far as the pool can tell."""
+
+    @property
+    def busy(self) -> bool:
+        return True
+
+
+async def test_idle_sessions_are_evicted_and_remade_on_next_use(
+    http: httpx2.AsyncClient,
+) -> None:
+    """R6.4.6: unused, nothing in flight, no subscription: closed; the next get remakes."""
+    clock = Clock()
+    factory = Factory(http)
+    async with SessionPool(factory, idle_seconds=600, clock=clock) as pool:
+        idle = await pool.get("files", "alice")
+        clock.now += 300
+        recent = await pool.get("files", "bob")
+        clock.now += 300  # alice unused for 600 s, bob for 300 s
+        assert pool.evict_idle() == 1
+        assert pool.keys() == [("files", "bob")]
+        assert await pool.get("files", "bob") is recent
+        remade = await pool.get("files", "alice")
+        assert remade is not idle
+        assert factory.made.count(("files", "alice")) == 2
+    with pytest.raises(UsageError, match="closed"):
+        await idle.list_tools()
+
+
+async def test_busy_sessions_are_kept(http: httpx2.AsyncClient) -> None:
+    """In flight: kept. Watching but not connected holds nothing: evicted.
+
+    A connected session with a subscription is kept too (tests/hub, real server).
+    """
+    clock = Clock()
+
+    def factory(server_id: str, subject: str, tg: anyio.abc.TaskGroup) -> MCPSession:
+        kind = BusySession if subject == "busy" else MCPSession
+        return kind(f"https://{server_id}.example/mcp", http, task_group=tg)
+
+    async with SessionPool(factory, idle_seconds=600, clock=clock) as pool:
+        busy = await pool.get("files", "busy")
+        watching = await pool.get("files", "watching")
+        watching.watch_tools()
+        await pool.get("files", "idle")
+        clock.now += 601
+        assert pool.evict_idle() == 2
+        assert pool.keys() == [("files", "busy")]
+        assert await pool.get("files", "busy") is busy
+
+
+async def test_get_sweeps_at_most_every_half_period(http: httpx2.AsyncClient) -> None:
+    clock = Clock()
+    async with SessionPool(Factory(http), idle_seconds=600, clock=clock) as pool:
+        first = await pool.get("files", "alice")
+        await pool.get("mail", "alice")
+        clock.now += 299  # before the first sweep is due: nothing looked at
+        await pool.get("mail", "alice")
+        clock.now += 302  # files: 601 s unused; mail: 302 s
+        await pool.get("mail", "alice")  # the sweep is due and runs here
+        assert pool.keys() == [("mail", "alice")]
+        assert await pool.get("files", "alice") is not first

@@ -209,7 +209,10 @@ class ToolRegistry:
         self._servers: dict[str, ServerRecord] = {}
         self._secrets: dict[str, str | None] = {}
         self._secret_checked: TTLCache[str, bool] = TTLCache(ctx.clock, SERVER_TTL)
-        self._pool = SessionPool(self._make_session)
+        # the hub's clock, so idle eviction (R6.4.6) follows a test's fake clock
+        self._pool = SessionPool(
+            self._make_session, clock=lambda: ctx.clock.now().timestamp()
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
         # (server, subject) pairs whose tool list this process has served: their
@@ -232,6 +235,11 @@ class ToolRegistry:
     def _tools_changed(self, server_id: str) -> None:
         for listener in self._listeners:
             listener(server_id)
+
+    @property
+    def open_sessions(self) -> int:
+        """How many MCP sessions this process holds (idle ones are evicted, R6.4.6)."""
+        return len(self._pool)
 
     async def start(self) -> None:
         """Start the session pool (the facade does this on open; R6.4.5)."""

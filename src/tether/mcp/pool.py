@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -32,6 +33,9 @@ __all__ = ["SessionFactory", "SessionKey", "SessionPool"]
 
 logger = logging.getLogger(__name__)
 
+IDLE_SECONDS = 600.0
+"""A session unused this long, with nothing in flight and no subscription, is closed."""
+
 SessionKey = tuple[str, str]
 """``(server_id, subject)``."""
 
@@ -45,15 +49,28 @@ Called without awaiting anything; the session connects on its first request.
 class SessionPool:
     """Sessions by ``(server_id, subject)``; ``async with SessionPool(factory) as pool``."""
 
-    def __init__(self, factory: SessionFactory) -> None:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        *,
+        idle_seconds: float = IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Create an empty pool.
 
         Args:
             factory: Builds the session for a key (URL, guarded client, auth, timeout).
+            idle_seconds: A session asked for by no one for this long, with no
+                request in flight and no tool-list subscription, is closed (R6.4.6).
+            clock: Monotonic seconds (tests pass a fake).
         """
         self._factory = factory
         self.eras = EraMemory()
         self._sessions: dict[SessionKey, MCPSession] = {}
+        self._used: dict[SessionKey, float] = {}
+        self._idle_seconds = idle_seconds
+        self._clock = clock
+        self._next_sweep = clock() + idle_seconds / 2
         self._tg: anyio.abc.TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
         self._stop = anyio.Event()
@@ -116,11 +133,41 @@ class SessionPool:
         if self._tg is None or self._closed or self._host is None or self._host.done():
             raise UsageError("the MCP session pool is not running")
         key = (server_id, subject)
+        now = self._clock()
+        if now >= self._next_sweep:
+            self.evict_idle()
         session = self._sessions.get(key)
         if session is None:
             session = self._factory(server_id, subject, self._tg)
             self._sessions[key] = session
+        self._used[key] = now
         return session
+
+    def evict_idle(self) -> int:
+        """Close the sessions idle for ``idle_seconds`` (R6.4.6); :meth:`get` calls it.
+
+        Idle: not asked for since, no request in flight, no tool-list subscription.
+        They close in the pool's task, so no caller waits for it; the next
+        :meth:`get` of the key makes a new session (the era is remembered in
+        :attr:`eras`, so it connects without a probe). Runs at most every half
+        ``idle_seconds`` when called from :meth:`get`.
+
+        Returns:
+            How many sessions were closed.
+        """
+        now = self._clock()
+        self._next_sweep = now + self._idle_seconds / 2
+        idle = [
+            key
+            for key, session in self._sessions.items()
+            if now - self._used.get(key, now) >= self._idle_seconds and not session.busy
+        ]
+        for key in idle:
+            session = self._sessions.pop(key)
+            self._used.pop(key, None)
+            if self._tg is not None:
+                self._tg.start_soon(session.aclose)
+        return len(idle)
 
     async def drop(self, server_id: str, subject: str | None = None) -> int:
         """Close and forget one subject's session, or every session of a server.
@@ -137,6 +184,7 @@ class SessionPool:
             if key[0] == server_id and (subject is None or key[1] == subject)
         ]
         for key in keys:
+            self._used.pop(key, None)
             await self._sessions.pop(key).aclose()
         return len(keys)
 
@@ -147,6 +195,7 @@ class SessionPool:
         """
         self._closed = True
         sessions, self._sessions = list(self._sessions.values()), {}
+        self._used.clear()
         try:
             for session in sessions:
                 await session.aclose()

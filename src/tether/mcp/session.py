@@ -560,6 +560,7 @@ class MCPSession:
         self._connect_lock = anyio.Lock()
         self._closed = False
         self._watching = watch_tools
+        self._in_flight = 0
         self._eras = eras if eras is not None else EraMemory()
         self._known_tools = known_tools
         self._next_mode: str | None = None  # set by a version retry or a fallback
@@ -691,6 +692,14 @@ class MCPSession:
         """Whether the server speaks a stateless revision (2026-07-28), once connected."""
         version = self.protocol_version
         return None if version is None else version in MODERN_PROTOCOL_VERSIONS
+
+    @property
+    def busy(self) -> bool:
+        """A request is in flight, or a connection listens for tool-list changes.
+
+        A session pool evicts only sessions that are not busy (R6.4.6).
+        """
+        return self._in_flight > 0 or (self._watching and self._current is not None)
 
     @property
     def capabilities(self) -> dict[str, Any] | None:
@@ -1017,6 +1026,15 @@ class MCPSession:
         self, step: str, operation: Callable[[Client], Awaitable[_T]]
     ) -> _T:
         """Run one operation under the deadline, renewing an expired session once."""
+        self._in_flight += 1
+        try:
+            return await self._request_once(step, operation)
+        finally:
+            self._in_flight -= 1
+
+    async def _request_once(
+        self, step: str, operation: Callable[[Client], Awaitable[_T]]
+    ) -> _T:
         async with deadline(self.timeout, server=self.server, step=step):
             renewed = resent = renegotiated = fell_back = False
             while True:
