@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -400,13 +401,18 @@ class SqlBackend:
         self.engine = engine
         self.key_ring = key_ring
         self.now = now
+        self._sqlite = engine.dialect.name == "sqlite"
 
     @contextlib.asynccontextmanager
     async def begin(
         self, on_integrity: IntegrityHandler | None = None
     ) -> AsyncIterator[AsyncConnection]:
-        """One transaction, with driver errors translated (:func:`storage_errors`)."""
-        with storage_errors(on_integrity):
+        """One transaction, with driver errors translated (:func:`storage_errors`).
+
+        On SQLite the transaction is shielded from cancellation (design-notes
+        D3.5.1): a cancellation waits for it to end, then takes effect.
+        """
+        with anyio.CancelScope(shield=self._sqlite), storage_errors(on_integrity):
             async with self.engine.begin() as conn:
                 yield conn
 
