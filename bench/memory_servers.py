@@ -12,7 +12,8 @@ memory is not shared between clients; rounds alternate the clients' order:
 * ``tether``: ``Tether.open`` (SQLite in a temporary folder, its schema made by a
   separate ``migrate`` process first as a deployment's ``tether migrate`` does, or by
   ``Tether.open`` itself with ``--fresh-database``), ``--servers`` servers
-  registered, then ``list_tools`` on each: one pooled MCP session per server, held;
+  registered, then ``list_tools`` on each: one pooled MCP session per server, held,
+  measured once every session's tool-list subscription is open (the peers count them);
 * ``sdk``: ``--servers`` ``mcp.client.Client`` sessions over one shared
   ``httpx2.AsyncClient``, ``list_tools`` on each, held.
 
@@ -77,10 +78,29 @@ async def child_tether(urls: list[str], url: str) -> dict[str, int]:
     failed = [name for name, r in listed.items() if not isinstance(r, list)]
     if failed:
         raise RuntimeError(f"not listed: {failed[:5]}")
+    # a fan-out subscribes to tool-list changes once every list is in: count the
+    # memory with every subscription open, as a process holding the lists has them
+    await subscriptions_open(urls, len(urls))
     gc.collect()
     held = rss_kib()
     await tether.aclose()
     return {"base": base, "open": opened - base, "held": held - base}
+
+
+async def subscriptions_open(urls: list[str], expected: int) -> None:
+    """Wait until the peers hold ``expected`` ``subscriptions/listen`` streams."""
+    import httpx2
+
+    origins = sorted({url.rsplit("/", 1)[0] for url in urls})
+    async with httpx2.AsyncClient(trust_env=False) as http:
+        for _ in range(2400):  # 120 s at most
+            held = 0
+            for origin in origins:
+                held += (await http.get(f"{origin}/_listeners")).json()["listeners"]
+            if held >= expected:
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {held} of {expected} subscriptions opened")
 
 
 async def child_sdk(urls: list[str]) -> dict[str, int]:
