@@ -17,6 +17,12 @@ memory is not shared between clients; rounds alternate the clients' order:
 * ``sdk``: ``--servers`` ``mcp.client.Client`` sessions over one shared
   ``httpx2.AsyncClient``, ``list_tools`` on each, held.
 
+Both clients keep the tool lists they were given (an application holds the tools it
+hands its model), so the lists weigh on both sides alike. Tether holds, per server, its
+tool list, a session (no connection: a fan-out closes each stateless connection once
+its list is in) and the session's ``subscriptions/listen`` stream, which the SDK does
+not open; the SDK holds its list and an open session.
+
 Printed, from ``/proc/self/status`` ``VmRSS``: the RSS after the imports (``base``), the
 fixed cost of ``Tether.open`` (``open``), and the growth for the servers (``held``:
 RSS with every session open minus ``base``), as median and p99 over the rounds, and the
@@ -92,7 +98,7 @@ async def subscriptions_open(urls: list[str], expected: int) -> None:
     import httpx2
 
     origins = sorted({url.rsplit("/", 1)[0] for url in urls})
-    async with httpx2.AsyncClient(trust_env=False) as http:
+    async with httpx2.AsyncClient(trust_env=False, timeout=60) as http:
         for _ in range(2400):  # 120 s at most
             held = 0
             for origin in origins:
@@ -111,15 +117,17 @@ async def child_sdk(urls: list[str]) -> dict[str, int]:
     gc.collect()
     base = rss_kib()
     http = httpx2.AsyncClient(timeout=60.0, trust_env=False)
+    lists = []  # held, as Tether's are: an application keeps the tools it was given
     async with contextlib.AsyncExitStack() as stack:
         # one after another: an SDK session is exited by the task that entered it
         for url in urls:
             client = await stack.enter_async_context(
                 Client(streamable_http_client(url, http_client=http), cache=None)
             )
-            await client.list_tools()
+            lists.append(await client.list_tools())
         gc.collect()
         held = rss_kib()
+        assert len(lists) == len(urls)
     await http.aclose()
     return {"base": base, "open": 0, "held": held - base}
 

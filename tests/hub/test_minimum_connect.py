@@ -321,6 +321,48 @@ async def test_a_views_subscriptions_open_after_every_list_is_in(
     assert last_answer < events.index("sent subscriptions/listen"), events
 
 
+async def test_a_view_holds_subscriptions_not_connections(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6.4.7: a view's stateless connections are closed once its lists are in.
+
+    Each server keeps its ``subscriptions/listen`` stream, which rides on no
+    connection; a call then makes one at the remembered era and sends only the call
+    (the definition is cached, so no list either).
+    """
+    mcp = tmp_peers.mcp_server()
+    tether = await make_tether()
+    names = ("one", "two", "three")
+    for name in names:
+        await tether.servers.create(
+            {"name": name, "url": mcp.url, "allow_networks": LOOPBACK}, actor="admin"
+        )
+    await tether.toolsets.create("wide", [{"server": n} for n in names], actor="admin")
+    view = await tether.toolset("wide")
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        if await anyio.to_thread.run_sync(mcp.listeners) == 3:
+            break
+        await anyio.sleep(0.02)
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 3
+    assert tether.tools.open_sessions == 3
+    assert tether.tools.open_connections == 0
+
+    one = (await tether.servers.get("one")).id
+    exposed = next(
+        name
+        for name, key in view.names.by_exposed.items()
+        if key.server_id == one and key.tool_name == "echo"
+    )
+    wire = MCPRecorder(mcp, monkeypatch)
+    result = await tether.call("wide", exposed, {"text": "x"})
+    assert not result.is_error
+    assert [m for _, _, m in wire.take()] == ["tools/call"]
+    assert tether.tools.open_connections == 1
+    assert await anyio.to_thread.run_sync(mcp.listeners) == 3
+
+
 async def test_idle_sessions_are_evicted_but_subscribed_ones_stay(
     make_tether: MakeTether,
     tmp_peers: PeerFactory,

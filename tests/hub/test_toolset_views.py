@@ -92,6 +92,10 @@ async def test_calls_after_the_first_read_no_store(
     await tether.call("agent", "echo", {"text": "x"}, reserved=["echo"])
     assert reads.take() != []
     await tether.call("agent", "open__echo", {"text": "x"}, reserved=["echo"])
+    # building a view closed the server's stateless connection (R6.4.7): the new
+    # connection takes the tool's definition from the cache, once
+    assert reads.take() == ["tools.get"]
+    await tether.call("agent", "open__echo", {"text": "x"}, reserved=["echo"])
     assert reads.take() == []
 
 
@@ -112,6 +116,9 @@ async def test_a_toolset_edit_drops_its_view(
     refused = await tether.call("agent", "add", {"a": 1, "b": 2})
     assert refused.error_code == "unknown_tool"
     assert "toolsets.get" in reads.take()
+    assert await echo(tether) == "hi"
+    # not the view: the tool's definition for the new connection (R6.4.7)
+    assert reads.take() == ["tools.get"]
     assert await echo(tether) == "hi"
     assert reads.take() == []
     await tether.toolsets.delete("agent", actor="admin")
@@ -178,6 +185,9 @@ async def test_a_connection_change_drops_the_users_view(
     assert reads.take() != []
     result = await tether.call("mine", "whoami", {}, user="dora")
     assert not result.is_error, result.text
+    # not the view: the tool's definition for the new connection (R6.4.7)
+    assert reads.take() == ["tools.get"]
+    result = await tether.call("mine", "whoami", {}, user="dora")
     assert reads.take() == []
     await tether.disconnect("personal", user="dora")
     dropped = await tether.call("mine", "whoami", {}, user="dora")

@@ -1155,3 +1155,71 @@ async def test_no_listen_stream_until_someone_watches(
     assert gate.methods.count("subscriptions/listen") == 1
     assert "server/discover" not in gate.methods
     await _until(lambda: BUS.listeners == 0)
+
+
+# ------------------------------------------------------- released connections (R6.4.7)
+
+
+async def test_a_released_connection_keeps_its_subscription(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """A stateless connection is closed; the subscription rides on without it.
+
+    The next call makes a new connection at the remembered era (no ``server/discover``)
+    and the change it causes arrives on the subscription opened before.
+    """
+    gate = peer.gates["listen"]
+    calls = 0
+
+    async def on_tools_changed() -> None:
+        nonlocal calls
+        calls += 1
+
+    async with MCPSession(
+        peer.url("listen"), http, on_tools_changed=on_tools_changed
+    ) as session:
+        await session.connect()
+        await _until(lambda: BUS.listeners == 1)
+        assert session.release() is True
+        assert not session.connected
+        assert session.busy  # the subscription keeps it in a pool
+        assert session.release() is False  # nothing left to close
+        gate.methods.clear()
+        await session.call_tool("notify_changed", {})
+        await _until(lambda: calls == 1)
+        assert session.protocol_version == "2026-07-28"  # connected again
+        assert [m for m in gate.methods if m != "tools/list"] == ["tools/call"]
+        assert BUS.listeners == 1
+    await _until(lambda: BUS.listeners == 0)
+
+
+async def test_watching_a_released_session_subscribes_at_the_remembered_era(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """With no connection, the era memory says what the server speaks."""
+
+    async def on_tools_changed() -> None:
+        pass
+
+    gate = peer.gates["listen"]
+    async with MCPSession(
+        peer.url("listen"), http, on_tools_changed=on_tools_changed, watch_tools=False
+    ) as session:
+        await session.connect()
+        assert session.release() is True
+        gate.methods.clear()
+        session.watch_tools()
+        await _until(lambda: BUS.listeners == 1)
+        assert not session.connected
+        assert gate.methods == ["subscriptions/listen"]
+    await _until(lambda: BUS.listeners == 0)
+
+
+async def test_a_stateful_connection_is_not_released(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """Its ``Mcp-Session-Id`` and GET stream are the server's state and change channel."""
+    async with MCPSession(peer.url("sse"), http, mode="legacy") as session:
+        await session.connect()
+        assert session.release() is False
+        assert session.connected

@@ -241,6 +241,14 @@ class ToolRegistry:
         """How many MCP sessions this process holds (idle ones are evicted, R6.4.6)."""
         return len(self._pool)
 
+    @property
+    def open_connections(self) -> int:
+        """How many of those sessions hold an MCP connection now (R6.4.7).
+
+        A session a fan-out listed holds its subscription but no connection.
+        """
+        return self._pool.connected()
+
     async def start(self) -> None:
         """Start the session pool (the facade does this on open; R6.4.5)."""
         await self._pool.start()
@@ -436,6 +444,18 @@ class ToolRegistry:
         if session is not None:
             session.watch_tools()
 
+    def release(self, server_id: str, subject: str) -> None:
+        """Close the session's stateless connection if nobody uses it (R6.4.7).
+
+        For a fan-out, which lists many servers to hold their lists, not to call
+        them all: each connection is closed as soon as its list is in, so a fan-out
+        holds at most ``limit`` at a time. The session stays, with its subscription;
+        the next call makes a new connection without a request.
+        """
+        session = self._pool.peek(server_id, subject)
+        if session is not None:
+            session.release()
+
     def _refresh_in_background(self, server: ServerRecord, subject: str) -> None:
         key = (server.id, subject)
         if key in self._refreshing:
@@ -542,6 +562,7 @@ class ToolRegistry:
                 results[index] = await self.list_within(
                     server, subject, refresh=refresh, cached=cached, watch=False
                 )
+                self.release(server.id, subject)
 
         async with anyio.create_task_group() as group:
             for index, (server, subject) in enumerate(targets):

@@ -548,6 +548,7 @@ class ToolsetService:
         )
         if isinstance(tools, TetherError):
             return Unavailable(server, entry.tools, tools)
+        self._registry.release(server.id, subject)  # the view holds lists (R6.4.7)
         return server, tools
 
     async def call(

@@ -120,6 +120,10 @@ class SessionPool:
         """The keys of the open sessions."""
         return list(self._sessions)
 
+    def connected(self) -> int:
+        """How many sessions hold a live connection (R6.4.7)."""
+        return sum(1 for session in self._sessions.values() if session.connected)
+
     def peek(self, server_id: str, subject: str) -> MCPSession | None:
         """The open session for this key, if there is one; never creates one."""
         return self._sessions.get((server_id, subject))

@@ -35,14 +35,18 @@ What Tether adds to the SDK at this seam:
 * **``notifications/tools/list_changed``** calls ``on_tools_changed`` (HTTP-11). In the
   stateful revisions the SDK hears it on its GET stream. The stateless revision has no
   such stream: when the server advertises ``tools.listChanged`` (or its capabilities are
-  not known yet), a watching session's connection keeps a ``subscriptions/listen``
-  stream for tool-list changes open in the background (SEP-2575; the SDK's
-  :func:`mcp.client.subscriptions.listen`), re-opens it with backoff when it ends, and
-  calls ``on_tools_changed`` after a re-open too, since events are not replayed.
-  Requests never wait for it and never fail because of it. A session made with
+  not known yet), a watching session keeps a ``subscriptions/listen`` stream for
+  tool-list changes open in the background (SEP-2575), in one task of its own apart
+  from any SDK connection (:mod:`tether.mcp.listen`, design-notes R6.4.7), re-opens it
+  with backoff when it ends, and calls ``on_tools_changed`` after a re-open too, since
+  events are not replayed. Requests wait for its acknowledgment at most
+  ``LISTEN_WAIT`` and never fail because of it. A session made with
   ``watch_tools=False`` opens none until :meth:`MCPSession.watch_tools`. Long-lived
   streams are marked for the guarded transport's stream pool, so they never hold a
   connection requests wait for (``tether.net.transport.LONG_LIVED``).
+* **Released connections** (R6.4.7): :meth:`MCPSession.release` closes an idle
+  stateless connection and keeps the subscription; the next request connects again at
+  the remembered era, sending nothing extra.
 
 Why the SDK is wrapped the way it is. The SDK's transport runs each POST in a task of a
 task group entered by whoever opened the connection; an exception from ``httpx2``
@@ -86,16 +90,10 @@ import anyio.abc
 import httpx2
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.client.subscriptions import (
-    ListenNotSupportedError,
-    SubscriptionLost,
-    ToolsListChanged,
-)
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp.types import (
     CONNECTION_CLOSED,
-    METHOD_NOT_FOUND,
     REQUEST_TIMEOUT,
     UNSUPPORTED_PROTOCOL_VERSION,
     DiscoverResult,
@@ -105,6 +103,7 @@ from mcp.types import (
     Implementation,
     ListToolsResult,
     Request,
+    ServerCapabilities,
     Tool,
     UnsupportedProtocolVersionErrorData,
 )
@@ -127,6 +126,7 @@ from tether.errors import (
 )
 from tether.mcp.drain import drained
 from tether.mcp.elicitation import ElicitationHandler, decline
+from tether.mcp.listen import ListenLost, listen_for_tool_changes
 from tether.mcp.skills import (
     EXTENSION,
     Skill,
@@ -476,11 +476,6 @@ class _Link:
     described: bool = True
     """The server's capabilities are known (``server/discover`` or ``initialize``
     answered, now or on a remembered connection)."""
-    background: anyio.abc.TaskGroup | None = None
-    subscribed: bool = False
-    subscription_settled: anyio.Event = field(default_factory=anyio.Event)
-    """The first tool-list subscription attempt was acknowledged, declined or failed:
-    requests sent after a subscription starts wait a moment for it (R6.4.4)."""
 
 
 class MCPSession:
@@ -565,6 +560,11 @@ class MCPSession:
         self._known_tools = known_tools
         self._next_mode: str | None = None  # set by a version retry or a fallback
         self._close_later = False
+        # the tool-list subscription (R6.4.7): one task, independent of connections
+        self._listen_scope: anyio.CancelScope | None = None
+        self._listen_done = anyio.Event()
+        self._listen_settled = anyio.Event()
+        self._listen_version: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -615,10 +615,41 @@ class MCPSession:
         with anyio.CancelScope(shield=True):
             for link in list(self._links):
                 link.stop.set()
+            listening = self._listen_scope
+            if listening is not None:
+                listening.cancel()
             with anyio.move_on_after(_CLOSE_TIMEOUT):
                 for link in list(self._links):
                     await link.finished.wait()
+                if listening is not None:
+                    await self._listen_done.wait()
             await self._http.aclose()
+
+    def release(self) -> bool:
+        """Close a stateless connection nobody is using; the subscription stays.
+
+        A 2026-07-28 connection holds no state on the server, and the era and
+        capabilities it learnt are remembered (:class:`EraMemory`), so the next request
+        makes a new one without sending anything extra (R6.4.3). What a caller that
+        holds the tool list needs between calls is the subscription, which does not
+        ride the connection (R6.4.7). A stateful connection (its ``Mcp-Session-Id``
+        and GET stream are the server's state and its change channel) and one with a
+        request in flight are kept.
+
+        Returns:
+            Whether a connection was closed.
+        """
+        link = self._current
+        if (
+            link is None
+            or self._in_flight
+            or link.client is None
+            or link.client.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        ):
+            return False
+        self._current = None
+        link.stop.set()
+        return True
 
     async def connect(self) -> None:
         """Connect now instead of on the first request (probe or ``initialize``).
@@ -639,8 +670,9 @@ class MCPSession:
         """
         self._watching = True
         link = self._current
-        if link is not None and not link.finished.is_set():
-            self._maybe_listen(link)
+        self._maybe_listen(
+            link if link is not None and not link.finished.is_set() else None
+        )
 
     async def describe(self) -> None:
         """Learn the server's capabilities when this connection skipped the probe.
@@ -695,11 +727,20 @@ class MCPSession:
 
     @property
     def busy(self) -> bool:
-        """A request is in flight, or a connection listens for tool-list changes.
+        """A request is in flight, or the session listens for tool-list changes.
 
         A session pool evicts only sessions that are not busy (R6.4.6).
         """
-        return self._in_flight > 0 or (self._watching and self._current is not None)
+        return (
+            self._in_flight > 0
+            or self.subscribed
+            or (self._watching and self._current is not None)
+        )
+
+    @property
+    def subscribed(self) -> bool:
+        """A ``subscriptions/listen`` stream is held or being (re)opened (R6.4.7)."""
+        return self._listen_scope is not None and not self._listen_done.is_set()
 
     @property
     def capabilities(self) -> dict[str, Any] | None:
@@ -1039,12 +1080,12 @@ class MCPSession:
             renewed = resent = renegotiated = fell_back = False
             while True:
                 link = await self._link(step)
-                if link.subscribed and not link.subscription_settled.is_set():
+                if self.subscribed and not self._listen_settled.is_set():
                     # A change this request causes is announced on the subscription
                     # only once the server has it; as for the GET stream, wait a
                     # moment (a server that never answers costs LISTEN_WAIT once).
                     with anyio.move_on_after(LISTEN_WAIT):
-                        await link.subscription_settled.wait()
+                        await self._listen_settled.wait()
                 probe = _Probe(owner=self)
                 token = _PROBE.set(probe)
                 try:
@@ -1213,11 +1254,8 @@ class MCPSession:
                     self._remember(client)
                 started = True
                 task_status.started()
-                async with anyio.create_task_group() as background:
-                    link.background = background
-                    self._maybe_listen(link)
-                    await link.stop.wait()
-                    background.cancel_scope.cancel()
+                self._maybe_listen(link)
+                await link.stop.wait()
         except Exception as exc:
             if not started:
                 raise
@@ -1227,92 +1265,116 @@ class MCPSession:
             link.finished.set()
             self._links.discard(link)
 
-    def _maybe_listen(self, link: _Link) -> None:
-        """Open the connection's tool-list subscription if it is wanted and not open."""
-        client = link.client
-        if (
-            link.subscribed
-            or link.background is None
-            or client is None
-            or not self._watching
-            or not self._wants_subscription(client, link)
-        ):
+    def _maybe_listen(self, link: _Link | None) -> None:
+        """Start the tool-list subscription if it is wanted and not running (R6.4.7).
+
+        What the server speaks comes from the live connection, else from the era
+        memory (a released connection's era and capabilities are remembered).
+        """
+        if self._tg is None or self._closed or not self._watching:
             return
-        link.subscribed = True
-        link.background.start_soon(self._subscribe, client, link)
+        version = self._subscription_version(link)
+        if version is None:
+            return
+        self._listen_version = version
+        if self._listen_scope is not None:
+            return  # started before: it lives with the session, not the connection
+        self._listen_scope = anyio.CancelScope()
+        self._tg.start_soon(self._listen, self._listen_scope)
 
-    def _wants_subscription(self, client: Client, link: _Link) -> bool:
-        """Stateless, someone to tell, and the server advertises ``tools.listChanged``.
+    def _subscription_version(self, link: _Link | None) -> str | None:
+        """The stateless revision to subscribe at, or ``None`` when not wanted.
 
-        At 2026-07-28 ``listChanged`` says the server delivers the change on
-        ``subscriptions/listen`` streams (the only place it can). A connection that
-        skipped ``server/discover`` does not know; it asks, and a server that does
-        not serve the subscription says so once (declined, or -32601).
+        Wanted when someone is told of changes and the server speaks 2026-07-28 and
+        advertises ``tools.listChanged``: at that revision ``listChanged`` says the
+        server delivers the change on ``subscriptions/listen`` streams (the only place
+        it can). When the capabilities are not known (no ``server/discover`` yet) it
+        asks, and a server that does not serve the subscription says so once
+        (declined, or -32601).
         """
         if self._on_tools_changed is None:
-            return False
-        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            return False
-        if not link.described:
-            return True
-        tools = client.server_capabilities.tools
-        return tools is not None and tools.list_changed is True
+            return None
+        capabilities: ServerCapabilities | None
+        if link is not None and link.client is not None:
+            version = link.client.protocol_version
+            capabilities = link.client.server_capabilities if link.described else None
+        else:
+            era = self._eras.get(self.url)
+            if era is None:
+                return None
+            version = era.mode
+            capabilities = era.discover.capabilities if era.discover else None
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            return None
+        if capabilities is None:
+            return version
+        tools = capabilities.tools
+        return version if tools is not None and tools.list_changed is True else None
 
-    async def _subscribe(self, client: Client, link: _Link) -> None:
-        """Keep one tool-list subscription open for the connection's life.
+    async def _listen(self, scope: anyio.CancelScope) -> None:
+        """Keep one tool-list subscription open for the session's life (R6.4.7).
 
-        Runs beside the connection and is cancelled with it. A stream that ends or
-        drops is re-opened after a pause that doubles up to ``SUBSCRIBE_BACKOFF[1]``
-        (reset once a stream is acknowledged); events are not replayed, so a re-opened
-        stream calls ``on_tools_changed`` first. A server that does not know
-        ``subscriptions/listen`` is not asked again on this connection. Nothing here
+        Runs in the session's task group, apart from any connection: a released or
+        renewed connection leaves it open. A stream that ends or drops is re-opened
+        after a pause that doubles up to ``SUBSCRIBE_BACKOFF[1]`` (reset once a stream
+        is acknowledged); events are not replayed, so a re-opened stream calls
+        ``on_tools_changed`` first. A server that declines, or does not know
+        ``subscriptions/listen``, is not asked again by this session. Nothing here
         raises: failures are logged.
         """
-        try:
-            await self._subscribe_until_closed(client, link)
-        finally:
-            link.subscription_settled.set()
-
-    async def _subscribe_until_closed(self, client: Client, link: _Link) -> None:
+        _PROBE.set(None)  # not part of whichever request started it
         first, longest = SUBSCRIBE_BACKOFF
         pause = first
         opened_before = False
-        while True:
-            try:
-                async with client.listen(tools_list_changed=True) as subscription:
-                    link.subscription_settled.set()
-                    pause = first
-                    if not subscription.honored.tools_list_changed:
-                        logger.info(
-                            "MCP server at %s declined tool-list subscriptions",
+
+        async def acknowledged() -> None:
+            nonlocal pause, opened_before
+            self._listen_settled.set()
+            pause = first
+            if opened_before:
+                await self._tools_changed()  # what changed meanwhile is lost
+            opened_before = True
+
+        try:
+            with scope:
+                while True:
+                    version = self._listen_version
+                    assert version is not None
+                    try:
+                        end = await listen_for_tool_changes(
+                            self._http,
                             self.url,
+                            version=version,
+                            client_info=self._client_info.model_dump(
+                                by_alias=True, mode="json", exclude_none=True
+                            ),
+                            ack_timeout=self.timeout,
+                            on_acknowledged=acknowledged,
+                            on_changed=self._tools_changed,
                         )
-                        return
-                    if opened_before:
-                        await self._tools_changed()  # what changed meanwhile is lost
-                    opened_before = True
-                    async for event in subscription:
-                        if isinstance(event, ToolsListChanged):
-                            await self._tools_changed()
-                    logger.debug("MCP server at %s closed the subscription", self.url)
-            except ListenNotSupportedError:
-                return
-            except MCPError as exc:
-                if exc.error.code == METHOD_NOT_FOUND:
-                    logger.info(
-                        "MCP server at %s advertises tools.listChanged but does not "
-                        "serve subscriptions/listen",
-                        self.url,
-                    )
-                    return
-                logger.debug("MCP subscription at %s failed: %r", self.url, exc)
-            except (SubscriptionLost, TimeoutError) as exc:
-                logger.debug("MCP subscription at %s lost: %r", self.url, exc)
-            except Exception:
-                logger.warning("MCP subscription at %s failed", self.url, exc_info=True)
-            link.subscription_settled.set()
-            await anyio.sleep(pause)
-            pause = min(pause * 2, longest)
+                    except ListenLost as exc:
+                        logger.debug("MCP subscription at %s lost: %s", self.url, exc)
+                    else:
+                        if end != "closed":
+                            logger.info(
+                                "MCP server at %s %s",
+                                self.url,
+                                "declined tool-list subscriptions"
+                                if end == "declined"
+                                else "does not serve subscriptions/listen",
+                            )
+                            return
+                        logger.debug(
+                            "MCP server at %s closed the subscription", self.url
+                        )
+                    self._listen_settled.set()
+                    await anyio.sleep(pause)
+                    pause = min(pause * 2, longest)
+        except Exception:
+            logger.warning("MCP subscription at %s failed", self.url, exc_info=True)
+        finally:
+            self._listen_settled.set()
+            self._listen_done.set()
 
     async def _on_message(self, message: Any) -> None:
         """The SDK's message handler: server notifications and transport exceptions."""

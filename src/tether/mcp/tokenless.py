@@ -15,7 +15,7 @@ token (a session minted without credentials is not the user's).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,6 +37,7 @@ __all__ = [
     "Unauthenticated",
     "is_modern_error",
     "retry_version",
+    "stateless_request",
     "supported_versions",
     "unauthenticated_challenge",
 ]
@@ -88,20 +89,29 @@ def _initialize(version: str = PROBE_PROTOCOL_VERSION) -> dict[str, Any]:
     }
 
 
-def _stateless_request(
-    request_id: int, method: str, version: str = STATELESS_PROTOCOL_VERSION
+def stateless_request(
+    request_id: int | str,
+    method: str,
+    version: str = STATELESS_PROTOCOL_VERSION,
+    *,
+    params: Mapping[str, Any] | None = None,
+    client_info: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """A 2026-07-28 request and its headers: the revision travels with every request."""
+    """A 2026-07-28 request and its headers: the revision travels with every request.
+
+    ``_meta`` carries the revision, ``clientInfo`` and the (empty) client capabilities
+    (HTTP7-5); the headers ``MCP-Protocol-Version`` and ``Mcp-Method`` (HTTP7-3).
+    """
     meta = {
         "io.modelcontextprotocol/protocolVersion": version,
-        "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
+        "io.modelcontextprotocol/clientInfo": dict(client_info or _CLIENT_INFO),
         "io.modelcontextprotocol/clientCapabilities": {},
     }
     body = {
         "jsonrpc": "2.0",
         "id": request_id,
         "method": method,
-        "params": {"_meta": meta},
+        "params": {**(params or {}), "_meta": meta},
     }
     return body, {"MCP-Protocol-Version": version, "Mcp-Method": method}
 
@@ -158,13 +168,13 @@ _Post = Callable[[dict[str, Any], dict[str, str]], Awaitable[HttpResponse]]
 
 async def _stateless(post: _Post, version: str) -> tuple[HttpResponse, str | None]:
     """``server/discover`` then ``tools/list``; or, after -32022, the version to retry."""
-    response = await post(*_stateless_request(1, "server/discover", version))
+    response = await post(*stateless_request(1, "server/discover", version))
     if response.status in (401, 403):
         return response, None
     if response.status >= 400:
         supported = supported_versions(response.body)
         return response, retry_version(supported) if supported else None
-    answer = await post(*_stateless_request(2, "tools/list", version))
+    answer = await post(*stateless_request(2, "tools/list", version))
     return (answer if answer.status in (401, 403) else response), None
 
 
