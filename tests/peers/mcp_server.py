@@ -45,6 +45,9 @@ setting comes from the environment (``tests/peers/fixture.py`` sets them):
   MCP_ERROR_HTTP_STATUS status of the `http_error` tool's answer (default 400): the body
                         is still a JSON-RPC result with isError: true
   MCP_ALLOWED_HOSTS     extra Host header values accepted (comma list)
+  MCP_TOOLS_TTL_MS      ttlMs on tools/list results at 2026-07-28 (the SDK's cache hint;
+                        unset: the SDK's default, 0)
+  MCP_TOOLS_CACHE_SCOPE cacheScope with it: private (default) | public
   MCP_LOG_LEVEL         uvicorn log level (warning)
   MCP_CHATTER           1 -> a `chatter(after)` tool: it answers at once, then sends
                         `after` (default 5) log messages tied to no request, 2 ms
@@ -84,7 +87,7 @@ import httpx2
 import jwt
 import mcp.types as types
 import uvicorn
-from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestContext
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.models import InitializationOptions
@@ -667,6 +670,18 @@ SERVER = PeerServer(
     on_list_tools=list_tools,
     on_call_tool=call_tool,
     on_subscriptions_listen=ListenHandler(BUS),
+    cache_hints=(
+        {
+            "tools/list": CacheHint(
+                ttl_ms=int(os.environ["MCP_TOOLS_TTL_MS"]),
+                scope="public"
+                if os.environ.get("MCP_TOOLS_CACHE_SCOPE") == "public"
+                else "private",
+            )
+        }
+        if os.environ.get("MCP_TOOLS_TTL_MS")
+        else None
+    ),
 )
 
 

@@ -44,7 +44,7 @@ from tether.mcp.results import (
     normalize_result,
     result_from_error,
 )
-from tether.mcp.session import MODERN_FIRST, MCPSession, ProgressCallback
+from tether.mcp.session import MODERN_FIRST, MCPSession, ProgressCallback, ToolListing
 from tether.oauth.challenge import BearerChallenge
 from tether.oauth.dpop import DPoPKey
 from tether.store.base import (
@@ -64,6 +64,23 @@ TOKEN_TTL = timedelta(seconds=5)
 """How long a token read from the store is reused before the store is read again."""
 SOFT_EXPIRY = timedelta(hours=1)
 HARD_EXPIRY = timedelta(hours=2)
+TTL_FLOOR = timedelta(minutes=1)
+"""The soonest a server's ``ttlMs`` makes a held list revalidate (HTTP7-9, R2.5)."""
+
+
+def soft_expiry(ttl_ms: int | None) -> timedelta:
+    """When a cached tool list is revalidated in the background (R2.5, HTTP7-9).
+
+    ``SOFT_EXPIRY`` by default. A server's ``ttlMs`` (MCP ``07`` *Caching*: how long
+    the client MAY consider the result fresh) brings it forward, never before
+    ``TTL_FLOOR``, so a hint of 0 (immediately stale; the SDK's default) costs at
+    most one background ``tools/list`` a minute per server and subject while the
+    held list keeps serving. A longer hint never delays the cache's own expiry.
+    Pure.
+    """
+    if ttl_ms is None:
+        return SOFT_EXPIRY
+    return min(SOFT_EXPIRY, max(TTL_FLOOR, timedelta(milliseconds=ttl_ms)))
 
 
 class HubTokenSource:
@@ -227,8 +244,9 @@ class ToolRegistry:
         """Call ``listener(server_id)`` whenever a server's tools may have changed.
 
         That is: on :meth:`invalidate` (a connection or server change, or
-        ``notifications/tools/list_changed``), after a background refresh and after a
-        forced refresh. Toolset views use it to drop themselves (issue 9).
+        ``notifications/tools/list_changed``), after a background refresh that found
+        a different list and after a forced refresh. Toolset views use it to drop
+        themselves (issue 9).
         """
         self._listeners.append(listener)
 
@@ -425,8 +443,13 @@ class ToolRegistry:
             entry = await self._ctx.stores.tools.get(server.id, subject)
         now = self._ctx.clock.now()
         if entry is not None and now - entry.fetched_at < HARD_EXPIRY:
-            if now - entry.fetched_at >= SOFT_EXPIRY:
-                self._refresh_in_background(server, subject)
+            session = self._pool.peek(server.id, subject)
+            # a live subscription announces changes: the list's ttlMs is not needed
+            hint = (
+                None if session is not None and session.hears_changes else entry.ttl_ms
+            )
+            if now - entry.fetched_at >= soft_expiry(hint):
+                self._refresh_in_background(server, subject, entry.tools)
             return [dict(tool) for tool in entry.tools]
         tools = await self.refresh_tools(server, subject)
         if refresh:
@@ -456,7 +479,9 @@ class ToolRegistry:
         if session is not None:
             session.release()
 
-    def _refresh_in_background(self, server: ServerRecord, subject: str) -> None:
+    def _refresh_in_background(
+        self, server: ServerRecord, subject: str, held: Sequence[Mapping[str, Any]]
+    ) -> None:
         key = (server.id, subject)
         if key in self._refreshing:
             return
@@ -464,8 +489,9 @@ class ToolRegistry:
 
         async def run() -> None:
             try:
-                await self.refresh_tools(server, subject)
-                self._tools_changed(server.id)
+                tools = await self.refresh_tools(server, subject)
+                if tools != list(held):  # a revalidation that changes nothing is quiet
+                    self._tools_changed(server.id)
             except TetherError:
                 pass  # recorded in health; the stale list keeps serving
             finally:
@@ -487,13 +513,13 @@ class ToolRegistry:
         now = self._ctx.clock.now()
         try:
             session = await self.session(server, subject)
-            tools = await session.list_tools()
+            listing = await session.list_tool_listing()
             await session.describe()  # the health record keeps the capabilities
         except TetherError as exc:
             await self._record_failure(server, subject, exc, now)
             raise
-        await self._record(server, subject, session, tools, now)
-        return tools
+        await self._record(server, subject, session, listing, now)
+        return listing.tools
 
     async def _record_failure(
         self, server: ServerRecord, subject: str, exc: TetherError, now: datetime
@@ -512,16 +538,17 @@ class ToolRegistry:
         server: ServerRecord,
         subject: str,
         session: MCPSession,
-        tools: list[dict[str, Any]],
+        listing: ToolListing,
         now: datetime,
     ) -> None:
         await self.writes.write(
             ToolCacheEntry(
                 server_id=server.id,
                 subject=subject,
-                tools=tools,
+                tools=listing.tools,
                 fetched_at=now,
                 protocol_version=session.protocol_version,
+                ttl_ms=listing.ttl_ms,
             ),
             ServerHealth(
                 server_id=server.id,

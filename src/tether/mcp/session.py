@@ -150,7 +150,9 @@ __all__ = [
     "KnownTools",
     "MCPSession",
     "ProgressCallback",
+    "ToolListing",
     "ToolsChangedCallback",
+    "combine_hints",
     "connect_mode",
 ]
 
@@ -453,6 +455,37 @@ async def _complete_by_default(response: httpx2.Response) -> httpx2.Response:
 # --------------------------------------------------------------------- connections
 
 
+@dataclass(frozen=True, slots=True)
+class ToolListing:
+    """A server's whole ``tools/list`` and its cache hints (HTTP7-9).
+
+    Attributes:
+        tools: The tool definitions as wire dicts.
+        ttl_ms: How long the server says the list may be considered fresh
+            (``ttlMs``; 0 is immediately stale), or ``None`` before 2026-07-28,
+            whose results carry no hints.
+        cache_scope: ``"public"`` or ``"private"`` (``cacheScope``), or ``None``.
+    """
+
+    tools: list[dict[str, Any]]
+    ttl_ms: int | None = None
+    cache_scope: str | None = None
+
+
+def combine_hints(pages: Sequence[tuple[int, str]]) -> tuple[int, str]:
+    """The hints of a paginated list: the shortest ``ttlMs``, ``private`` if any page is.
+
+    MCP ``07`` *Caching*: each page is a cacheable result of its own; the list the
+    client assembles is only as fresh as its stalest page, and is private if any page
+    was. Pure.
+    """
+    if not pages:
+        return 0, "private"
+    ttl = min(ttl for ttl, _ in pages)
+    scope = "private" if any(scope != "public" for _, scope in pages) else "public"
+    return ttl, scope
+
+
 class _NotStateless(Exception):
     """An assumed stateless era proved wrong by an answer that is not an error."""
 
@@ -565,6 +598,7 @@ class MCPSession:
         self._listen_done = anyio.Event()
         self._listen_settled = anyio.Event()
         self._listen_version: str | None = None
+        self._listen_live = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -738,6 +772,15 @@ class MCPSession:
         )
 
     @property
+    def hears_changes(self) -> bool:
+        """An acknowledged tool-list subscription is open now (R6.4.7, HTTP7-9).
+
+        While it is, a change to the list is announced as it happens, so the
+        holder need not revalidate on the list's ``ttlMs``.
+        """
+        return self._listen_live
+
+    @property
     def subscribed(self) -> bool:
         """A ``subscriptions/listen`` stream is held or being (re)opened (R6.4.7)."""
         return self._listen_scope is not None and not self._listen_done.is_set()
@@ -776,6 +819,18 @@ class MCPSession:
             Tool definitions as wire dicts (``name``, ``inputSchema``, …).
 
         Raises:
+            As :meth:`list_tool_listing`.
+        """
+        return (await self.list_tool_listing()).tools
+
+    async def list_tool_listing(self) -> ToolListing:
+        """Every tool the server offers, with the result's cache hints (HTTP7-9).
+
+        Returns:
+            The tools and, from a stateless revision, the hints of all pages
+            combined (:func:`combine_hints`).
+
+        Raises:
             MCPProtocolError: A JSON-RPC error, a repeated cursor, or more than
                 ``max_pages`` pages.
             SessionExpired: The session expired twice.
@@ -784,19 +839,23 @@ class MCPSession:
             AuthorizationRequired: From the auth flow.
         """
 
-        async def walk(client: Client) -> list[dict[str, Any]]:
+        async def walk(client: Client) -> ToolListing:
             tools: list[dict[str, Any]] = []
+            hints: list[tuple[int, str]] = []
             cursor: str | None = None
             seen: set[str] = set()
             for _ in range(self._max_pages):
                 page = await client.list_tools(cursor=cursor, cache_mode="bypass")
                 tools.extend(_wire(tool) for tool in page.tools)
+                hints.append((page.ttl_ms, page.cache_scope))
                 cursor = page.next_cursor
                 if not cursor:
                     link = self._current
                     if link is not None and link.client is client:
                         link.listed = {tool["name"] for tool in tools}
-                    return tools
+                    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                        return ToolListing(tools)  # no hints before 2026-07-28
+                    return ToolListing(tools, *combine_hints(hints))
                 if cursor in seen:
                     raise MCPProtocolError(
                         "tools/list repeated a cursor",
@@ -1330,6 +1389,7 @@ class MCPSession:
         async def acknowledged() -> None:
             nonlocal pause, opened_before
             self._listen_settled.set()
+            self._listen_live = True
             pause = first
             if opened_before:
                 await self._tools_changed()  # what changed meanwhile is lost
@@ -1355,6 +1415,7 @@ class MCPSession:
                     except ListenLost as exc:
                         logger.debug("MCP subscription at %s lost: %s", self.url, exc)
                     else:
+                        self._listen_live = False
                         if end != "closed":
                             logger.info(
                                 "MCP server at %s %s",
@@ -1367,12 +1428,14 @@ class MCPSession:
                         logger.debug(
                             "MCP server at %s closed the subscription", self.url
                         )
+                    self._listen_live = False
                     self._listen_settled.set()
                     await anyio.sleep(pause)
                     pause = min(pause * 2, longest)
         except Exception:
             logger.warning("MCP subscription at %s failed", self.url, exc_info=True)
         finally:
+            self._listen_live = False
             self._listen_settled.set()
             self._listen_done.set()
 

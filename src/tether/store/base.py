@@ -334,6 +334,8 @@ class ToolCacheEntry:
     tools: Sequence[Mapping[str, Any]]
     fetched_at: datetime
     protocol_version: str | None = None
+    ttl_ms: int | None = None
+    """The server's ``ttlMs`` for the list (HTTP7-9); ``None`` when it gave none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ __all__ = [
     "migrate",
 ]
 
-HEAD = "0004"
+HEAD = "0005"
 """The newest revision in ``migrations/versions`` (checked by ``tests/store/test_sql.py``)."""
 
 _MIGRATION_LOCK = 0x7E7E_0001  # pg_advisory_xact_lock id for schema upgrades

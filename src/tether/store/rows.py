@@ -367,6 +367,7 @@ def tool_cache_row(entry: ToolCacheEntry) -> Row:
         "tools": [dict(tool) for tool in entry.tools],
         "fetched_at": entry.fetched_at,
         "protocol_version": entry.protocol_version,
+        "ttl_ms": entry.ttl_ms,
     }
 
 
@@ -378,6 +379,7 @@ def tool_cache_record(row: Mapping[Any, Any]) -> ToolCacheEntry:
         tools=row["tools"],
         fetched_at=row["fetched_at"],
         protocol_version=row["protocol_version"],
+        ttl_ms=row["ttl_ms"],
     )
 
 

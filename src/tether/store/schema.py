@@ -215,6 +215,7 @@ tool_cache = sa.Table(
     sa.Column("tools", sa.JSON, nullable=False),
     sa.Column("fetched_at", _TS, nullable=False),
     sa.Column("protocol_version", sa.String(100)),
+    sa.Column("ttl_ms", sa.BigInteger),
 )
 
 server_health = sa.Table(
