@@ -225,6 +225,7 @@ async def test_shared_connection_start_callback_status_disconnect(
         metrics = (await c.get("/metrics")).text
         assert 'tether_refreshes_total{outcome="ok"} 1' in metrics
         assert 'tether_connections{status="connected"} 1' in metrics
+        assert "tether_mcp_sessions " in metrics
         r = await c.delete("/api/v1/servers/Prot/connection")
         assert r.status_code == 200
         info = (await c.get("/api/v1/servers/Prot/connection")).json()

@@ -58,12 +58,14 @@ def test_exposition() -> None:
     m.tool_call("error", 0.5)
     m.refresh("ok")
     m.refresh("needs_reauth")
-    text = m.render({"connected": 2, "needs_reauth": 1})
+    text = m.render({"connected": 2, "needs_reauth": 1}, sessions=(90, 3))
     assert 'tether_tool_calls_total{outcome="ok"} 2' in text
     assert 'tether_tool_call_seconds_bucket{le="0.025",outcome="ok"} 1' in text
     assert 'tether_tool_call_seconds_bucket{le="5.0",outcome="ok"} 2' in text
     assert 'tether_tool_call_seconds_bucket{le="+Inf",outcome="error"} 1' in text
     assert 'tether_refreshes_total{outcome="needs_reauth"} 1' in text
     assert 'tether_connections{status="connected"} 2' in text
+    assert "tether_mcp_sessions 90\n" in text
+    assert "tether_mcp_session_connections 3\n" in text
     assert "# TYPE tether_tool_call_seconds histogram" in text
     assert text.endswith("\n")

@@ -73,7 +73,11 @@ class Metrics:
         self.lease_waits.observe(seconds)
 
     def render(
-        self, connections: Mapping[str, int], jobs: Sequence[JobReport] = ()
+        self,
+        connections: Mapping[str, int],
+        jobs: Sequence[JobReport] = (),
+        *,
+        sessions: tuple[int, int] | None = None,
     ) -> str:
         """The exposition text.
 
@@ -81,6 +85,9 @@ class Metrics:
             connections: Connections by status (from the store).
             jobs: The background jobs' status in this process, with each lease's
                 current holder (:meth:`tether.hub.jobs.Jobs.report`).
+            sessions: This process's MCP sessions and how many of them hold a
+                connection now (a session a fan-out listed keeps only its tool-list
+                subscription; design-notes R6.4.7).
         """
         lines = [
             "# HELP tether_tool_calls_total Tool calls by outcome.",
@@ -128,6 +135,16 @@ class Metrics:
         ]
         for status, n in sorted(connections.items()):
             lines.append(f"tether_connections{_labels(status=status)} {n}")
+        if sessions is not None:
+            lines += [
+                "# HELP tether_mcp_sessions MCP sessions held by this process.",
+                "# TYPE tether_mcp_sessions gauge",
+                f"tether_mcp_sessions {sessions[0]}",
+                "# HELP tether_mcp_session_connections Of those, sessions holding an "
+                "MCP connection now.",
+                "# TYPE tether_mcp_session_connections gauge",
+                f"tether_mcp_session_connections {sessions[1]}",
+            ]
         lines += _job_lines(jobs)
         return "\n".join(lines) + "\n"
 

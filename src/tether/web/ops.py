@@ -33,4 +33,7 @@ async def metrics(request: Request, tether: TetherDep) -> Response:
     registry: Metrics = request.app.state.metrics
     counts = await listing_of(tether.stores).count_by_status()
     jobs = await tether.jobs.report()
-    return PlainTextResponse(registry.render(counts, jobs), media_type=CONTENT_TYPE)
+    sessions = (tether.tools.open_sessions, tether.tools.open_connections)
+    return PlainTextResponse(
+        registry.render(counts, jobs, sessions=sessions), media_type=CONTENT_TYPE
+    )
