@@ -163,3 +163,41 @@ async def test_a_handshake_revision_list_has_no_hint(
     assert entry is not None
     assert entry.protocol_version == "2025-11-25"
     assert entry.ttl_ms is None
+
+
+async def test_a_reopened_subscription_revalidates_without_dropping_views(
+    make_tether: MakeTether,
+    tmp_peers: PeerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6.4.7: after a break the held list is asked again, and kept if unchanged.
+
+    Silence re-opens a listen stream (no keep-alive exists on it); the list that
+    comes back is the same, so no view is dropped and the cache stays.
+    """
+    from tether.mcp import session as session_module
+
+    monkeypatch.setattr(session_module, "LISTEN_READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(session_module, "SUBSCRIBE_BACKOFF", (0.05, 0.2))
+    mcp = tmp_peers.mcp_server()
+    tether = await make_tether()
+    server_id = await _server(tether, mcp)
+    changes: list[str] = []
+    tether.tools.on_tools_changed(changes.append)
+    held = await tether.list_tools("hinted")
+    first = await tether.stores.tools.get(server_id, SHARED)
+    assert first is not None
+    fetches = {first.fetched_at}
+    # Two revalidations written: the second could start only once the first had
+    # finished, its comparison included (one background refresh per list at a time).
+    for _ in range(1500):  # polls a real condition; 30 s hang guard
+        entry = await tether.stores.tools.get(server_id, SHARED)
+        assert entry is not None  # never dropped
+        fetches.add(entry.fetched_at)
+        if len(fetches) >= 3:
+            break
+        await anyio.sleep(0.02)
+    assert len(fetches) >= 3
+    assert entry is not None
+    assert list(entry.tools) == held
+    assert changes == []

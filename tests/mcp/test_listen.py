@@ -341,3 +341,26 @@ async def test_a_transport_error_is_lost() -> None:
 
     with pytest.raises(ListenLost, match="refused"):
         await listen(Server(respond), Seen())
+
+
+async def test_a_silent_stream_is_lost_after_the_read_timeout() -> None:
+    """The guarded transport raises Tether's own errors while a body is read."""
+    from tether.errors import RequestTimeout
+
+    def respond(body: dict[str, Any]) -> httpx2.Response:
+        async def stream() -> AsyncIterator[bytes]:
+            yield f"data: {json.dumps(ack()).replace(ID, body['id'])}\n\n".encode()
+            raise RequestTimeout("read timed out talking to mcp.test")
+
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, content=stream()
+        )
+
+    server = Server(respond)
+    seen = Seen()
+    with pytest.raises(ListenLost, match="read timed out"):
+        await listen(server, seen)
+    assert seen.acknowledged == 1
+    timeouts = server.requests[0].extensions["timeout"]
+    assert timeouts["read"] == 300.0  # READ_TIMEOUT, not the client's
+    assert timeouts["connect"] == 30.0  # the acknowledgment's

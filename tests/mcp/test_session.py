@@ -1223,3 +1223,39 @@ async def test_a_stateful_connection_is_not_released(
         await session.connect()
         assert session.release() is False
         assert session.connected
+
+
+async def test_a_silent_subscription_is_reopened_and_the_gap_revalidated(
+    peer: Peer, http: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No keep-alive exists on a listen stream: silence re-opens it (listen.py).
+
+    A change may have gone unheard while no stream was open, so the holder is told
+    to revalidate (``on_tools_gap``), not that the list changed. Before, the
+    transport's read timeout ended the subscription for good.
+    """
+    monkeypatch.setattr(session_module, "LISTEN_READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(session_module, "SUBSCRIBE_BACKOFF", (0.05, 0.2))
+    gate = peer.gates["listen"]
+    gate.methods.clear()
+    changed = gaps = 0
+
+    async def on_tools_changed() -> None:
+        nonlocal changed
+        changed += 1
+
+    async def on_tools_gap() -> None:
+        nonlocal gaps
+        gaps += 1
+
+    async with MCPSession(
+        peer.url("listen"),
+        http,
+        on_tools_changed=on_tools_changed,
+        on_tools_gap=on_tools_gap,
+    ) as session:
+        await session.connect()
+        await _until(lambda: gaps >= 2)
+        assert gate.methods.count("subscriptions/listen") >= 3
+        assert changed == 0  # silence is not a change
+    await _until(lambda: BUS.listeners == 0)

@@ -329,6 +329,13 @@ class ToolRegistry:
         async def changed() -> None:
             await self.invalidate(server.id, subject, drop_session=False)
 
+        async def gap() -> None:
+            # a re-opened subscription may have missed a change: revalidate what is
+            # held (a list that did not change drops nothing; R6.4.7)
+            entry = await self._ctx.stores.tools.get(server.id, subject)
+            if entry is not None:
+                self._refresh_in_background(server, subject, entry.tools)
+
         async def known() -> Sequence[Mapping[str, Any]]:
             entry = await self._ctx.stores.tools.get(server.id, subject)
             fresh = entry is not None and (
@@ -347,6 +354,7 @@ class ToolRegistry:
             timeout=server.timeout_seconds,
             mode=MODERN_FIRST,
             on_tools_changed=changed,
+            on_tools_gap=gap,
             task_group=task_group,
             elicitation=self._ctx.config.elicitation,
             watch_tools=(server.id, subject) in self._watched,

@@ -39,6 +39,7 @@ import anyio
 import httpx2
 from mcp.types import METHOD_NOT_FOUND
 
+from tether.errors import TetherError
 from tether.mcp.tokenless import stateless_request
 from tether.oauth._wire import load_json
 
@@ -57,6 +58,13 @@ TOOLS_CHANGED: Final = "notifications/tools/list_changed"
 CANCELLED: Final = "notifications/cancelled"
 SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
 _MAX_FRAME_DEPTH: Final = 64
+READ_TIMEOUT: Final = 300.0
+"""Seconds a subscribed stream may stay silent before it is opened again.
+
+MCP defines no keep-alive on a listen stream, and a peer that vanished without a FIN
+would otherwise hold it forever. A stream re-opened after silence reports the gap as
+any re-opened stream does; the holder revalidates rather than drops its list
+(design-notes R6.4.7). The same bound as the SDK's ``sse_read_timeout``."""
 _ids = itertools.count(1)
 
 ListenEnd = Literal["closed", "declined", "unsupported"]
@@ -130,6 +138,7 @@ async def listen_for_tool_changes(
     version: str,
     client_info: Mapping[str, Any],
     ack_timeout: float,
+    read_timeout: float | None = READ_TIMEOUT,
     on_acknowledged: Callable[[], Awaitable[None]],
     on_changed: Callable[[], Awaitable[None]],
 ) -> ListenEnd:
@@ -141,7 +150,8 @@ async def listen_for_tool_changes(
         url: The MCP endpoint.
         version: The stateless revision negotiated with the server.
         client_info: ``clientInfo`` for the request's ``_meta``.
-        ack_timeout: Seconds to wait for the acknowledgment.
+        ack_timeout: Seconds to wait for the acknowledgment (and to connect and send).
+        read_timeout: Seconds the stream may be silent once acknowledged.
         on_acknowledged: Awaited once the server has acknowledged the subscription
             (and honored ``toolsListChanged``), before any change is reported.
         on_changed: Awaited for each ``notifications/tools/list_changed``.
@@ -150,8 +160,9 @@ async def listen_for_tool_changes(
         Why the stream ended (:data:`ListenEnd`).
 
     Raises:
-        ListenLost: The request failed, the acknowledgment did not come in time, or
-            the stream ended without the server's graceful close.
+        ListenLost: The request failed, the acknowledgment did not come in time, the
+            stream was silent for ``read_timeout`` or ended without the server's
+            graceful close.
     """
     request_id = f"tether-listen-{next(_ids)}"
     body, headers = stateless_request(
@@ -165,7 +176,10 @@ async def listen_for_tool_changes(
     acked = False
     try:
         with anyio.fail_after(ack_timeout) as ack_scope:
-            async with http.stream("POST", url, json=body, headers=headers) as response:
+            timeout = httpx2.Timeout(ack_timeout, read=read_timeout)
+            async with http.stream(
+                "POST", url, json=body, headers=headers, timeout=timeout
+            ) as response:
                 if response.headers.get("content-type", "").startswith(
                     "application/json"
                 ):
@@ -190,7 +204,7 @@ async def listen_for_tool_changes(
                 raise ListenLost("the stream ended without the server's close")
     except TimeoutError as exc:
         raise ListenLost("no acknowledgment in time") from exc
-    except httpx2.HTTPError as exc:
+    except (httpx2.HTTPError, TetherError) as exc:  # TetherError: the guarded transport
         raise ListenLost(f"the stream failed: {exc!r}") from exc
 
 

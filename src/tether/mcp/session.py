@@ -38,8 +38,8 @@ What Tether adds to the SDK at this seam:
   not known yet), a watching session keeps a ``subscriptions/listen`` stream for
   tool-list changes open in the background (SEP-2575), in one task of its own apart
   from any SDK connection (:mod:`tether.mcp.listen`, design-notes R6.4.7), re-opens it
-  with backoff when it ends, and calls ``on_tools_changed`` after a re-open too, since
-  events are not replayed. Requests wait for its acknowledgment at most
+  with backoff when it ends or stays silent for ``LISTEN_READ_TIMEOUT``, and calls
+  ``on_tools_gap`` (revalidate) after a re-open, since events are not replayed. Requests wait for its acknowledgment at most
   ``LISTEN_WAIT`` and never fail because of it. A session made with
   ``watch_tools=False`` opens none until :meth:`MCPSession.watch_tools`. Long-lived
   streams are marked for the guarded transport's stream pool, so they never hold a
@@ -126,7 +126,7 @@ from tether.errors import (
 )
 from tether.mcp.drain import drained
 from tether.mcp.elicitation import ElicitationHandler, decline
-from tether.mcp.listen import ListenLost, listen_for_tool_changes
+from tether.mcp.listen import READ_TIMEOUT, ListenLost, listen_for_tool_changes
 from tether.mcp.skills import (
     EXTENSION,
     Skill,
@@ -325,6 +325,8 @@ class _ObservedStream(httpx2.AsyncByteStream):
 LISTEN_WAIT = 0.25
 #: First and longest pause (seconds) before re-opening a ``subscriptions/listen`` stream.
 SUBSCRIBE_BACKOFF = (1.0, 60.0)
+#: Seconds a subscribed stream may be silent before it is opened again (listen.py).
+LISTEN_READ_TIMEOUT = READ_TIMEOUT
 
 
 class _ObservingClient(httpx2.AsyncClient):
@@ -533,6 +535,9 @@ class MCPSession:
             and :data:`MODERN_FIRST` an era in ``eras`` is used instead of probing.
         on_tools_changed: Called (in a task of its own) after
             ``notifications/tools/list_changed``.
+        on_tools_gap: Called when a tool-list subscription is open again after a
+            break, during which a change may have gone unheard (events are not
+            replayed): revalidate the list. By default ``on_tools_changed``.
         watch_tools: Keep a ``subscriptions/listen`` stream for tool-list changes
             from the first connection on (stateless revision); with ``False`` only
             after :meth:`watch_tools`, so a session that only calls holds no stream.
@@ -557,6 +562,7 @@ class MCPSession:
         timeout: float = DEFAULT_TIMEOUT,
         mode: str = "auto",
         on_tools_changed: ToolsChangedCallback | None = None,
+        on_tools_gap: ToolsChangedCallback | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
         client_info: Implementation | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
@@ -578,6 +584,7 @@ class MCPSession:
         self._mode = mode
         self._http = _ObservingClient(http_client, auth)
         self._on_tools_changed = on_tools_changed
+        self._on_tools_gap = on_tools_gap or on_tools_changed
         self._max_pages = max_pages
         self._client_info = client_info or Implementation(name="tether", version="0")
         self._tg = task_group
@@ -1376,8 +1383,8 @@ class MCPSession:
         Runs in the session's task group, apart from any connection: a released or
         renewed connection leaves it open. A stream that ends or drops is re-opened
         after a pause that doubles up to ``SUBSCRIBE_BACKOFF[1]`` (reset once a stream
-        is acknowledged); events are not replayed, so a re-opened stream calls
-        ``on_tools_changed`` first. A server that declines, or does not know
+        is acknowledged), and so is one silent for ``LISTEN_READ_TIMEOUT``; events are
+        not replayed, so a re-opened stream calls ``on_tools_gap`` first. A server that declines, or does not know
         ``subscriptions/listen``, is not asked again by this session. Nothing here
         raises: failures are logged.
         """
@@ -1391,8 +1398,13 @@ class MCPSession:
             self._listen_settled.set()
             self._listen_live = True
             pause = first
-            if opened_before:
-                await self._tools_changed()  # what changed meanwhile is lost
+            if opened_before and self._on_tools_gap is not None:
+                try:  # what changed meanwhile was not heard
+                    await self._on_tools_gap()
+                except Exception:
+                    logger.exception(
+                        "the tool-list gap callback for %s failed", self.url
+                    )
             opened_before = True
 
         try:
@@ -1409,6 +1421,7 @@ class MCPSession:
                                 by_alias=True, mode="json", exclude_none=True
                             ),
                             ack_timeout=self.timeout,
+                            read_timeout=LISTEN_READ_TIMEOUT,
                             on_acknowledged=acknowledged,
                             on_changed=self._tools_changed,
                         )
