@@ -709,9 +709,11 @@ async def test_unreachable_server_is_a_network_error() -> None:
             httpx2.AsyncClient(timeout=2) as http,
             MCPSession(f"http://127.0.0.1:{port}/mcp", http) as session,
         ):
-            with pytest.raises(NetworkError):
+            with pytest.raises(NetworkError) as caught:
                 await session.list_tools()
             assert not session.connected
+    # what the wire said stays the cause, not the SDK's generic error
+    assert isinstance(caught.value.__cause__, httpx2.ConnectError)
 
 
 async def test_guarded_client_from_net(peer: Peer) -> None:

@@ -1163,7 +1163,9 @@ class MCPSession:
                     raise
                 except Exception as exc:
                     if self._closed:  # closed meanwhile: nothing is retried
-                        raise self._translate(exc, probe, link, step) from exc
+                        raise (
+                            error := self._translate(exc, probe, link, step)
+                        ) from _cause(error, exc)
                     if probe.expired:
                         if renewed:
                             raise SessionExpired(
@@ -1202,7 +1204,9 @@ class MCPSession:
                         self._next_mode = mode
                         await self._retire(link)
                         continue
-                    raise self._translate(exc, probe, link, step) from exc
+                    raise (
+                        error := self._translate(exc, probe, link, step)
+                    ) from _cause(error, exc)
                 finally:
                     probe.sealed = True
                     _PROBE.reset(token)
@@ -1239,7 +1243,9 @@ class MCPSession:
                         # a remembered era that no longer holds: probe again
                         self._eras.forget(self.url)
                         continue
-                    raise self._translate(exc, probe, None, step) from exc
+                    raise (
+                        error := self._translate(exc, probe, None, step)
+                    ) from _cause(error, exc)
                 break
             assert link is not None
             if self._http.session_started:
@@ -1555,6 +1561,18 @@ def _on_subscription(message: Any) -> bool:
     """Whether a notification came on a ``subscriptions/listen`` stream."""
     meta = getattr(getattr(message, "params", None), "meta", None)
     return isinstance(meta, dict) and SUBSCRIPTION_ID_META_KEY in meta
+
+
+def _cause(error: Exception, exc: Exception) -> BaseException | None:
+    """The cause to raise ``error`` from: its own if it has one, else ``exc``.
+
+    The error recorded by a probe (the guarded transport's, raised from the
+    ``httpcore2`` error that says what happened on the wire, a reset or an EOF) keeps
+    that cause instead of the SDK's generic error, so a log shows the real one.
+    """
+    if error is exc:
+        return exc.__cause__
+    return error.__cause__ or exc
 
 
 def _leaf(exc: BaseException) -> Exception:
