@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import httpcore2
 import httpx2
 import mcp.types as types
 import pytest
@@ -617,6 +618,97 @@ async def test_broken_stateless_stream_is_reissued_once(
         with pytest.raises(NetworkError, match="closed"):
             await session.call_tool("echo", {})
     assert gate.methods.count("tools/call") == 4
+
+
+class _BreakFirstCalls(httpx2.AsyncBaseTransport):
+    """Real HTTP, except that the first ``times`` ``tools/call`` POSTs fail on the wire.
+
+    What a reset of a reused pooled connection looks like (a server closing it as
+    the request arrives), which a real server cannot be made to do on cue.
+    """
+
+    def __init__(self, error: Callable[[], Exception], times: int = 1) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self._error = error
+        self.left = times
+        self.attempts = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST" and b'"tools/call"' in request.content:
+            self.attempts += 1
+            if self.left > 0:
+                self.left -= 1
+                raise self._error()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _guarded_reset() -> Exception:
+    """As the guarded transport raises a reset: Tether's error, httpcore's cause."""
+    try:
+        raise httpcore2.ReadError("")
+    except httpcore2.ReadError as exc:
+        error = NetworkError("connection to 127.0.0.1 failed: ")
+        error.__cause__ = exc
+        return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: httpx2.ReadError(""),
+        lambda: httpx2.RemoteProtocolError("Server disconnected"),
+        _guarded_reset,
+    ],
+    ids=["httpx2-reset", "httpx2-disconnected", "guarded-reset"],
+)
+async def test_a_stateless_call_whose_connection_broke_is_reissued_once(
+    peer: Peer, error: Callable[[], Exception]
+) -> None:
+    """HTTP7-1: a connection that broke before any answer is a broken stream too."""
+    transport = _BreakFirstCalls(error)
+    async with (
+        httpx2.AsyncClient(transport=transport, timeout=30) as http,
+        MCPSession(peer.url("stateless"), http) as session,
+    ):
+        result = await session.call_tool("echo", {"text": "again"})
+        assert result["content"][0]["text"] == "echo:again:2026-07-28"
+        assert transport.attempts == 2
+        transport.left = 2  # broken twice: the second break is the caller's error
+        with pytest.raises(NetworkError):
+            await session.call_tool("echo", {"text": "x"})
+        assert transport.attempts == 4
+    assert peer.gates["stateless"].methods.count("tools/call") == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "error", "raised"),
+    [
+        ("stateless", "auto", lambda: httpx2.ConnectError("refused"), NetworkError),
+        ("stateless", "auto", lambda: httpx2.ReadTimeout("slow"), RequestTimeout),
+        ("sse", "legacy", lambda: httpx2.ReadError(""), NetworkError),
+    ],
+    ids=["refused", "timeout", "stateful-reset"],
+)
+async def test_other_failures_are_not_reissued(
+    peer: Peer,
+    path: str,
+    mode: str,
+    error: Callable[[], Exception],
+    raised: type[Exception],
+) -> None:
+    """Not a broken stream, or not the stateless revision: one attempt only."""
+    transport = _BreakFirstCalls(error)
+    async with (
+        httpx2.AsyncClient(transport=transport, timeout=30) as http,
+        MCPSession(peer.url(path), http, mode=mode) as session,
+    ):
+        await session.connect()
+        with pytest.raises(raised):
+            await session.call_tool("echo", {})
+        assert transport.attempts == 1
 
 
 async def test_broken_stateful_stream_is_not_reissued(

@@ -258,10 +258,14 @@ async def test_an_mcp_session_keeps_its_connection_alive(guard: ConnectGuard) ->
                 await session.call_tool("echo", {"text": f"u{i}"})
             total = len(guard.attempts) - warm[1]
     assert warm[0] == 1  # only the MCP server was dialled
-    assert sequential == 0
+    # The guard sees each connect twice (anyio, socket). Four attempts in the warm-up
+    # may be two POST connections while the SDK's background GET stream is still to
+    # connect (seen once under load, with conformance running alongside): allow that
+    # one late connect. A connection per call would be 20 attempts for these 10.
+    assert sequential <= 2
     # three calls at once need up to two more connections (one request at a time
-    # per HTTP/1.1 connection); the guard sees each connect twice (anyio, socket)
-    assert total <= 2 * 2
+    # per HTTP/1.1 connection), plus that late GET stream
+    assert total <= 2 * 2 + 2
 
 
 async def test_an_origin_that_passed_is_still_refused_with_user_info(

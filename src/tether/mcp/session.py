@@ -138,7 +138,7 @@ from tether.mcp.skills import (
 )
 from tether.mcp.tokenless import is_modern_error, retry_version
 from tether.net.client import deadline, mapped_errors
-from tether.net.transport import LONG_LIVED
+from tether.net.transport import LONG_LIVED, broken_connection
 from tether.oauth._wire import load_json
 
 __all__ = [
@@ -1493,17 +1493,21 @@ class MCPSession:
     # ----------------------------------------------------------------- errors
 
     def _stream_broke(self, link: _Link, exc: Exception, probe: _Probe) -> bool:
-        """A stateless request whose response stream ended before the answer."""
+        """A stateless request whose response stream ended before the answer.
+
+        Either the stream ended early (the SDK's ``CONNECTION_CLOSED``), or the
+        request's connection broke before any answer came (a reset or an EOF: a
+        server closing an idle pooled connection as it is reused looks so). Both are
+        a broken stream to HTTP7-1; a refused connect or a timeout is not.
+        """
         if (
             link.client is None
             or link.client.protocol_version not in MODERN_PROTOCOL_VERSIONS
         ):
             return False
-        if not isinstance(exc, MCPError) or exc.error.code != CONNECTION_CLOSED:
-            return False
-        return probe.error is None or isinstance(
-            probe.error, httpx2.ReadError | httpx2.RemoteProtocolError
-        )
+        if isinstance(exc, MCPError) and exc.error.code == CONNECTION_CLOSED:
+            return probe.error is None or broken_connection(probe.error)
+        return probe.error is not None and broken_connection(probe.error)
 
     def _translate(
         self, exc: BaseException, probe: _Probe, link: _Link | None, step: str

@@ -44,7 +44,12 @@ from tether.errors import (
 from tether.net.backend import GuardedBackend, Resolver, system_resolver
 from tether.net.policy import NetworkPolicy
 
-__all__ = ["LONG_LIVED", "GuardedTransport", "map_httpcore_errors"]
+__all__ = [
+    "LONG_LIVED",
+    "GuardedTransport",
+    "broken_connection",
+    "map_httpcore_errors",
+]
 
 #: Request extension carrying the previous hop's scheme; httpx2 copies a request's
 #: extensions into the request it builds for a redirect.
@@ -109,6 +114,27 @@ def translate_httpcore_error(host: str, exc: Exception) -> Exception:
 
 #: What :func:`translate_httpcore_error` maps (checked once per exception, not per
 #: chunk: the body stream's hot path has no context manager).
+_BROKEN: Final = (
+    httpcore2.ReadError,
+    httpcore2.WriteError,
+    httpcore2.RemoteProtocolError,
+    httpx2.ReadError,
+    httpx2.WriteError,
+    httpx2.RemoteProtocolError,
+)
+
+
+def broken_connection(exc: BaseException) -> bool:
+    """Whether a request failed because its connection broke under it.
+
+    A reset, an EOF, or a server that closed without answering, seen by ``httpcore2``
+    or ``httpx2`` directly or as the cause of the Tether error this module raised for
+    it; not a refused connect, a timeout or a refusal of the guard. This is what a
+    server closing an idle pooled connection just as a request reuses it looks like.
+    """
+    return isinstance(exc, _BROKEN) or isinstance(exc.__cause__, _BROKEN)
+
+
 _HTTPCORE_ERRORS: Final = (
     httpcore2.TimeoutException,
     httpcore2.NetworkError,
