@@ -1353,3 +1353,30 @@ async def test_a_silent_subscription_is_reopened_and_the_gap_revalidated(
         assert gate.methods.count("subscriptions/listen") >= 3
         assert changed == 0  # silence is not a change
     await _until(lambda: BUS.listeners == 0)
+
+
+async def test_a_released_session_subscribes_after_the_era_memory_forgot_it(
+    peer: Peer, http: httpx2.AsyncClient
+) -> None:
+    """The era memory is bounded; a fan-out over more endpoints than it holds may
+    have dropped this one by the time it watches: the session knows what it spoke."""
+
+    async def on_tools_changed() -> None:
+        pass
+
+    eras = EraMemory(limit=1)
+    async with MCPSession(
+        peer.url("listen"),
+        http,
+        on_tools_changed=on_tools_changed,
+        watch_tools=False,
+        eras=eras,
+    ) as session:
+        await session.connect()
+        assert session.release() is True
+        eras.put("http://other.test/mcp", Era("legacy"))  # pushes this endpoint out
+        assert eras.get(peer.url("listen")) is None
+        session.watch_tools()
+        await _until(lambda: BUS.listeners == 1)
+        assert not session.connected
+    await _until(lambda: BUS.listeners == 0)

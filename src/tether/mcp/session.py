@@ -606,6 +606,8 @@ class MCPSession:
         self._listen_settled = anyio.Event()
         self._listen_version: str | None = None
         self._listen_live = False
+        # what the released connection spoke, should the era memory drop the endpoint
+        self._released: tuple[str, ServerCapabilities | None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -688,6 +690,10 @@ class MCPSession:
             or link.client.protocol_version not in MODERN_PROTOCOL_VERSIONS
         ):
             return False
+        self._released = (
+            link.client.protocol_version,
+            link.client.server_capabilities if link.described else None,
+        )
         self._current = None
         link.stop.set()
         return True
@@ -1370,12 +1376,13 @@ class MCPSession:
         if link is not None and link.client is not None:
             version = link.client.protocol_version
             capabilities = link.client.server_capabilities if link.described else None
-        else:
-            era = self._eras.get(self.url)
-            if era is None:
-                return None
+        elif (era := self._eras.get(self.url)) is not None:
             version = era.mode
             capabilities = era.discover.capabilities if era.discover else None
+        elif self._released is not None:  # the memory is bounded; this session knows
+            version, capabilities = self._released
+        else:
+            return None
         if version not in MODERN_PROTOCOL_VERSIONS:
             return None
         if capabilities is None:
