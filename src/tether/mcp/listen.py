@@ -184,11 +184,11 @@ async def listen_for_tool_changes(
                     "application/json"
                 ):
                     await response.aread()
-                    return _answer(_classify_body(response.content, request_id))
+                    return _answer(_parse(response.content, request_id))
                 if response.status_code != 200:
                     raise ListenLost(f"HTTP {response.status_code}")
                 async for event in httpx2.EventSource(response):
-                    frame = _classify_event(event.data, request_id)
+                    frame = _parse(event.data, request_id)
                     if frame.kind == "ack":
                         if not frame.honored:
                             return "declined"
@@ -208,19 +208,15 @@ async def listen_for_tool_changes(
         raise ListenLost(f"the stream failed: {exc!r}") from exc
 
 
-def _classify_event(data: str, request_id: str) -> Frame:
+def _parse(data: str | bytes, request_id: str) -> Frame:
+    """:func:`classify_frame` of an SSE event's data or a JSON body; unparsable: other."""
     try:
-        message = load_json(data.encode(), max_depth=_MAX_FRAME_DEPTH)
+        message = load_json(
+            data.encode() if isinstance(data, str) else data,
+            max_depth=_MAX_FRAME_DEPTH,
+        )
     except ValueError:
         logger.debug("an unparsable frame on a listen stream was ignored")
-        return _OTHER
-    return classify_frame(message, request_id)
-
-
-def _classify_body(content: bytes, request_id: str) -> Frame:
-    try:
-        message = load_json(content, max_depth=_MAX_FRAME_DEPTH)
-    except ValueError:
         return _OTHER
     return classify_frame(message, request_id)
 

@@ -39,8 +39,9 @@ What Tether adds to the SDK at this seam:
   tool-list changes open in the background (SEP-2575), in one task of its own apart
   from any SDK connection (:mod:`tether.mcp.listen`, design-notes R6.4.7), re-opens it
   with backoff when it ends or stays silent for ``LISTEN_READ_TIMEOUT``, and calls
-  ``on_tools_gap`` (revalidate) after a re-open, since events are not replayed. Requests wait for its acknowledgment at most
-  ``LISTEN_WAIT`` and never fail because of it. A session made with
+  ``on_tools_gap`` (revalidate) after a re-open, since events are not replayed.
+  Requests wait for its acknowledgment at most ``LISTEN_WAIT`` and never fail because
+  of it. A session made with
   ``watch_tools=False`` opens none until :meth:`MCPSession.watch_tools`. Long-lived
   streams are marked for the guarded transport's stream pool, so they never hold a
   connection requests wait for (``tether.net.transport.LONG_LIVED``).
